@@ -1,0 +1,33 @@
+# Two commands from a fresh clone: `make demo` and `make test`.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+CONFIG ?= configs/demo.yaml
+
+export RAY_AUTH_MODE := disabled
+export SPARK_LOCAL_IP := 127.0.0.1
+export RAY_USAGE_STATS_ENABLED := 0
+export PYTHONHASHSEED := 0
+
+.PHONY: install demo test bench clean
+
+install: $(STAMP)
+
+# torch is installed first and pinned by constraints.txt, so pip takes the local CPU
+# wheel and never resolves a CUDA build.
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -c constraints.txt torch==2.13.0
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/lfm4ads run --config $(CONFIG)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf runs/ .pytest_cache

@@ -1,0 +1,34 @@
+"""Contracts between stages: every schema and manifest one stage hands to another.
+
+Each is a pydantic v2 model declared once here; stages import, never re-declare, them.
+
+- :class:`DatasetSpec`: what an interaction log must look like (columns, tasks, features).
+- :class:`CheckpointManifest`: what pretraining hands to extraction.
+- :class:`RepresentationTable` / :data:`REPRESENTATION_TABLES`: the Delta tables of UR, IR, CR.
+- :class:`IndexManifest`: what an index build hands to its readers.
+- :class:`RunLayout`: where every artefact of one run root lives.
+- :func:`load_config`: YAML -> pydantic with errors that name the bad key.
+"""
+
+from contracts.base import ConfigError, StrictModel, config_hash, load_config
+from contracts.checkpoint import CheckpointManifest, LayerInfo
+from contracts.dataset import DatasetSpec, SequenceSpec
+from contracts.index import IndexManifest
+from contracts.layout import RunLayout
+from contracts.tables import REPRESENTATION_TABLES, RepresentationTable, TableProperties
+
+__all__ = [
+    "CheckpointManifest",
+    "ConfigError",
+    "DatasetSpec",
+    "IndexManifest",
+    "LayerInfo",
+    "REPRESENTATION_TABLES",
+    "RepresentationTable",
+    "RunLayout",
+    "SequenceSpec",
+    "StrictModel",
+    "TableProperties",
+    "config_hash",
+    "load_config",
+]

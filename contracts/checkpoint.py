@@ -1,0 +1,70 @@
+"""What pretraining hands to extraction: the checkpoint manifest."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import Field
+
+from contracts.base import StrictModel
+from contracts.dataset import DatasetSpec
+
+MANIFEST_FILE = "manifest.json"
+WEIGHTS_FILE = "model.pt"
+VOCAB_FILE = "vocab.json"
+
+
+class LayerInfo(StrictModel):
+    """One addressable representation layer of the foundation model."""
+
+    name: str = Field(..., description="Stable name, e.g. 'user_tower', 'ad.cross_1', 'ad.mlp_2'.")
+    dim: int = Field(..., ge=1)
+    kind: str = Field(..., description="'UR', 'IR' or 'CR'.")
+
+
+class CheckpointManifest(StrictModel):
+    """Everything extraction needs to run a checkpoint on a log, and to refuse a wrong one.
+
+    The weights (``model.pt``, loaded with ``weights_only=True``) and vocabularies
+    (``vocab.json``: column -> list of known values, index 0 = out of vocabulary) sit
+    beside this file.
+    """
+
+    model_version: str
+    created_at: datetime
+    dataset: DatasetSpec = Field(..., description="Canonical spec of the log it was trained on.")
+    model_config_data: dict = Field(..., description="The model config it was built from.")
+    config_hash: str
+    data_version: str = Field(..., description="Log table version and the day range trained on.")
+    vocab_sizes: dict[str, int]
+    layers: list[LayerInfo]
+    default_cr_layer: str = Field(..., description="CR layer the daily job extracts.")
+    epochs_trained: int = 0
+    metrics: dict[str, float] = Field(default_factory=dict)
+
+    def layer(self, name: str) -> LayerInfo:
+        for layer in self.layers:
+            if layer.name == name:
+                return layer
+        valid = ", ".join(l.name for l in self.layers)
+        raise KeyError(f"layer {name!r} does not exist in model {self.model_version}; valid: {valid}")
+
+    def check_compatible(self, spec: DatasetSpec, source: str = "log") -> None:
+        """Raise ValueError if ``spec`` (canonical) is not the schema this model was trained on."""
+        mine, theirs = self.dataset, spec
+        problems = []
+        for key in ("tasks", "user_features", "item_features"):
+            if getattr(mine, key) != getattr(theirs, key):
+                problems.append(f"{key}: model has {getattr(mine, key)}, {source} has {getattr(theirs, key)}")
+        if mine.sequence.item_field != theirs.sequence.item_field:
+            problems.append(
+                f"sequence.item_field: model has {mine.sequence.item_field!r}, "
+                f"{source} has {theirs.sequence.item_field!r}"
+            )
+        unknown = sorted(set(theirs.scenarios) - set(mine.scenarios))
+        if unknown:
+            problems.append(f"scenarios {unknown} unknown to the model (knows {sorted(mine.scenarios)})")
+        if problems:
+            raise ValueError(
+                f"checkpoint {self.model_version} does not match the {source} schema: " + "; ".join(problems)
+            )

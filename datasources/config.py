@@ -1,0 +1,31 @@
+"""Where a run's log comes from: generated, MovieLens-100K, or a user's file + spec."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal, Union
+
+from pydantic import Field
+
+from contracts import DatasetSpec, StrictModel
+from datasources.generator import GeneratorConfig
+
+
+class GeneratedSource(StrictModel):
+    kind: Literal["generated"] = "generated"
+    generator: GeneratorConfig = Field(default_factory=GeneratorConfig)
+
+
+class MovieLensSource(StrictModel):
+    kind: Literal["movielens"]
+    path: Path = Field(..., description="Folder with the original u.data, u.user, u.item files.")
+
+
+class FileSource(StrictModel):
+    kind: Literal["file"]
+    path: Path = Field(..., description="Parquet file/folder or CSV file.")
+    spec: DatasetSpec | None = Field(None, description="Inline DatasetSpec ...")
+    spec_path: Path | None = Field(None, description="... or a YAML file holding it.")
+
+
+SourceConfig = Annotated[Union[GeneratedSource, MovieLensSource, FileSource], Field(discriminator="kind")]

@@ -1,0 +1,47 @@
+"""One Spark session per process, local by default, a master URL on a cluster."""
+
+from __future__ import annotations
+
+import os
+
+_SESSION = None
+
+
+def get_spark(master: str | None = None, driver_memory: str = "2g", shuffle_partitions: int = 4):
+    """Get or create the Spark session.
+
+    ``outputTimestampType=TIMESTAMP_MICROS`` matters: Spark's default INT96 timestamps
+    make Parquet files that delta-rs cannot read.
+    """
+    global _SESSION
+    if _SESSION is not None and not _SESSION._jsc.sc().isStopped():
+        return _SESSION
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    os.environ.setdefault("PYARROW_IGNORE_TIMEZONE", "1")
+    from pyspark.sql import SparkSession
+
+    master = master or os.environ.get("LFM4ADS_SPARK_MASTER", "local[2]")
+    builder = (
+        SparkSession.builder.master(master)
+        .appName("lfm4ads")
+        .config("spark.driver.memory", driver_memory)
+        .config("spark.sql.shuffle.partitions", str(shuffle_partitions))
+        .config("spark.ui.enabled", "false")
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+        .config("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
+        .config("spark.sql.sources.partitionOverwriteMode", "dynamic")
+        .config("spark.driver.extraJavaOptions", "-Dderby.system.home=/tmp/derby")
+    )
+    _SESSION = builder.getOrCreate()
+    _SESSION.sparkContext.setLogLevel("ERROR")
+    return _SESSION
+
+
+def spark_has_delta(spark) -> bool:
+    """True when the session's classpath carries the Delta Lake connector."""
+    try:
+        spark._jvm.java.lang.Class.forName("io.delta.sql.DeltaSparkSessionExtension")
+        return True
+    except Exception:
+        return False

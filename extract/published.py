@@ -1,0 +1,62 @@
+"""The one function consumers use to read a published representation table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from contracts import TableProperties
+from engines import delta_io
+
+VECTOR_COLUMNS = ("vector", "decayed_sum")
+
+
+def _fixed_size(table: pa.Table, dim: int) -> pa.Table:
+    """Delta has no fixed-size arrays: restore ``fixed_size_list<float32, dim>`` on read."""
+    for col in VECTOR_COLUMNS:
+        if col not in table.column_names:
+            continue
+        i = table.schema.get_field_index(col)
+        arr = table[col].combine_chunks()
+        if not pa.types.is_fixed_size_list(arr.type):
+            lengths = pc.list_value_length(arr)
+            if len(arr) and (pc.min(lengths).as_py() != dim or pc.max(lengths).as_py() != dim):
+                raise ValueError(f"column {col}: vectors of length != {dim} in a table declaring dim {dim}")
+            arr = pa.FixedSizeListArray.from_arrays(pc.list_flatten(arr).cast(pa.float32()), dim)
+        table = table.set_column(i, pa.field(col, arr.type, nullable=False), arr)
+    return table
+
+
+def read_asof(
+    table_path: str | Path,
+    ds: str,
+    *,
+    expect_dim: int | None = None,
+    expect_model_version: str | None = None,
+    inclusive: bool = False,
+) -> pa.Table:
+    """Snapshot a sample of day ``ds`` may see: the newest partition strictly before ``ds``
+    (``inclusive=True``: at or before). Empty table (right schema) when none exists yet.
+
+    Vectors come back as ``fixed_size_list<float32, dim>`` (``dim`` from the table
+    properties). Raises ValueError when the table's dimension or model version differs
+    from what the caller was trained with: never a silent reshape.
+    """
+    props = TableProperties.from_delta(delta_io.table_configuration(table_path))
+    if expect_dim is not None and props.dim != expect_dim:
+        raise ValueError(f"{table_path}: vector dim is {props.dim}, the consumer expects {expect_dim}")
+    days = [d for d in delta_io.list_days(table_path) if (d <= ds if inclusive else d < ds)]
+    dt = delta_io.open_table(table_path)
+    if not days:
+        return _fixed_size(dt.to_pyarrow_dataset().schema.empty_table(), props.dim)
+    snap = delta_io.read_days(table_path, [days[-1]])
+    if expect_model_version is not None and snap.num_rows:
+        versions = set(snap["model_version"].unique().to_pylist())
+        if versions != {expect_model_version}:
+            raise ValueError(
+                f"{table_path}: partition ds={days[-1]} holds model_version(s) {sorted(versions)}, "
+                f"the consumer expects {expect_model_version!r}"
+            )
+    return _fixed_size(snap, props.dim)
