@@ -10,7 +10,7 @@ Each is a pydantic v2 model declared once here; stages import, never re-declare,
 - :func:`load_config`: YAML -> pydantic with errors that name the bad key.
 """
 
-from contracts.base import ConfigError, StrictModel, config_hash, load_config
+from contracts.base import ConfigError, StrictModel, config_hash, load_config, validate_config
 from contracts.checkpoint import CheckpointManifest, LayerInfo
 from contracts.dataset import DatasetSpec, SequenceSpec
 from contracts.index import IndexManifest
@@ -31,4 +31,5 @@ __all__ = [
     "TableProperties",
     "config_hash",
     "load_config",
+    "validate_config",
 ]

@@ -1,0 +1,76 @@
+"""``RunConfig``: the root config of ``lfm4ads run`` (and of every ``lfm4ads stage``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, model_validator
+
+from contracts import StrictModel
+from datasources import GeneratedSource, SourceConfig
+from downstream import DownstreamConfig
+from extract.config import AggregateConfig, ExtractConfig
+from pretrain import PretrainConfig
+from retrieval.config import RetrievalConfig
+
+
+class SplitConfig(StrictModel):
+    """The time split, shared by the foundation model and the downstream model.
+
+    Explicit boundaries (``YYYY-MM-DD``) win; otherwise the log's last ``test_days``
+    days are test, the ``valid_days`` before them validation, the rest training.
+    The foundation model trains on the train days and early-stops on the validation days.
+    """
+
+    valid_start: str | None = Field(None, description="First validation day (train days are earlier).")
+    test_start: str | None = Field(None, description="First test day.")
+    valid_days: int = Field(1, ge=1)
+    test_days: int = Field(2, ge=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "SplitConfig":
+        if (self.valid_start is None) != (self.test_start is None):
+            raise ValueError("give both valid_start and test_start, or neither")
+        if self.valid_start and self.test_start and not self.valid_start < self.test_start:
+            raise ValueError(f"valid_start {self.valid_start} must be before test_start {self.test_start}")
+        return self
+
+    def resolve(self, days: list[str]) -> dict[str, list[str]]:
+        if self.valid_start:
+            split = {
+                "train": [d for d in days if d < self.valid_start],
+                "valid": [d for d in days if self.valid_start <= d < self.test_start],
+                "test": [d for d in days if d >= self.test_start],
+            }
+        else:
+            n_hold = self.valid_days + self.test_days
+            if len(days) <= n_hold:
+                raise ValueError(f"split: the log has {len(days)} day(s), need more than {n_hold}")
+            split = {
+                "train": days[:-n_hold],
+                "valid": days[-n_hold:-self.test_days],
+                "test": days[-self.test_days:],
+            }
+        empty = [k for k, v in split.items() if not v]
+        if empty:
+            raise ValueError(f"split: no days for {empty} among {days[0]}..{days[-1]}")
+        return split
+
+
+class RunConfig(StrictModel):
+    """Everything one run needs; every artefact lands under ``root`` (see RunLayout)."""
+
+    root: Path = Field(Path("runs/demo"), description="Run root folder (a local path).")
+    source: SourceConfig = Field(default_factory=GeneratedSource)
+    ds: str | None = Field(None, description="The day the run is for; None = the log's last day.")
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    publish_every: int = Field(
+        1, ge=1, description="Publish representation snapshots every N days (and always on ds and the split edges)."
+    )
+    pretrain: PretrainConfig = Field(default_factory=PretrainConfig)
+    extract: ExtractConfig = Field(default_factory=ExtractConfig)
+    aggregate: AggregateConfig = Field(default_factory=AggregateConfig)
+    downstream: DownstreamConfig = Field(default_factory=DownstreamConfig)
+    retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig)
+    ray_address: str | None = Field(None, description="Existing Ray cluster (e.g. 'auto'); None = local.")
+    spark_master: str | None = Field(None, description="Existing Spark master URL; None = local[2].")

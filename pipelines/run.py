@@ -1,0 +1,173 @@
+"""The chain for one ``ds``: ingest -> pretrain -> extract -> aggregate -> downstream ->
+retrieval -> report. Each step is a function of (config, layout, state) that records its
+outputs in ``state`` and is safe to rerun: finished work is recognised and skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from contracts import CheckpointManifest, RunLayout, config_hash
+from contracts.checkpoint import MANIFEST_FILE
+from pipelines.config import RunConfig
+
+log = logging.getLogger("lfm4ads")
+
+
+@dataclass
+class RunState:
+    """What the steps of one run hand each other (and the report reads)."""
+
+    ds: str = ""
+    days: list[str] = field(default_factory=list)
+    split: dict[str, list[str]] = field(default_factory=dict)
+    checkpoint: Path | None = None
+    manifest: CheckpointManifest | None = None
+    published: dict[str, dict[str, int]] = field(default_factory=dict)  # ds -> table -> version
+    downstream: dict | None = None
+    index: dict | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    report: Path | None = None
+
+
+def step_ingest(cfg: RunConfig, layout: RunLayout, st: RunState, force: bool = False) -> None:
+    from datasources import log_days, materialize
+
+    materialize(cfg.source, layout.log)
+    st.days = log_days(layout.log)
+    st.ds = cfg.ds or st.days[-1]
+    if st.ds not in st.days:
+        raise ValueError(f"ds {st.ds} has no rows in the log ({st.days[0]}..{st.days[-1]})")
+    st.split = cfg.split.resolve([d for d in st.days if d <= st.ds])
+
+
+def _reusable_checkpoint(layout: RunLayout, cfg: RunConfig, train_days: list[str]) -> Path | None:
+    """A finished checkpoint of this pretrain config on these days, if one exists."""
+    want = config_hash(cfg.pretrain)
+    if not layout.checkpoints.is_dir():
+        return None
+    for folder in sorted(layout.checkpoints.iterdir(), reverse=True):
+        mf = folder / MANIFEST_FILE
+        if not mf.is_file():
+            continue
+        m = CheckpointManifest.model_validate_json(mf.read_text())
+        if m.config_hash == want and f"train={train_days[0]}..{train_days[-1]}" in m.data_version:
+            return folder
+    return None
+
+
+def step_pretrain(cfg: RunConfig, layout: RunLayout, st: RunState, force: bool = False) -> None:
+    from pretrain import load_checkpoint, train_foundation_model
+
+    ckpt = None if force else _reusable_checkpoint(layout, cfg, st.split["train"])
+    if ckpt is None:
+        _, ckpt = train_foundation_model(
+            cfg.pretrain, layout.log, layout.checkpoints, st.split["train"], st.split["valid"], cfg.ray_address
+        )
+    st.checkpoint = Path(ckpt)
+    st.manifest = load_checkpoint(ckpt).manifest
+
+
+def publish_days(cfg: RunConfig, st: RunState) -> list[str]:
+    """Days that get a published snapshot: every ``publish_every``-th day, the day before
+    each split edge (so each split's first day sees fresh vectors) and ``ds``."""
+    days = [d for d in st.days if d <= st.ds]
+    keep = set(days[cfg.publish_every - 1 :: cfg.publish_every]) | {st.ds}
+    for part in ("valid", "test"):
+        first = st.split[part][0]
+        before = [d for d in days if d < first]
+        if before:
+            keep.add(before[-1])
+    return sorted(keep)
+
+
+def step_extract_aggregate(cfg: RunConfig, layout: RunLayout, st: RunState, force: bool = False) -> None:
+    """Extract every day up to ``ds`` and publish the snapshots, in day order (the CR
+    aggregation is incremental: each day continues the previous published state)."""
+    from engines import get_spark
+    from extract import aggregate_day, extract_days
+
+    extract_cfg = cfg.extract.model_copy(update={"force": force or cfg.extract.force})
+    agg_cfg = cfg.aggregate.model_copy(update={"force": force or cfg.aggregate.force})
+    spark = get_spark(cfg.spark_master or cfg.aggregate.spark_master)
+    targets = publish_days(cfg, st)
+    days = [d for d in st.days if d <= st.ds]
+    samples = extract_days(st.checkpoint, layout.log, days, layout, extract_cfg)
+    pending: list[Path] = []
+    for d in days:
+        pending.append(samples[d])
+        if d in targets:
+            st.published[d] = aggregate_day(pending, layout.root / "tables", d, st.manifest, agg_cfg, spark)
+            pending = []
+
+
+def step_downstream(cfg: RunConfig, layout: RunLayout, st: RunState, force: bool = False) -> None:
+    from downstream import train_and_evaluate
+
+    dcfg = cfg.downstream
+    if dcfg.expect_model_version is None:
+        dcfg = dcfg.model_copy(update={"expect_model_version": st.manifest.model_version})
+    st.downstream = train_and_evaluate(
+        layout.log, layout.root, dcfg, st.split["train"], st.split["valid"], st.split["test"]
+    )
+
+
+def step_retrieval(cfg: RunConfig, layout: RunLayout, st: RunState, force: bool = False) -> None:
+    from retrieval import build_index
+
+    table = layout.table(cfg.retrieval.source_table)
+    manifest = build_index(table, st.ds, layout.indexes, cfg.retrieval)
+    st.index = manifest.model_dump(mode="json")
+
+
+def step_report(cfg: RunConfig, layout: RunLayout, st: RunState, force: bool = False) -> None:
+    from pipelines.report import write_report
+
+    st.report = write_report(cfg, layout, st)
+
+
+STEPS: dict[str, Callable[..., None]] = {
+    "ingest": step_ingest,
+    "pretrain": step_pretrain,
+    "extract": step_extract_aggregate,
+    "downstream": step_downstream,
+    "retrieval": step_retrieval,
+    "report": step_report,
+}
+
+
+def run_pipeline(
+    cfg: RunConfig,
+    steps: list[str] | None = None,
+    force: bool = False,
+    on_step: Callable[[str, float], None] | None = None,
+) -> RunState:
+    """Run ``steps`` (default: all, in order) for ``cfg.ds``. Steps before the first one
+    asked for that others depend on (ingest, pretrain) run too, reusing finished work."""
+    layout = RunLayout(cfg.root)
+    layout.root.mkdir(parents=True, exist_ok=True)
+    wanted = steps or list(STEPS)
+    unknown = [s for s in wanted if s not in STEPS]
+    if unknown:
+        raise ValueError(f"unknown step(s) {unknown}; steps are {list(STEPS)}")
+    order = list(STEPS)
+    last = max(order.index(s) for s in wanted)
+    needed = {"ingest"} | ({"pretrain"} if last >= order.index("pretrain") else set())
+    st = RunState()
+    for name in order[: last + 1]:
+        if name not in wanted and name not in needed:
+            continue
+        t0 = time.perf_counter()
+        STEPS[name](cfg, layout, st, force=force and name in wanted)
+        st.timings[name] = round(time.perf_counter() - t0, 2)
+        log.info("step %s done in %.1fs", name, st.timings[name])
+        if on_step:
+            on_step(name, st.timings[name])
+    summary = {"ds": st.ds, "timings": st.timings, "report": str(st.report) if st.report else None}
+    (layout.root / "last_run.json").write_text(json.dumps(summary, indent=2))
+    return st
