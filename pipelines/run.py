@@ -90,20 +90,17 @@ def step_extract_aggregate(cfg: RunConfig, layout: RunLayout, st: RunState, forc
     """Extract every day up to ``ds`` and publish the snapshots, in day order (the CR
     aggregation is incremental: each day continues the previous published state)."""
     from engines import get_spark
-    from extract import aggregate_day, extract_days
+    from extract import aggregate_day, extract_day
 
     extract_cfg = cfg.extract.model_copy(update={"force": force or cfg.extract.force})
     agg_cfg = cfg.aggregate.model_copy(update={"force": force or cfg.aggregate.force})
     spark = get_spark(cfg.spark_master or cfg.aggregate.spark_master)
     targets = publish_days(cfg, st)
     days = [d for d in st.days if d <= st.ds]
-    samples = extract_days(st.checkpoint, layout.log, days, layout, extract_cfg)
-    pending: list[Path] = []
     for d in days:
-        pending.append(samples[d])
+        extract_day(st.checkpoint, layout.log, d, layout.samples(d), extract_cfg)
         if d in targets:
-            st.published[d] = aggregate_day(pending, layout.root / "tables", d, st.manifest, agg_cfg, spark)
-            pending = []
+            st.published[d] = aggregate_day(layout.samples(d), layout.root / "tables", d, st.manifest, agg_cfg, spark)
 
 
 def step_downstream(cfg: RunConfig, layout: RunLayout, st: RunState, force: bool = False) -> None:
@@ -140,15 +137,70 @@ STEPS: dict[str, Callable[..., None]] = {
     "report": step_report,
 }
 
+# The config sections each step depends on (cumulative: a change upstream redoes it).
+STEP_CONFIG = {
+    "ingest": ["source"],
+    "pretrain": ["split", "pretrain"],
+    "extract": ["extract", "aggregate", "publish_every"],
+    "downstream": ["downstream"],
+    "retrieval": ["retrieval"],
+    "report": [],
+}
+
+
+def _step_hashes(cfg: RunConfig) -> dict[str, str]:
+    import hashlib
+
+    out, acc = {}, []
+    dumped = cfg.model_dump(mode="json")
+    for name, keys in STEP_CONFIG.items():
+        acc += [json.dumps(dumped[k], sort_keys=True) for k in keys]
+        out[name] = hashlib.sha256("|".join(acc).encode()).hexdigest()[:16]
+    return out
+
+
+def _outputs(name: str, st: RunState) -> dict:
+    return {
+        "ingest": lambda: {"ds": st.ds, "days": st.days, "split": st.split},
+        "pretrain": lambda: {"checkpoint": str(st.checkpoint)},
+        "extract": lambda: {"published": st.published},
+        "downstream": lambda: {"downstream": st.downstream},
+        "retrieval": lambda: {"index": st.index},
+        "report": lambda: {"report": str(st.report)},
+    }[name]()
+
+
+def _restore(name: str, st: RunState, out: dict) -> None:
+    if name == "pretrain":
+        from pretrain import load_checkpoint
+
+        st.checkpoint = Path(out["checkpoint"])
+        st.manifest = load_checkpoint(st.checkpoint).manifest
+    elif name == "extract":
+        st.published = out["published"]
+    elif name == "downstream":
+        st.downstream = out["downstream"]
+    elif name == "retrieval":
+        st.index = out["index"]
+
 
 def run_pipeline(
     cfg: RunConfig,
     steps: list[str] | None = None,
     force: bool = False,
     on_step: Callable[[str, float], None] | None = None,
+    wait: bool = False,
 ) -> RunState:
-    """Run ``steps`` (default: all, in order) for ``cfg.ds``. Steps before the first one
-    asked for that others depend on (ingest, pretrain) run too, reusing finished work."""
+    """Run ``steps`` (default: all, in order) for ``cfg.ds`` under the run root's lock.
+
+    Every step is recorded in the ledger (``root/ledger.sqlite``); a step finished with
+    the same config is skipped (its outputs restored) unless ``force``, so a killed run
+    resumes at its first unfinished step. Steps the asked-for ones depend on (ingest,
+    pretrain) are reused or run.
+    """
+    from pipelines.ledger import Ledger
+    from pipelines.lock import ds_lock
+
     layout = RunLayout(cfg.root)
     layout.root.mkdir(parents=True, exist_ok=True)
     wanted = steps or list(STEPS)
@@ -158,16 +210,39 @@ def run_pipeline(
     order = list(STEPS)
     last = max(order.index(s) for s in wanted)
     needed = {"ingest"} | ({"pretrain"} if last >= order.index("pretrain") else set())
+    hashes = _step_hashes(cfg)
+    ledger = Ledger(layout.root / "ledger.sqlite")
     st = RunState()
-    for name in order[: last + 1]:
-        if name not in wanted and name not in needed:
-            continue
-        t0 = time.perf_counter()
-        STEPS[name](cfg, layout, st, force=force and name in wanted)
-        st.timings[name] = round(time.perf_counter() - t0, 2)
-        log.info("step %s done in %.1fs", name, st.timings[name])
-        if on_step:
-            on_step(name, st.timings[name])
+    # One run per root at a time: days of one root share incremental state (CR tables).
+    with ds_lock(layout.root, "run", wait=wait):
+        for name in order[: last + 1]:
+            if name not in wanted and name not in needed:
+                continue
+            redo = force and name in wanted
+            t0 = time.perf_counter()
+            if name != "ingest" and name != "report" and not redo:
+                prev = ledger.done(st.ds, name, hashes[name])
+                if prev is not None:
+                    _restore(name, st, prev)
+                    st.timings[name] = 0.0
+                    log.info("step %s already done for ds=%s: reused", name, st.ds)
+                    continue
+            if name != "ingest":
+                ledger.start(st.ds, name, hashes[name], {"config_hash": hashes[name], "split": st.split,
+                                                         "checkpoint": str(st.checkpoint)})
+            try:
+                STEPS[name](cfg, layout, st, force=redo)
+            except BaseException as e:
+                if name != "ingest":
+                    ledger.fail(st.ds, name, f"{type(e).__name__}: {e}")
+                raise
+            st.timings[name] = round(time.perf_counter() - t0, 2)
+            if name == "ingest":
+                ledger.start(st.ds, name, hashes[name], {"source": cfg.source.model_dump(mode="json")})
+            ledger.finish(st.ds, name, _outputs(name, st))
+            log.info("step %s done in %.1fs", name, st.timings[name])
+            if on_step:
+                on_step(name, st.timings[name])
     summary = {"ds": st.ds, "timings": st.timings, "report": str(st.report) if st.report else None}
     (layout.root / "last_run.json").write_text(json.dumps(summary, indent=2))
     return st

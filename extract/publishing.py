@@ -1,0 +1,322 @@
+"""The one publishing interface for representation tables: validate, then replace a ``ds``.
+
+:func:`publish` takes either a ``pyarrow.Table`` (small data, tests) or a Spark
+DataFrame (the daily job) and
+
+1. validates it against ``REPRESENTATION_TABLES[name].arrow_schema(dim)`` and the
+   table's :class:`TableProperties` (wrong vector length, NaN/inf, null or duplicate
+   ids, a ``model_version`` other than the table's, ``updated_at`` after the day's cutoff,
+   a ``ds`` other than the one published): a :class:`PublishError` names the row count
+   and an example id, and nothing is committed;
+2. replaces partition ``ds`` in ONE Delta commit (a rerun is idempotent);
+3. records the application transaction ``lfm4ads:<table>:<model_version>:<ds>`` so a
+   retried job can ask :func:`already_published`.
+
+Write paths (``write_path``):
+
+- ``parquet_commit`` (default when Spark has no Delta connector, as here): executors
+  write Parquet with ``mode("append")`` into a fresh ``ds=<d>/w-<uuid>/`` folder of
+  the table (never ``overwrite`` into the table folder: that deletes ``_delta_log``),
+  and the driver commits those files with delta-rs (:func:`engines.delta_io.commit_files`).
+- ``spark_delta``: Spark's own ``format("delta")`` with ``replaceWhere`` and
+  ``txnAppId``/``txnVersion``, chosen by ``auto`` when :func:`engines.spark_has_delta`.
+- ``arrow``: a ``pyarrow.Table`` written by delta-rs (:func:`engines.delta_io.replace_day`).
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from contracts import REPRESENTATION_TABLES, TableProperties
+from engines import delta_io
+
+VECTOR_COLUMNS = ("vector", "decayed_sum")
+
+
+class PublishError(ValueError):
+    """Data broke the table contract; nothing was committed."""
+
+
+def day_cutoff(ds: str) -> datetime:
+    """End of UTC day ``ds`` (exclusive): the instant every ``ds`` snapshot describes."""
+    return datetime.strptime(ds, "%Y-%m-%d").replace(tzinfo=timezone.utc) + timedelta(days=1)
+
+
+def app_id(name: str, model_version: str, ds: str) -> str:
+    return f"lfm4ads:{name}:{model_version}:{ds}"
+
+
+def already_published(table_path: str | Path, name: str, model_version: str, ds: str) -> bool:
+    """True when a publish of (table, model version, ds) has been committed."""
+    return delta_io.committed_version(table_path, app_id(name, model_version, ds)) is not None
+
+
+def check_table_properties(table_path: str | Path, props: TableProperties) -> None:
+    """Refuse to publish into a table made by another model, dimension or normalisation."""
+    if not delta_io.exists(table_path):
+        return
+    have = TableProperties.from_delta(delta_io.table_configuration(table_path))
+    for key in ("dim", "source_checkpoint", "normalisation", "tau_seconds"):
+        if getattr(have, key) != getattr(props, key):
+            raise PublishError(
+                f"{table_path}: table has {key}={getattr(have, key)!r}, this publish has "
+                f"{getattr(props, key)!r}; a new model or setting needs a new table; nothing committed"
+            )
+
+
+@dataclass
+class PreparedPublish:
+    """A validated, not yet committed publish (see :func:`prepare_publish`)."""
+
+    table_path: Path
+    name: str
+    ds: str
+    data: object  # validated pa.Table, or a persisted Spark DataFrame
+    props: TableProperties
+    schema: pa.Schema
+    write_path: str
+    txn: dict
+
+    def release(self) -> None:
+        if not isinstance(self.data, pa.Table):
+            self.data.unpersist()
+
+
+def prepare_publish(
+    table_path: str | Path,
+    name: str,
+    ds: str,
+    data,
+    props: TableProperties,
+    *,
+    write_path: str = "auto",
+    unique_by_construction: bool = False,
+) -> PreparedPublish:
+    """Validate ``data`` (pyarrow Table or Spark DataFrame) for partition ``ds``; commit
+    nothing. A Spark frame is persisted so validation and write compute it once."""
+    if name not in REPRESENTATION_TABLES:
+        raise PublishError(f"unknown table {name!r}; valid: {sorted(REPRESENTATION_TABLES)}")
+    table_path = Path(table_path)
+    check_table_properties(table_path, props)
+    schema = REPRESENTATION_TABLES[name].arrow_schema(props.dim)
+    txn = dict(app_id=app_id(name, props.source_checkpoint, ds), app_version=int(time.time() * 1000))
+    if isinstance(data, pa.Table):
+        return PreparedPublish(table_path, name, ds, validate_arrow(name, ds, data, schema, props), props, schema,
+                               "arrow", txn)
+    if write_path == "auto":
+        from engines import spark_has_delta
+
+        write_path = "spark_delta" if spark_has_delta(data.sparkSession) else "parquet_commit"
+    if write_path not in ("spark_delta", "parquet_commit", "arrow"):
+        raise ValueError(f"write_path {write_path!r}: expected auto, parquet_commit, spark_delta or arrow")
+    if write_path == "arrow":
+        table = validate_arrow(name, ds, data.toArrow(), schema, props)
+        return PreparedPublish(table_path, name, ds, table, props, schema, "arrow", txn)
+    data = data.persist()
+    try:
+        validate_spark(name, ds, data, schema, props, check_unique=not unique_by_construction)
+    except BaseException:
+        data.unpersist()
+        raise
+    return PreparedPublish(table_path, name, ds, data, props, schema, write_path, txn)
+
+
+def commit_publish(p: PreparedPublish) -> int:
+    """Replace partition ``p.ds`` with the validated data in one commit; the new version."""
+    try:
+        if p.write_path == "arrow":
+            return delta_io.replace_day(p.table_path, p.data, p.ds, configuration=p.props.to_delta(), **p.txn)
+        if p.write_path == "spark_delta":
+            return _write_spark_delta(p.table_path, p.ds, p.data, p.schema, p.props, p.txn)
+        return _write_parquet_commit(p.table_path, p.ds, p.data, p.schema, p.props, p.txn)
+    finally:
+        p.release()
+
+
+def publish(
+    table_path: str | Path,
+    name: str,
+    ds: str,
+    data,
+    props: TableProperties,
+    *,
+    write_path: str = "auto",
+    unique_by_construction: bool = False,
+) -> int:
+    """Validate ``data`` (pyarrow Table or Spark DataFrame) and make it partition ``ds``.
+
+    Returns the table version that holds it. ``props.source_checkpoint`` is the model
+    version every row must carry. ``unique_by_construction`` (Spark input only) skips
+    the duplicate-id check, an extra shuffle, for frames grouped by ``entity_id``.
+    """
+    return commit_publish(prepare_publish(table_path, name, ds, data, props, write_path=write_path,
+                                          unique_by_construction=unique_by_construction))
+
+
+# --- validation ------------------------------------------------------------------------
+def _reject(name: str, ds: str, count: int, problem: str, example) -> None:
+    if count:
+        raise PublishError(
+            f"{name} ds={ds}: {count} row(s) {problem}, e.g. entity_id={None if example is None else str(example)!r}; "
+            "nothing committed"
+        )
+
+
+def validate_arrow(name: str, ds: str, data: pa.Table, schema: pa.Schema, props: TableProperties) -> pa.Table:
+    """Check ``data`` against the contract; return it cast to exactly ``schema``."""
+    missing = [f.name for f in schema if f.name not in data.column_names]
+    extra = [c for c in data.column_names if c not in schema.names]
+    if missing or extra:
+        raise PublishError(f"{name} ds={ds}: columns missing {missing}, unexpected {extra}; nothing committed")
+    ids = data["entity_id"]
+    _reject(name, ds, ids.null_count, "have a null entity_id", None)
+    ids_np = np.asarray(ids.to_pylist(), dtype=object)
+
+    def example(mask: np.ndarray):
+        return ids_np[np.flatnonzero(mask)[0]] if mask.any() else None
+
+    for col in (c for c in VECTOR_COLUMNS if c in schema.names):
+        arr = data[col].combine_chunks()
+        nulls = np.asarray(arr.is_null().to_numpy(zero_copy_only=False))
+        _reject(name, ds, int(nulls.sum()), f"have a null {col}", example(nulls))
+        lengths = pc.list_value_length(arr).to_numpy(zero_copy_only=False)
+        bad = lengths != props.dim
+        _reject(name, ds, int(bad.sum()), f"have a {col} whose length is not {props.dim}", example(bad))
+        values = np.asarray(pc.list_flatten(arr).to_numpy(zero_copy_only=False), dtype=np.float64)
+        finite = np.isfinite(values.reshape(len(arr), props.dim)).all(axis=1) if len(arr) else np.ones(0, bool)
+        _reject(name, ds, int((~finite).sum()), f"have NaN/inf in {col}", example(~finite))
+    for col in ("model_version", "layer", "ds", "updated_at", "sample_count"):
+        nulls = np.asarray(data[col].is_null().to_numpy(zero_copy_only=False))
+        _reject(name, ds, int(nulls.sum()), f"have a null {col}", example(nulls))
+    wrong_model = np.asarray(pc.not_equal(data["model_version"], props.source_checkpoint).to_numpy(zero_copy_only=False))
+    _reject(name, ds, int(wrong_model.sum()), f"have a model_version other than the table's {props.source_checkpoint!r}",
+            example(wrong_model))
+    wrong_ds = np.asarray(pc.not_equal(data["ds"], ds).to_numpy(zero_copy_only=False))
+    _reject(name, ds, int(wrong_ds.sum()), f"have a ds other than {ds!r}", example(wrong_ds))
+    cutoff = pa.scalar(day_cutoff(ds), pa.timestamp("us", tz="UTC"))
+    ts = data["updated_at"].cast(pa.timestamp("us", tz="UTC"))
+    late = np.asarray(pc.greater_equal(ts, cutoff).to_numpy(zero_copy_only=False))
+    _reject(name, ds, int(late.sum()), f"have updated_at at or after the end of {ds} (UTC)", example(late))
+    uniq, counts = np.unique(ids_np.astype(str), return_counts=True) if len(ids_np) else (ids_np, np.zeros(0))
+    dup = counts > 1
+    if dup.any():
+        _reject(name, ds, int(counts[dup].sum()), "share a duplicated entity_id", str(uniq[dup][0]))
+    cols = []
+    for f in schema:
+        col = data[f.name].combine_chunks()
+        if pa.types.is_fixed_size_list(f.type) and not pa.types.is_fixed_size_list(col.type):
+            col = pa.FixedSizeListArray.from_arrays(pc.list_flatten(col).cast(pa.float32()), props.dim)
+        cols.append(col.cast(f.type))
+    return pa.Table.from_arrays(cols, schema=schema)
+
+
+SPARK_TYPES = {
+    "entity_id": "string",
+    "ds": "string",
+    "model_version": "string",
+    "layer": "string",
+    "vector": "array<float>",
+    "updated_at": "timestamp",
+    "sample_count": "bigint",
+    "decayed_sum": "array<float>",
+}
+
+
+def validate_spark(name: str, ds: str, df, schema: pa.Schema, props: TableProperties, check_unique: bool = True) -> None:
+    """The same checks as :func:`validate_arrow`, as ONE Spark aggregation (nothing collected
+    but one row of counts and example ids)."""
+    from pyspark.sql import functions as F
+
+    have = dict(df.dtypes)
+    missing = [c for c in schema.names if c not in have]
+    extra = [c for c in have if c not in schema.names]
+    wrong = [f"{c}: {have[c]} (want {SPARK_TYPES[c]})" for c in schema.names if c in have and have[c] != SPARK_TYPES[c]]
+    if missing or extra or wrong:
+        raise PublishError(
+            f"{name} ds={ds}: columns missing {missing}, unexpected {extra}, mistyped {wrong}; nothing committed"
+        )
+    eid = F.col("entity_id")
+    checks: list[tuple[str, object]] = [("have a null entity_id", eid.isNull())]
+    for col in (c for c in VECTOR_COLUMNS if c in schema.names):
+        v = F.col(col)
+        checks.append((f"have a null {col}", v.isNull()))
+        checks.append((f"have a {col} whose length is not {props.dim}", F.size(v) != props.dim))
+        checks.append(
+            (f"have NaN/inf in {col}", F.exists(v, lambda x: F.isnan(x) | (F.abs(x) == float("inf")) | x.isNull()))
+        )
+    for col in ("model_version", "layer", "ds", "updated_at", "sample_count"):
+        checks.append((f"have a null {col}", F.col(col).isNull()))
+    checks.append(
+        (f"have a model_version other than the table's {props.source_checkpoint!r}",
+         F.col("model_version") != F.lit(props.source_checkpoint))
+    )
+    checks.append((f"have a ds other than {ds!r}", F.col("ds") != F.lit(ds)))
+    cutoff = day_cutoff(ds).strftime("%Y-%m-%d %H:%M:%S")
+    checks.append(
+        (f"have updated_at at or after the end of {ds} (UTC)", F.col("updated_at") >= F.to_timestamp(F.lit(cutoff)))
+    )
+    aggs = [F.count(F.lit(1)).alias("n")]
+    if check_unique:
+        aggs.append(F.countDistinct(eid).alias("distinct_ids"))
+    for i, (_, cond) in enumerate(checks):
+        hit = F.coalesce(cond, F.lit(False))
+        aggs.append(F.sum(F.when(hit, 1).otherwise(0)).alias(f"c{i}"))
+        aggs.append(F.min(F.when(hit, F.coalesce(eid, F.lit("<null>")))).alias(f"e{i}"))
+    row = df.agg(*aggs).collect()[0]
+    for i, (problem, _) in enumerate(checks):
+        _reject(name, ds, int(row[f"c{i}"] or 0), problem, None if row[f"e{i}"] == "<null>" else row[f"e{i}"])
+    if check_unique and row["distinct_ids"] != row["n"] - int(row["c0"] or 0):
+        dup = df.groupBy("entity_id").count().where("count > 1")
+        first = dup.orderBy("entity_id").first()
+        _reject(name, ds, int(dup.agg(F.sum("count")).first()[0]), "share a duplicated entity_id", first["entity_id"])
+
+
+# --- write paths -----------------------------------------------------------------------
+def _spark_columns(df, schema: pa.Schema):
+    from pyspark.sql import functions as F
+
+    return df.select(*[F.col(c) for c in schema.names])
+
+
+def _write_parquet_commit(table_path, ds: str, df, schema: pa.Schema, props: TableProperties, txn: dict) -> int:
+    root = Path(table_path).resolve()
+    delta_io.ensure_table(root, schema, props.to_delta())
+    staging = root / f"ds={ds}" / f"w-{uuid.uuid4().hex}"
+    try:
+        # append into a fresh folder: Spark never lists or deletes anything of the table
+        _spark_columns(df, schema).drop("ds").write.mode("append").parquet(str(staging))
+        files = sorted(staging.glob("*.parquet"))
+        for marker in staging.glob("_*"):
+            marker.unlink() if marker.is_file() else shutil.rmtree(marker, ignore_errors=True)
+        for crc in staging.glob(".*.crc"):
+            crc.unlink()
+        return delta_io.commit_files(root, files, ds, schema, configuration=props.to_delta(), **txn)
+    except BaseException:
+        # not committed: the staged files are invisible to readers; remove them now
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def _write_spark_delta(table_path, ds: str, df, schema: pa.Schema, props: TableProperties, txn: dict) -> int:
+    root = Path(table_path).resolve()
+    delta_io.ensure_table(root, schema, props.to_delta())  # properties set before any data lands
+    (
+        _spark_columns(df, schema)
+        .write.format("delta")
+        .mode("overwrite")
+        .option("replaceWhere", f"ds = '{ds}'")
+        .option("txnAppId", txn["app_id"])
+        .option("txnVersion", str(txn["app_version"]))
+        .partitionBy("ds")
+        .save(str(root))
+    )
+    return delta_io.open_table(root).version()

@@ -1,0 +1,166 @@
+"""Spark aggregation + Delta publishing: exactness against numpy, incrementality, idempotence."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from deltalake import DeltaTable
+
+from contracts import REPRESENTATION_TABLES, TableProperties
+from engines import delta_io
+from extract import AggregateConfig, aggregate_day, read_asof
+from extract.aggregate import cr_table, cutoff_seconds, decayed_state
+from extract.publishing import PublishError, already_published
+from tests.extract.helpers import LAYER, fake_manifest, make_samples, numpy_decayed
+
+TAU = 86400.0
+DAYS = ["2024-03-01", "2024-03-04"]  # published days; a gap: the state decays over three days
+UNPUBLISHED = "2024-03-02"  # extracted, never published: its samples must still be folded in
+
+
+@pytest.fixture(scope="module")
+def published(tmp_path_factory, spark):
+    root = tmp_path_factory.mktemp("agg")
+    cfg = AggregateConfig(tau_seconds=TAU, normalisation="l2")
+    m = fake_manifest()
+    raw, versions = [], []
+    # the later days only see users u0..u2: the others must be carried forward
+    extra = make_samples(root, UNPUBLISHED, n=20, seed=7, users=3)
+    for i, ds in enumerate(DAYS):
+        folder, table = make_samples(root, ds, n=40, seed=i, users=3 if i == 1 else 6)
+        if i == 1:
+            raw.append(extra)
+        raw.append((folder, table))
+    for ds in DAYS:
+        versions.append(aggregate_day(root / "samples" / f"ds={ds}", root / "tables", ds, m, cfg, spark=spark))
+    return root, cfg, m, raw, versions
+
+
+def upto(raw, ds: str) -> list[pa.Table]:
+    return [t for f, t in raw if f.name[3:] <= ds]
+
+
+def by_id(table: pa.Table, col: str) -> dict[str, np.ndarray]:
+    vecs = np.asarray(table[col].combine_chunks().flatten().to_numpy(), dtype=np.float64).reshape(table.num_rows, -1)
+    return dict(zip(table["entity_id"].to_pylist(), vecs))
+
+
+@pytest.mark.parametrize("name,key", [("user_cr", "user_id"), ("item_cr", "item_id")])
+def test_incremental_equals_numpy_loop(published, name, key):
+    root, cfg, _, raw, _ = published
+    for ds in DAYS:
+        ref = numpy_decayed(upto(raw, ds), key, cutoff_seconds(ds), TAU)
+        got = read_asof(root / "tables" / name, ds, inclusive=True)
+        assert set(got["ds"].to_pylist()) == {ds}
+        state = by_id(got, "decayed_sum")
+        assert set(state) == set(ref)
+        for e, v in ref.items():
+            np.testing.assert_allclose(state[e], v, rtol=1e-5, atol=1e-5)
+            np.testing.assert_allclose(by_id(got, "vector")[e], v / np.linalg.norm(v), rtol=1e-5, atol=1e-5)
+
+
+def test_incremental_equals_full_recomputation(published, spark):
+    root, cfg, _, raw, _ = published
+    everything = spark.read.parquet(*[str(f) for f, _ in raw])
+    full = cr_table(decayed_state(everything, "user_id", "cr", 4, DAYS[-1], TAU), 4, DAYS[-1], "m1", LAYER, "l2")
+    full = by_id(full.toArrow(), "decayed_sum")
+    inc = by_id(read_asof(root / "tables" / "user_cr", DAYS[-1], inclusive=True), "decayed_sum")
+    assert set(full) == set(inc)
+    for e in full:
+        np.testing.assert_allclose(inc[e], full[e], rtol=1e-5, atol=1e-5)
+
+
+def test_latest_ur_carried_forward_with_cumulative_counts(published):
+    root, _, _, raw, _ = published
+    got = read_asof(root / "tables" / "user_ur", DAYS[1], inclusive=True)
+    all_ = pa.concat_tables(upto(raw, DAYS[1]))
+    ids = np.asarray(all_["user_id"].to_pylist())
+    ts = all_["event_time"].cast(pa.int64()).to_numpy()
+    ur = np.asarray(all_["ur"].combine_chunks().flatten().to_numpy()).reshape(len(ids), -1)
+    vec, upd = by_id(got, "vector"), dict(zip(got["entity_id"].to_pylist(), got["updated_at"].cast(pa.int64()).to_pylist()))
+    cnt = dict(zip(got["entity_id"].to_pylist(), got["sample_count"].to_pylist()))
+    assert set(vec) == set(ids) and len(vec) == 6  # u3..u5 not seen after day 1, still present
+    for e in set(ids):
+        k = np.flatnonzero(ids == e)[np.argmax(ts[ids == e])]
+        np.testing.assert_array_equal(vec[e], ur[k])
+        assert upd[e] == ts[k] and cnt[e] == int((ids == e).sum())
+    assert got.schema.field("vector").type == pa.list_(pa.float32(), 4)
+
+
+def test_tables_readable_by_deltalake_with_contract_schema(published):
+    root, _, _, _, _ = published
+    for name, spec in REPRESENTATION_TABLES.items():
+        dt = DeltaTable(str(root / "tables" / name))
+        assert dt.metadata().partition_columns == ["ds"]
+        assert sorted({p["ds"] for p in dt.partitions()}) == DAYS
+        arrow = dt.to_pyarrow_table()
+        want = spec.arrow_schema(4)
+        assert arrow.schema.names == want.names
+        props = TableProperties.from_delta(dict(dt.metadata().configuration))
+        assert props.dim == 4 and props.source_checkpoint == "m1"
+        assert already_published(root / "tables" / name, name, "m1", DAYS[0])
+
+
+def test_read_asof_is_point_in_time(published):
+    root, _, _, _, _ = published
+    path = root / "tables" / "item_cr"
+    assert read_asof(path, DAYS[0]).num_rows == 0
+    assert set(read_asof(path, DAYS[1])["ds"].to_pylist()) == {DAYS[0]}
+    assert set(read_asof(path, "2024-03-03")["ds"].to_pylist()) == {DAYS[0]}
+    assert set(read_asof(path, "2024-03-09")["ds"].to_pylist()) == {DAYS[1]}
+    with pytest.raises(ValueError, match="dim"):
+        read_asof(path, DAYS[1], expect_dim=8)
+    with pytest.raises(ValueError, match="model_version"):
+        read_asof(path, DAYS[1], expect_model_version="other")
+
+
+def test_republish_is_idempotent_and_skips_when_committed(published, spark):
+    root, cfg, m, raw, versions = published
+    path = root / "tables" / "user_cr"
+    before = {d: delta_io.read_days(path, [d]).sort_by("entity_id") for d in DAYS}
+    v_before = delta_io.open_table(path).version()
+    last = root / "samples" / f"ds={DAYS[1]}"
+    skipped = aggregate_day(last, root / "tables", DAYS[1], m, cfg, spark=spark)
+    assert skipped["user_cr"] == v_before  # already committed: nothing written
+    again = aggregate_day(last, root / "tables", DAYS[1], m, cfg.model_copy(update={"force": True}), spark=spark)
+    assert again["user_cr"] == v_before + 1
+    for d in DAYS:
+        after = delta_io.read_days(path, [d]).sort_by("entity_id")
+        assert after.num_rows == before[d].num_rows  # no duplicates
+        assert after["entity_id"].to_pylist() == before[d]["entity_id"].to_pylist()
+        np.testing.assert_allclose(by_id(after, "decayed_sum")[after["entity_id"][0].as_py()],
+                                   by_id(before[d], "decayed_sum")[after["entity_id"][0].as_py()])
+
+
+def test_bad_samples_rejected_before_publishing(tmp_path, spark):
+    folder, table = make_samples(tmp_path, "2024-03-01", n=10, seed=0)
+    with pytest.raises(ValueError, match="holds ds=2024-03-01"):
+        aggregate_day(folder, tmp_path / "tables", "2024-03-02", fake_manifest(), spark=spark)
+    with pytest.raises(ValueError, match="extracted with model m1"):
+        aggregate_day(folder, tmp_path / "tables", "2024-03-01", fake_manifest("m2"), spark=spark)
+    with pytest.raises(ValueError, match="was not extracted"):
+        aggregate_day(folder, tmp_path / "tables", "2024-03-01", fake_manifest(),
+                      AggregateConfig(layer="ad.cross_1"), spark=spark)
+    (folder / "_SUCCESS").unlink()
+    with pytest.raises(FileNotFoundError, match="did not finish"):
+        aggregate_day(folder, tmp_path / "tables", "2024-03-01", fake_manifest(), spark=spark)
+    assert not (tmp_path / "tables").exists()
+
+
+def test_nan_in_one_table_publishes_no_table(tmp_path, spark):
+    import pyarrow.parquet as pq
+
+    folder, table = make_samples(tmp_path, "2024-03-01", n=10, seed=3)
+    cr = np.asarray(table["cr"].combine_chunks().flatten().to_numpy()).reshape(10, -1).copy()
+    cr[4, 1] = np.nan
+    bad = table.set_column(table.schema.get_field_index("cr"), "cr",
+                           pa.FixedSizeListArray.from_arrays(pa.array(cr.ravel().astype(np.float32)), 4))
+    for f in folder.glob("part-*.parquet"):
+        f.unlink()
+    pq.write_table(bad.slice(0, 5), folder / "part-00000.parquet")
+    pq.write_table(bad.slice(5), folder / "part-00001.parquet")
+    with pytest.raises(PublishError, match="NaN/inf in"):
+        aggregate_day(folder, tmp_path / "tables", "2024-03-01", fake_manifest(), spark=spark)
+    for name in REPRESENTATION_TABLES:  # UR/IR were valid, yet nothing was committed
+        assert delta_io.list_days(tmp_path / "tables" / name) == []
