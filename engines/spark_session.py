@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 _SESSION = None
 
@@ -17,6 +18,9 @@ def get_spark(master: str | None = None, driver_memory: str = "2g", shuffle_part
     if _SESSION is not None and not _SESSION._jsc.sc().isStopped():
         return _SESSION
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    # Spark's Python workers must use this interpreter (the one with pyarrow), not the system one.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     os.environ.setdefault("PYARROW_IGNORE_TIMEZONE", "1")
     from pyspark.sql import SparkSession
 

@@ -28,7 +28,7 @@ def _load(config: Optional[Path], root: Optional[Path], ds: Optional[str]):
     return load_config(config, RunConfig, overrides=over)
 
 
-def _run(config, root, ds, steps, force) -> None:
+def _run(config, root, ds, steps, force, wait: bool = False) -> None:
     from contracts import ConfigError
     from pipelines.run import run_pipeline
 
@@ -38,8 +38,18 @@ def _run(config, root, ds, steps, force) -> None:
     except ConfigError as e:
         console.print(f"[red]config error[/red]\n{e}")
         raise typer.Exit(2)
-    with console.status("running") as status:
-        st = run_pipeline(cfg, steps, force, on_step=lambda n, s: console.print(f"[green]✓[/green] {n} ({s:.1f}s)"))
+    from pipelines.gates import GateFailed
+    from pipelines.lock import RunLocked
+
+    try:
+        st = run_pipeline(cfg, steps, force, wait=wait,
+                          on_step=lambda n, s: console.print(f"[green]✓[/green] {n} ({s:.1f}s)"))
+    except RunLocked as e:
+        console.print(f"[red]{e}[/red]")
+        raise typer.Exit(4)
+    except GateFailed as e:
+        console.print(f"[red]{e}[/red]\nnothing of ds={e.ds} was published; report: {Path(cfg.root) / 'reports'}")
+        raise typer.Exit(3)
     layout_root = Path(cfg.root)
     console.print(f"log:     {layout_root / 'log'}")
     console.print(f"tables:  {layout_root / 'tables'}")
@@ -55,20 +65,86 @@ CONFIG = typer.Option(None, "--config", "-c", help="RunConfig YAML (see configs/
 ROOT = typer.Option(None, "--root", help="Override the run root folder.")
 DS = typer.Option(None, "--ds", help="The day to run for (default: the log's last day).")
 FORCE = typer.Option(False, "--force", help="Redo finished work of the steps asked for.")
+WAIT = typer.Option(False, "--wait", help="Wait for a concurrent run of the same root instead of exiting.")
 
 
 @app.command()
-def run(config: Optional[Path] = CONFIG, root: Optional[Path] = ROOT, ds: Optional[str] = DS, force: bool = FORCE):
-    """The whole chain for one ds: ingest, pretrain, extract+aggregate, downstream, retrieval, report."""
-    _run(config, root, ds, None, force)
+def run(config: Optional[Path] = CONFIG, root: Optional[Path] = ROOT, ds: Optional[str] = DS, force: bool = FORCE,
+        wait: bool = WAIT):
+    """The whole chain for one ds: ingest, pretrain, extract+aggregate (gated), downstream, retrieval, report.
+
+    Exit codes: 0 done, 2 bad config, 3 a quality gate stopped the run, 4 another run holds the root."""
+    _run(config, root, ds, None, force, wait)
 
 
 @app.command()
 def stage(name: str, config: Optional[Path] = CONFIG, root: Optional[Path] = ROOT, ds: Optional[str] = DS,
-          force: bool = FORCE):
+          force: bool = FORCE, wait: bool = WAIT):
     """One step alone (ingest, pretrain, extract, downstream, retrieval, report); earlier
     steps it needs are reused from the run root."""
-    _run(config, root, ds, [name], force)
+    _run(config, root, ds, [name], force, wait)
+
+
+@app.command()
+def backfill(
+    config: Optional[Path] = CONFIG,
+    root: Optional[Path] = ROOT,
+    start: str = typer.Option(..., "--from", help="First ds (YYYY-MM-DD)."),
+    end: str = typer.Option(..., "--to", help="Last ds (inclusive)."),
+    force: bool = FORCE,
+):
+    """Run the chain for every day of the log in [--from, --to], in order."""
+    from datasources import log_days, materialize
+    from contracts import RunLayout
+
+    cfg = _load(config, root, None)
+    materialize(cfg.source, RunLayout(cfg.root).log)
+    days = [d for d in log_days(RunLayout(cfg.root).log) if start <= d <= end]
+    if not days:
+        console.print(f"[red]no log days in {start}..{end}[/red]")
+        raise typer.Exit(2)
+    for d in days:
+        console.print(f"[bold]ds={d}[/bold]")
+        _run(config, root, d, None, force)
+
+
+@app.command()
+def ledger(config: Optional[Path] = CONFIG, root: Optional[Path] = ROOT, ds: Optional[str] = DS):
+    """Show the run ledger (every step's status) of a run root."""
+    from rich.table import Table
+
+    from pipelines.ledger import Ledger
+
+    cfg = _load(config, root, None)
+    table = Table("ds", "step", "status", "started", "finished", "error")
+    for r in Ledger(Path(cfg.root) / "ledger.sqlite").rows(ds):
+        table.add_row(r["ds"], r["step"], r["status"], r["started_at"] or "", r["finished_at"] or "",
+                      (r["error"] or "")[:80])
+    Console().print(table)
+
+
+serve_app = typer.Typer(help="Long-running services.")
+app.add_typer(serve_app, name="serve")
+
+
+@serve_app.command("retrieval")
+def serve_retrieval(
+    config: Optional[Path] = CONFIG,
+    root: Optional[Path] = ROOT,
+    host: str = typer.Option("127.0.0.1", help="Bind address."),
+    port: int = typer.Option(8080, help="Port."),
+    user_table: str = typer.Option("user_ur", help="User table for queries by user id (user_ur or user_cr)."),
+):
+    """HTTP top-K service over the live index (reloads when CURRENT changes)."""
+    from contracts import RunLayout
+    from engines import delta_io
+    from retrieval import serve
+
+    cfg = _load(config, root, None)
+    layout = RunLayout(cfg.root)
+    users = layout.table(user_table)
+    console.print(f"serving {layout.indexes} on http://{host}:{port}/search")
+    serve(layout.indexes, users if delta_io.exists(users) else None, host, port)
 
 
 def main() -> None:

@@ -10,6 +10,7 @@ from contracts import StrictModel
 from datasources import GeneratedSource, SourceConfig
 from downstream import DownstreamConfig
 from extract.config import AggregateConfig, ExtractConfig
+from pipelines.gates import GateConfig
 from pretrain import PretrainConfig
 from retrieval.config import RetrievalConfig
 
@@ -70,6 +71,7 @@ class RunConfig(StrictModel):
     pretrain: PretrainConfig = Field(default_factory=PretrainConfig)
     extract: ExtractConfig = Field(default_factory=ExtractConfig)
     aggregate: AggregateConfig = Field(default_factory=AggregateConfig)
+    gates: GateConfig = Field(default_factory=GateConfig)
     downstream: DownstreamConfig = Field(default_factory=DownstreamConfig)
     retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig)
     ray_address: str | None = Field(None, description="Existing Ray cluster (e.g. 'auto'); None = local.")

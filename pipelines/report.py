@@ -28,19 +28,22 @@ def _auc_rows(ds_result: dict) -> list[str]:
     return rows
 
 
-def write_report(cfg, layout: RunLayout, st) -> Path:
+def write_report(cfg, layout: RunLayout, st, failure: str | None = None) -> Path:
     out = layout.report(st.ds)
     out.mkdir(parents=True, exist_ok=True)
     m = st.manifest
     lines = [f"# lfm4ads run report: ds={st.ds}", ""]
+    if failure:
+        lines += ["## RUN STOPPED BEFORE PUBLISHING", "", f"**{failure}**", "",
+                  "Nothing of the failing day was published; the previous tables and index stay current.", ""]
     lines += ["## Where things are", "",
               f"- log: `{layout.log}` ({len(st.days)} days, {st.days[0]}..{st.days[-1]})"]
     if st.checkpoint:
         lines.append(f"- checkpoint: `{st.checkpoint}` (model_version `{m.model_version}`, CR layer `{m.default_cr_layer}`)")
     if st.published:
-        last = st.published[max(st.published)]
-        for name, version in sorted(last.items()):
-            lines.append(f"- table `{name}`: `{layout.table(name)}` (Delta version {version})")
+        last_ds = max(st.published)
+        for name in sorted(st.published[last_ds]):
+            lines.append(f"- table `{name}`: `{layout.table(name)}` (latest ds {last_ds})")
     if st.index:
         lines.append(f"- index: `{layout.indexes}` (version `{st.index['version']}`, factory `{st.index['factory']}`)")
     lines += ["", "## Split", ""]
@@ -67,6 +70,9 @@ def write_report(cfg, layout: RunLayout, st) -> Path:
                   f"{i['num_items']} items x {i['dim']} dims, metric {i['metric']}, factory `{i['factory']}`", "",
                   "| K | recall@K vs exact |", "|---|---|"]
         lines += [f"| {k} | {v:.4f} |" for k, v in sorted(i["recall_at_k"].items(), key=lambda kv: int(kv[0]))]
+        if i.get("hit_rate_at_k"):
+            lines += ["", "| K | hit-rate@K of later positives |", "|---|---|"]
+            lines += [f"| {k} | {v:.4f} |" for k, v in sorted(i["hit_rate_at_k"].items(), key=lambda kv: int(kv[0]))]
     lines += ["", "## Step timings (s)", "", "| step | seconds |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in st.timings.items()]
     path = out / "report.md"

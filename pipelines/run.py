@@ -15,6 +15,7 @@ from typing import Callable
 from contracts import CheckpointManifest, RunLayout, config_hash
 from contracts.checkpoint import MANIFEST_FILE
 from pipelines.config import RunConfig
+from pipelines.gates import GateFailed
 
 log = logging.getLogger("lfm4ads")
 
@@ -87,20 +88,38 @@ def publish_days(cfg: RunConfig, st: RunState) -> list[str]:
 
 
 def step_extract_aggregate(cfg: RunConfig, layout: RunLayout, st: RunState, force: bool = False) -> None:
-    """Extract every day up to ``ds`` and publish the snapshots, in day order (the CR
-    aggregation is incremental: each day continues the previous published state)."""
+    """Extract every day up to ``ds`` (one Ray Data job), then, day by day, gate and publish
+    the snapshots (the CR aggregation is incremental: each continues the previous state).
+
+    A day failing its quality gates raises :class:`GateFailed` before anything of it is
+    published: earlier days' tables (and the index built from them) stay current.
+    """
     from engines import get_spark
-    from extract import aggregate_day, extract_day
+    from extract import aggregate_day, already_published, extract_days
+    from pipelines.gates import GateFailed, check_day, read_health
 
     extract_cfg = cfg.extract.model_copy(update={"force": force or cfg.extract.force})
     agg_cfg = cfg.aggregate.model_copy(update={"force": force or cfg.aggregate.force})
-    spark = get_spark(cfg.spark_master or cfg.aggregate.spark_master)
     targets = publish_days(cfg, st)
     days = [d for d in st.days if d <= st.ds]
+    extract_days(st.checkpoint, layout.log, days, {d: layout.samples(d) for d in days}, extract_cfg)
+    spark = None
+    previous = None
     for d in days:
-        extract_day(st.checkpoint, layout.log, d, layout.samples(d), extract_cfg)
-        if d in targets:
-            st.published[d] = aggregate_day(layout.samples(d), layout.root / "tables", d, st.manifest, agg_cfg, spark)
+        health = read_health(layout.samples(d))
+        reasons = check_day(d, health, previous, cfg.gates)
+        if reasons:
+            raise GateFailed(d, reasons)
+        previous = health
+        if d not in targets:
+            continue
+        done = all(already_published(layout.table(n), n, st.manifest.model_version, d)
+                   for n in ("user_ur", "item_ir", "user_cr", "item_cr"))
+        if done and not agg_cfg.force:
+            st.published[d] = {n: -1 for n in ("user_ur", "item_ir", "user_cr", "item_cr")}
+            continue
+        spark = spark or get_spark(cfg.spark_master or cfg.aggregate.spark_master)
+        st.published[d] = aggregate_day(layout.samples(d), layout.root / "tables", d, st.manifest, agg_cfg, spark)
 
 
 def step_downstream(cfg: RunConfig, layout: RunLayout, st: RunState, force: bool = False) -> None:
@@ -115,10 +134,9 @@ def step_downstream(cfg: RunConfig, layout: RunLayout, st: RunState, force: bool
 
 
 def step_retrieval(cfg: RunConfig, layout: RunLayout, st: RunState, force: bool = False) -> None:
-    from retrieval import build_index
+    from retrieval import run_retrieval
 
-    table = layout.table(cfg.retrieval.source_table)
-    manifest = build_index(table, st.ds, layout.indexes, cfg.retrieval)
+    manifest = run_retrieval(layout.root, st.ds, cfg.retrieval, expect_model_version=st.manifest.model_version)
     st.index = manifest.model_dump(mode="json")
 
 
@@ -141,7 +159,7 @@ STEPS: dict[str, Callable[..., None]] = {
 STEP_CONFIG = {
     "ingest": ["source"],
     "pretrain": ["split", "pretrain"],
-    "extract": ["extract", "aggregate", "publish_every"],
+    "extract": ["extract", "aggregate", "publish_every", "gates"],
     "downstream": ["downstream"],
     "retrieval": ["retrieval"],
     "report": [],
@@ -235,6 +253,10 @@ def run_pipeline(
             except BaseException as e:
                 if name != "ingest":
                     ledger.fail(st.ds, name, f"{type(e).__name__}: {e}")
+                if isinstance(e, GateFailed):
+                    from pipelines.report import write_report
+
+                    st.report = write_report(cfg, layout, st, failure=str(e))
                 raise
             st.timings[name] = round(time.perf_counter() - t0, 2)
             if name == "ingest":

@@ -1,0 +1,80 @@
+"""``DownstreamConfig``: the root config of ``lfm4ads downstream`` (and the experiments)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from contracts import REPRESENTATION_TABLES, StrictModel
+
+RepName = Literal["user_ur", "item_ir", "user_cr", "item_cr"]
+
+
+class DownstreamConfig(StrictModel):
+    """One downstream scenario model, trained vanilla and with transferred representations.
+
+    Days: the log's last ``test_days`` days are the test split, the ``valid_days`` before
+    them validation, the rest training (a time split), unless the caller passes days.
+    """
+
+    scenario: int | None = Field(
+        None, description="Scenario id to train on; None = the scenario with the fewest training rows."
+    )
+    sample_type: Literal["ad", "content", "all"] = Field(
+        "all", description="Which samples of the scenario to train and test on."
+    )
+    representations: list[RepName] = Field(
+        default_factory=lambda: ["user_ur", "item_ir", "user_cr", "item_cr"],
+        description="Published tables joined in for the transfer model: UR, IR, CR(u), CR(i).",
+    )
+    adapter: Literal["linear", "gate", "gate_linear"] = Field(
+        "gate",
+        description="linear: concat W r to the embeddings; gate: E' = E * sigmoid(W r + b); gate_linear: both.",
+    )
+    crossed_token: bool = Field(
+        False,
+        description="Also feed Proj(z_u * z_i) for (user_ur, item_ir) and (user_cr, item_cr) when both are joined.",
+    )
+    rep_norm: bool = Field(
+        True, description="LayerNorm (no affine) each vector first: tables differ in scale by layer."
+    )
+    emb_dim: int = Field(16, ge=1, description="Embedding width per categorical field.")
+    hidden: list[int] = Field(default_factory=lambda: [128, 64], description="Shared MLP widths.")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    use_sequence: bool = Field(True, description="Mean-pooled hist_seq embedding as one more field.")
+    epochs: int = Field(20, ge=1)
+    lr: float = Field(2e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    batch_size: int = Field(512, ge=1)
+    patience: int = Field(3, ge=1, description="Epochs without a better validation AUC before stopping.")
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    min_count: int = Field(1, ge=1, description="Vocabulary threshold (pretrain.FeatureEncoder).")
+    max_vocab: int | None = Field(None, ge=1)
+    valid_days: int = Field(1, ge=1)
+    test_days: int = Field(1, ge=1)
+    threads: int = Field(
+        1, ge=1, description="torch CPU threads while training; 1 is fastest for these small models."
+    )
+    expect_model_version: str | None = Field(
+        None, description="Refuse tables written by another foundation model version."
+    )
+    expect_dims: dict[RepName, int] | None = Field(
+        None, description="Refuse tables whose vector dim differs (table name -> dim)."
+    )
+
+    @field_validator("representations")
+    @classmethod
+    def _unique(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError(f"duplicate representation(s) in {v}")
+        for name in v:
+            assert name in REPRESENTATION_TABLES
+        return v
+
+    @field_validator("hidden")
+    @classmethod
+    def _positive(cls, v: list[int]) -> list[int]:
+        if any(h < 1 for h in v):
+            raise ValueError(f"hidden widths must be >= 1, got {v}")
+        return v
