@@ -123,6 +123,35 @@ def ledger(config: Optional[Path] = CONFIG, root: Optional[Path] = ROOT, ds: Opt
     Console().print(table)
 
 
+@app.command()
+def experiment(
+    which: str = typer.Argument(..., help="transfer (the LFM4Ads transfer table) or rankup (the RankUp ablation)."),
+    config: Optional[Path] = CONFIG,
+    root: Optional[Path] = ROOT,
+    experiment_config: Optional[Path] = typer.Option(None, help="Transfer/RankUp experiment YAML (downstream/experiments.py)."),
+    seeds: Optional[int] = typer.Option(None, help="Seeds 0..N-1 (default: the experiment config's)."),
+    epochs: Optional[int] = typer.Option(None),
+    out: Optional[Path] = typer.Option(None, help="Report folder (default ROOT/reports/experiments)."),
+):
+    """Run an experiment on a run root; ingest, pretrain and extract run first if needed.
+
+    With no --config it runs on the generated demo log; any RunConfig (e.g.
+    configs/movielens.yaml) runs it on that log. The last line printed is JSON."""
+    from downstream.experiments import main as experiments_main
+    from pipelines.run import run_pipeline
+
+    if which not in ("transfer", "rankup"):
+        console.print("[red]which must be 'transfer' or 'rankup'[/red]")
+        raise typer.Exit(2)
+    cfg = _load(config or Path("configs/demo.yaml"), root, None)
+    run_pipeline(cfg, ["extract"], on_step=lambda n, s: console.print(f"[green]✓[/green] {n} ({s:.1f}s)"))
+    argv = [which, "--root", str(cfg.root)]
+    for flag, value in (("--config", experiment_config), ("--seeds", seeds), ("--epochs", epochs), ("--out", out)):
+        if value is not None:
+            argv += [flag, str(value)]
+    experiments_main(argv)
+
+
 serve_app = typer.Typer(help="Long-running services.")
 app.add_typer(serve_app, name="serve")
 

@@ -98,7 +98,8 @@ def step_extract_aggregate(cfg: RunConfig, layout: RunLayout, st: RunState, forc
     from extract import aggregate_day, already_published, extract_days
     from pipelines.gates import GateFailed, check_day, read_health
 
-    extract_cfg = cfg.extract.model_copy(update={"force": force or cfg.extract.force})
+    extract_cfg = cfg.extract.model_copy(update={"force": force or cfg.extract.force,
+                                                 "ray_address": cfg.extract.ray_address or cfg.ray_address})
     agg_cfg = cfg.aggregate.model_copy(update={"force": force or cfg.aggregate.force})
     targets = publish_days(cfg, st)
     days = [d for d in st.days if d <= st.ds]

@@ -1,0 +1,111 @@
+"""Benchmark: foundation-model training throughput, plain PyTorch loop vs Ray Train.
+
+Same model, same encoded data, same per-step code (``pretrain.loop``), measured in one run:
+
+- plain_1t: one process, 1 torch thread (what one Ray worker gets by default);
+- plain_mt: one process, ``--plain-threads`` torch threads (all cores; 0 skips it). On a
+  busy 2-core machine torch's intra-op threads can lose badly to one thread.
+  ``samples_per_s_plain`` is the better of the two: the strongest plain reference;
+- ray_1w: Ray Train ``TorchTrainer``, 1 worker (1 CPU, 1 thread);
+- ray_2w: 2 workers (DDP over gloo), 1 CPU and 1 thread each.
+
+Throughput counts training steps only (samples / time inside the epoch loops, validation
+and checkpointing excluded); start-up (trainer + workers + data transfer until the first
+epoch starts, plus validation and checkpoints) is reported separately as
+``startup_s_*`` = wall - training time.
+
+    python -m benchmarks.train [--rows 100000] [--epochs 1] [--plain-threads 2] [--batch-size 512]
+
+Last stdout line: JSON with rows, samples_per_s_plain, samples_per_s_ray_1w,
+samples_per_s_ray_2w, ratio_ray_best_over_plain, wall_s_*, startup_s_*, valid_auc_*.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--rows", type=int, default=100_000, help="training rows (one more day is generated for validation)")
+    ap.add_argument("--days", type=int, default=4, help="training days the rows are spread over")
+    ap.add_argument("--epochs", type=int, default=1)
+    ap.add_argument("--plain-threads", type=int, default=os.cpu_count() or 2, help="threads of plain_mt; 0 skips it")
+    ap.add_argument("--batch-size", type=int, default=512)
+    ap.add_argument("--skip", nargs="*", default=[], choices=["plain", "ray_1w", "ray_2w"])
+    args = ap.parse_args()
+
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    from datasources import GeneratorConfig, generate_log, log_days, read_log, read_log_spec
+    from engines import ensure_ray
+    from pretrain import FeatureEncoder, PretrainConfig
+    from pretrain.data import to_arrays
+    from pretrain.train import fit_plain, fit_with_ray_train
+
+    work = Path(tempfile.mkdtemp(prefix="bench_train_"))
+    try:
+        per_day = max(1, args.rows // args.days)
+        gen = GeneratorConfig(days=args.days + 1, rows_per_day=per_day, seed=0)
+        t0 = time.perf_counter()
+        spec = generate_log(gen, work / "log")
+        days = log_days(work / "log")
+        spec = read_log_spec(work / "log")
+        tr, va = read_log(work / "log", days[:-1]), read_log(work / "log", days[-1:])
+        enc = FeatureEncoder.fit(tr, spec)
+        train_arr, valid_arr = to_arrays(enc.encode(tr)), to_arrays(enc.encode(va))
+        print(f"data: {tr.num_rows} train rows, {va.num_rows} valid rows, built in {time.perf_counter() - t0:.1f}s",
+              flush=True)
+
+        def cfg(workers: int, threads: int = 1):
+            return PretrainConfig.model_validate({"train": {
+                "epochs": args.epochs, "batch_size": args.batch_size, "patience": args.epochs,
+                "num_workers": workers, "cpus_per_worker": 1, "torch_threads": threads, "diagnostics": False}})
+
+        out: dict[str, float | int] = {"rows": tr.num_rows, "epochs": args.epochs,
+                                       "plain_threads": args.plain_threads, "batch_size": args.batch_size}
+
+        def record(name: str, state: dict, wall: float) -> None:
+            train_s = sum(h["seconds"] for h in state["history"])
+            samples = sum(h["samples"] for h in state["history"])
+            out[f"samples_per_s_{name}"] = round(samples / train_s, 1)
+            out[f"wall_s_{name}"] = round(wall, 2)
+            out[f"startup_s_{name}"] = round(wall - train_s, 2)
+            out[f"valid_auc_{name}"] = round(float(state["history"][-1]["valid_auc"]), 4)
+            print(f"{name}: {out[f'samples_per_s_{name}']} samples/s, wall {wall:.1f}s, "
+                  f"outside training {wall - train_s:.1f}s", flush=True)
+
+        if "plain" not in args.skip:
+            runs = [("plain_1t", 1)] + ([("plain_mt", args.plain_threads)] if args.plain_threads > 0 else [])
+            for name, threads in runs:
+                c = cfg(1, threads)
+                t = time.perf_counter()
+                st = fit_plain(c.model, c.train, spec, enc.vocab_sizes, train_arr, valid_arr)
+                record(name, st, time.perf_counter() - t)
+            out["samples_per_s_plain"] = max(out[f"samples_per_s_{n}"] for n, _ in runs)
+        t = time.perf_counter()
+        ensure_ray(num_cpus=max(2, os.cpu_count() or 2), object_store_gb=1.0)
+        out["ray_init_s"] = round(time.perf_counter() - t, 2)
+        for name, workers in (("ray_1w", 1), ("ray_2w", 2)):
+            if name in args.skip:
+                continue
+            c = cfg(workers)
+            t = time.perf_counter()
+            st = fit_with_ray_train(c.model, c.train, spec, enc.vocab_sizes, train_arr, valid_arr,
+                                    work / "runs" / name)
+            record(name, st, time.perf_counter() - t)
+        rays = [out[k] for k in ("samples_per_s_ray_1w", "samples_per_s_ray_2w") if k in out]
+        if rays and "samples_per_s_plain" in out:
+            out["ratio_ray_best_over_plain"] = round(max(rays) / out["samples_per_s_plain"], 3)
+        print(json.dumps(out))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
