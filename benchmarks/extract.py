@@ -9,6 +9,12 @@
 
     python -m benchmarks.extract [--rows 300000] [--batch-size 4096] [--pool 1] [--cpus-per-actor 2]
 
+Backfill mode (many small days, e.g. MovieLens-100K's ~215 days of ~500 rows):
+``extract.extract_days`` over all days in ONE Ray Data job vs ``extract_day`` per day
+(one job each, timed on the first ``--per-day-sample`` days and extrapolated):
+
+    python -m benchmarks.extract --backfill-days 200 --rows-per-day 500
+
 The checkpoint is a default-size model with random weights: throughput does not depend on
 training. Last stdout line: JSON with rows, rows_per_s, loop_rows_per_s, forward_rows_per_s,
 naive_rows_per_s, ratio_vs_loop, ratio_vs_forward, speedup_vs_naive, peak_rss_mb.
@@ -35,14 +41,14 @@ LAYERS_EXTRA = ["user_tower", "item_tower"]
 THREADS = os.cpu_count()
 
 
-def build(work: Path, rows: int):
+def build(work: Path, rows: int, days: int = 1):
     from contracts import CheckpointManifest, RunLayout
     from datasources import GeneratorConfig, generate_log, read_log
     from pretrain import FeatureEncoder, FoundationModel, ModelConfig
     from pretrain.checkpoint import save_checkpoint
 
     layout = RunLayout(work)
-    gen = GeneratorConfig(days=1, rows_per_day=rows, start_date=date(2026, 1, 1))
+    gen = GeneratorConfig(days=days, rows_per_day=rows, start_date=date(2026, 1, 1))
     spec = generate_log(gen, layout.log)
     sample = read_log(layout.log, columns=spec.categorical_columns)
     encoder = FeatureEncoder.fit(sample, spec, 1, None)
@@ -132,6 +138,41 @@ def naive(ckpt: Path, table: pa.Table, batch: int) -> float:
     return len(df) / (time.perf_counter() - t0)
 
 
+def backfill(a) -> None:
+    """extract_days (one job) vs extract_day per day on ``a.backfill_days`` small days."""
+    from datasources import log_days
+    from engines import ensure_ray
+    from extract import ExtractConfig, extract_day, extract_days
+
+    work = Path(a.workdir or tempfile.mkdtemp(prefix="bench-backfill-"))
+    t0 = time.perf_counter()
+    layout, ckpt, _ = build(work, a.rows_per_day, a.backfill_days)
+    build_s = time.perf_counter() - t0
+    days = log_days(layout.log)
+    ensure_ray(num_cpus=os.cpu_count(), object_store_gb=1.0)
+    cfg = ExtractConfig(batch_size=a.batch_size, num_cpus=a.cpus_per_actor, torch_threads=a.threads,
+                        rows_per_unit=a.rows_per_unit, force=True)
+    sample = days[: a.per_day_sample]
+    t0 = time.perf_counter()
+    for d in sample:
+        extract_day(ckpt, layout.log, d, work / "single" / f"ds={d}", cfg)
+    per_day_s = (time.perf_counter() - t0) / len(sample)
+    t0 = time.perf_counter()
+    res = extract_days(ckpt, layout.log, days, {d: layout.samples(d) for d in days}, cfg)
+    one_job_s = time.perf_counter() - t0
+    rows = sum(r.rows for r in res.values())
+    result = {
+        "days": len(days), "rows": rows, "one_job_s": round(one_job_s, 2),
+        "one_job_per_day_s": round(one_job_s / len(days), 3), "job_per_day_s": round(per_day_s, 2),
+        "job_per_day_extrapolated_s": round(per_day_s * len(days), 1),
+        "backfill_speedup": round(per_day_s * len(days) / one_job_s, 1), "rows_per_s": round(rows / one_job_s),
+        "per_day_sample": len(sample), "build_s": round(build_s, 1), "load_avg_1m": round(os.getloadavg()[0], 2),
+    }
+    if not a.workdir:
+        shutil.rmtree(work, ignore_errors=True)
+    print(json.dumps(result))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--rows", type=int, default=300_000)
@@ -142,9 +183,14 @@ def main() -> None:
     p.add_argument("--rows-per-unit", type=int, default=65536)
     p.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads of every variant")
     p.add_argument("--workdir", default=None)
+    p.add_argument("--backfill-days", type=int, default=0, help="> 0: the backfill comparison instead")
+    p.add_argument("--rows-per-day", type=int, default=500)
+    p.add_argument("--per-day-sample", type=int, default=5)
     a = p.parse_args()
     global THREADS
     THREADS = a.threads
+    if a.backfill_days:
+        return backfill(a)
     work = Path(a.workdir or tempfile.mkdtemp(prefix="bench-extract-"))
     layout, ckpt, ds = build(work, a.rows)
 

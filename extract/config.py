@@ -1,4 +1,5 @@
-"""Configs of the two extract-stage commands: ``lfm4ads extract`` and ``lfm4ads aggregate``.
+"""Configs of the extract-stage commands: ``lfm4ads extract``, ``lfm4ads aggregate`` and
+``lfm4ads extract probe``.
 
 Both are root models (one per command, loaded with :func:`contracts.load_config`);
 :class:`ExtractStageConfig` bundles them for ``configs/extract.yaml``.
@@ -66,8 +67,22 @@ class AggregateConfig(StrictModel):
     layer: str | None = Field(None, description="CR layer to aggregate; None = the only one in the samples.")
 
 
+class ProbeConfig(StrictModel):
+    """``lfm4ads extract probe``: score every candidate layer with a linear probe."""
+
+    extract: ExtractConfig = Field(
+        default_factory=ExtractConfig, description="How the candidates are extracted (its `layers` is ignored)."
+    )
+    tau_seconds: float = Field(7 * 86400.0, gt=0, description="Decay time constant of the CR(u)/CR(i) aggregation.")
+    task: str | None = Field(None, description="Label column to probe; None = the first task labelled in the scenario.")
+    l2: float = Field(1e-3, ge=0, description="L2 penalty of the logistic regression (on standardised features).")
+    max_iter: int = Field(200, ge=1, description="L-BFGS iterations of the logistic regression.")
+    record: bool = Field(True, description="Write the chosen layer into the checkpoint manifest (default_cr_layer).")
+
+
 class ExtractStageConfig(StrictModel):
     """``configs/extract.yaml``: both commands' settings in one file."""
 
     extract: ExtractConfig = Field(default_factory=ExtractConfig)
     aggregate: AggregateConfig = Field(default_factory=AggregateConfig)
+    probe: ProbeConfig = Field(default_factory=ProbeConfig)

@@ -1,25 +1,31 @@
-"""``extract_day``: one day of the log -> sample-level UR/IR/CR shards, exactly once.
+"""``extract_days`` / ``extract_day``: days of the log -> sample-level UR/IR/CR shards, exactly once.
 
 Plan (driver, nothing written): check the checkpoint against the log's schema, the
-requested layers against the manifest, and that the day has rows; split the day's
-Parquet files (listed by delta-rs from the Delta log) into work units of whole row
-groups. Run (Ray Data): a dataset of units, ``map_batches`` with
+requested layers against the manifest, and that every day has rows; split each day's
+Parquet files (listed by delta-rs from the Delta log) into work units. Run (ONE Ray Data
+job for all days): a dataset of unit *packets*, ``map_batches`` with
 :class:`extract.worker.ExtractWorker` in an actor pool; each unit becomes one shard named
-``part-<hash of the file name>-<first row group>.parquet`` inside
-``.<out>.inprogress-<fingerprint>/``. Finish: count rows against the input, write
-``_health.json`` and the ``_SUCCESS`` marker, rename the folder into place.
+``part-<hash of the file name>-<first row group>-<first row>.parquet`` inside that day's
+``.<out>.inprogress-<fingerprint>/``. Finish (per day): count rows against the input,
+write ``_health.json`` and the ``_SUCCESS`` marker, rename the folder into place.
 
 Why units rather than ``read_parquet`` blocks: Ray Data's block boundaries and write
 file names are not a function of the input, so a killed run could not resume without
 duplicates. A unit's shard name is, so a rerun skips finished units and the final
-folder is byte-for-byte the same set of shards. The feature columns also never pass
-through the object store: only the unit descriptions do.
+folder is the same set of shards. The feature columns also never pass through the
+object store: only the unit descriptions do.
+
+Why packets and one job for many days: a Ray Data job costs seconds of fixed start-up and
+every block a scheduling round trip; a MovieLens day is ~500 rows. Consecutive small row
+groups of a file form one unit, and units (of any days) are packed into packets of about
+``rows_per_unit`` rows, so a 200-day backfill is a handful of blocks in one job.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -37,7 +43,7 @@ from extract.worker import ID_COLUMNS, IR, UR, open_parquet
 
 @dataclass
 class ExtractResult:
-    """What one ``extract_day`` call did."""
+    """What extraction did for one day (``seconds``: the whole call that extracted it)."""
 
     ds: str
     out_dir: Path
@@ -49,6 +55,17 @@ class ExtractResult:
     resumed_shards: int = 0
     seconds: float = 0.0
     health: dict = field(default_factory=dict)
+
+
+@dataclass
+class _DayPlan:
+    ds: str
+    out_dir: Path
+    units: list[dict]
+    total: int
+    fingerprint: str
+    work: Path | None = None
+    todo: list[dict] = field(default_factory=list)
 
 
 def _read_manifest(checkpoint_dir: Path) -> CheckpointManifest:
@@ -71,20 +88,38 @@ def resolve_layers(manifest: CheckpointManifest, layers: list[str] | None) -> li
 
 
 def plan_units(uris: list[str], rows_per_unit: int) -> tuple[list[dict], int]:
-    """Work units and the day's row count. A unit is rows [start, stop) of one row group
-    (at most ``rows_per_unit``); its shard name depends only on the file name, the row
-    group and ``start``, so the same input always gives the same shards."""
+    """Work units and the day's row count.
+
+    A unit is rows [start, stop) of the concatenation of consecutive row groups
+    ``row_groups`` of one file: small row groups are merged up to ``rows_per_unit`` rows
+    (a small file is one unit), a large one is sliced. The shard name depends only on the
+    file name, the first row group and ``start``: the same input always gives the same shards.
+    """
     units, total = [], 0
     for uri in sorted(uris):
         md = open_parquet(uri).metadata
         tag = hashlib.sha1(Path(uri).name.encode()).hexdigest()[:12]
-        for g in range(md.num_row_groups):
-            n = md.row_group(g).num_rows
-            total += n
-            for start in range(0, n, rows_per_unit):
-                units.append({"uri": uri, "row_group": g, "start": start, "stop": min(n, start + rows_per_unit),
-                              "shard": f"part-{tag}-{g:04d}-{start:09d}.parquet"})
+        sizes = [md.row_group(g).num_rows for g in range(md.num_row_groups)]
+        total += sum(sizes)
+        g = 0
+        while g < len(sizes):
+            if sizes[g] > rows_per_unit:  # slice one big row group
+                for start in range(0, sizes[g], rows_per_unit):
+                    units.append(_unit(uri, tag, [g], start, min(sizes[g], start + rows_per_unit)))
+                g += 1
+                continue
+            first, rows = g, 0
+            while g < len(sizes) and rows + sizes[g] <= rows_per_unit:
+                rows += sizes[g]
+                g += 1
+            if rows:
+                units.append(_unit(uri, tag, list(range(first, g)), 0, rows))
     return units, total
+
+
+def _unit(uri: str, tag: str, row_groups: list[int], start: int, stop: int) -> dict:
+    return {"uri": uri, "row_groups": row_groups, "start": start, "stop": stop,
+            "shard": f"part-{tag}-{row_groups[0]:04d}-{start:09d}.parquet"}
 
 
 def _check_log_columns(uri: str, manifest: CheckpointManifest) -> None:
@@ -109,80 +144,138 @@ def extract_day(
     inputs (checkpoint, the day's files, layers) is skipped unless ``cfg.force``. Bad
     input (schema mismatch, unknown layer, empty day) raises before anything is written.
     """
+    return extract_days(checkpoint_dir, log_path, [ds], {ds: Path(out_dir)}, cfg)[ds]
+
+
+def extract_days(
+    checkpoint_dir: str | Path,
+    log_path: str | Path,
+    days: list[str],
+    out_dirs: dict[str, Path],
+    cfg: ExtractConfig | None = None,
+) -> dict[str, ExtractResult]:
+    """:func:`extract_day` for several days in ONE Ray Data job (one actor pool start-up).
+
+    ``out_dirs[d]`` is day ``d``'s output folder. Every day is checked before anything is
+    written (a bad day fails the whole call); finished days are skipped unless
+    ``cfg.force``; each remaining day is finalised (row count, health, ``_SUCCESS``, atomic
+    rename) exactly as :func:`extract_day` does. Returns ds -> result, in ``days`` order.
+    """
     from datasources import read_log_spec
 
     t0 = time.perf_counter()
     cfg = cfg or ExtractConfig()
-    checkpoint_dir, out_dir = Path(checkpoint_dir).resolve(), Path(out_dir).resolve()
+    checkpoint_dir = Path(checkpoint_dir).resolve()
+    if len(set(days)) != len(days):
+        raise ValueError(f"days {days}: each day at most once")
+    missing = [d for d in days if d not in out_dirs]
+    if missing:
+        raise ValueError(f"out_dirs has no folder for day(s) {missing}")
+    outs = {d: Path(out_dirs[d]).resolve() for d in days}
+    if len(set(outs.values())) != len(outs):
+        raise ValueError("out_dirs: two days share one output folder")
     manifest = _read_manifest(checkpoint_dir)
     manifest.check_compatible(read_log_spec(log_path), source=f"log {log_path}")
     layers = resolve_layers(manifest, cfg.layers)
-    if ds not in delta_io.list_days(log_path):
-        raise ValueError(f"{log_path}: no rows for ds={ds!r}; nothing extracted")
-    uris = delta_io.day_file_uris(log_path, ds)
-    units, total = plan_units(uris, cfg.rows_per_unit)
-    if total == 0:
-        raise ValueError(f"{log_path}: ds={ds!r} has files but no rows; nothing extracted")
-    _check_log_columns(units[0]["uri"], manifest)
+    log_days = set(delta_io.list_days(log_path))
+    log_version = delta_io.open_table(log_path).version()
 
-    fingerprint = hashlib.sha256(json.dumps(
-        [manifest.model_version, manifest.config_hash, ds, layers, cfg.rows_per_unit,
-         sorted(Path(u).name for u in uris)]).encode()).hexdigest()[:16]
-    if (out_dir / MARKER).is_file() and not cfg.force:
-        marker = read_marker(out_dir)
-        if marker.fingerprint == fingerprint:
-            health = json.loads((out_dir / HEALTH).read_text()) if (out_dir / HEALTH).is_file() else {}
-            return ExtractResult(ds, out_dir, marker.rows, marker.shards, layers, manifest.model_version,
-                                 skipped=True, seconds=time.perf_counter() - t0, health=health)
+    # --- plan every day (reads footers only; nothing written) ------------------------
+    plans, results = [], {}
+    for ds in days:
+        if ds not in log_days:
+            raise ValueError(f"{log_path}: no rows for ds={ds!r}; nothing extracted")
+        uris = delta_io.day_file_uris(log_path, ds)
+        units, total = plan_units(uris, cfg.rows_per_unit)
+        if total == 0:
+            raise ValueError(f"{log_path}: ds={ds!r} has files but no rows; nothing extracted")
+        _check_log_columns(units[0]["uri"], manifest)
+        fingerprint = hashlib.sha256(json.dumps(
+            [manifest.model_version, manifest.config_hash, ds, layers, cfg.rows_per_unit,
+             sorted(Path(u).name for u in uris)]).encode()).hexdigest()[:16]
+        out_dir = outs[ds]
+        if (out_dir / MARKER).is_file() and not cfg.force:
+            marker = read_marker(out_dir)
+            if marker.fingerprint == fingerprint:
+                health = json.loads((out_dir / HEALTH).read_text()) if (out_dir / HEALTH).is_file() else {}
+                results[ds] = ExtractResult(ds, out_dir, marker.rows, marker.shards, layers, manifest.model_version,
+                                            skipped=True, health=health)
+                continue
+        plans.append(_DayPlan(ds, out_dir, units, total, fingerprint))
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    work = out_dir.parent / f".{out_dir.name}.inprogress-{fingerprint}"
-    for stale in out_dir.parent.glob(f".{out_dir.name}.inprogress-*"):
-        if stale != work:  # left by a run with other inputs: its shards are not ours
-            shutil.rmtree(stale, ignore_errors=True)
-    if cfg.force and work.exists():
-        shutil.rmtree(work)
-    work.mkdir(exist_ok=True)
-    for tmp in work.glob("*.tmp"):
-        tmp.unlink()
-    done = {p.name for p in work.glob("part-*.parquet")}
-    todo = [u for u in units if u["shard"] not in done]
+    # --- prepare the in-progress folders, keep what a killed run finished -------------
+    for p in plans:
+        p.out_dir.parent.mkdir(parents=True, exist_ok=True)
+        p.work = p.out_dir.parent / f".{p.out_dir.name}.inprogress-{p.fingerprint}"
+        for stale in p.out_dir.parent.glob(f".{p.out_dir.name}.inprogress-*"):
+            if stale != p.work:  # left by a run with other inputs: its shards are not ours
+                shutil.rmtree(stale, ignore_errors=True)
+        if cfg.force and p.work.exists():
+            shutil.rmtree(p.work)
+        p.work.mkdir(exist_ok=True)
+        for tmp in [*p.work.glob("*.tmp"), *p.work.glob(".*.tmp")]:
+            tmp.unlink(missing_ok=True)
+        done = {f.name for f in p.work.glob("part-*.parquet")}
+        p.todo = [{**u, "out": str(p.work)} for u in p.units if u["shard"] not in done]
+
+    todo = [u for p in plans for u in p.todo]
     if todo:
-        _run_units(checkpoint_dir, layers, todo, work, cfg)
+        _run_units(checkpoint_dir, layers, todo, cfg)
 
-    shards = sorted(u["shard"] for u in units)
-    present = sorted(p.name for p in work.glob("part-*.parquet"))
-    if present != shards:
-        raise RuntimeError(f"{work}: expected shards {shards[:3]}..., found {present[:3]}... ({len(present)})")
-    rows = sum(pq.read_metadata(work / s).num_rows for s in shards)
-    if rows != total:
-        raise RuntimeError(f"{work}: shards hold {rows} rows, the log day has {total}; not published")
-
+    # --- finalise each day ----------------------------------------------------------
     from extract.health import samples_health
 
     dims = {"ur": manifest.layer(UR).dim, "ir": manifest.layer(IR).dim}
     dims.update({layer_column(l, i == 0): manifest.layer(l).dim for i, l in enumerate(layers)})
-    health = samples_health(work, dims, log_rows=total)
-    (work / HEALTH).write_text(json.dumps(health, indent=1))
-    marker = SamplesMarker(
-        ds=ds, rows=rows, model_version=manifest.model_version, log_version=delta_io.open_table(log_path).version(),
-        layers={l: layer_column(l, i == 0) for i, l in enumerate(layers)}, dims=dims, shards=shards,
-        fingerprint=fingerprint,
-    )
-    marker.write(work)
-    if out_dir.exists():
-        trash = out_dir.parent / f".{out_dir.name}.old-{fingerprint}"
-        shutil.rmtree(trash, ignore_errors=True)
-        out_dir.rename(trash)
-        work.rename(out_dir)
-        shutil.rmtree(trash, ignore_errors=True)
-    else:
-        work.rename(out_dir)
-    return ExtractResult(ds, out_dir, rows, shards, layers, manifest.model_version,
-                         resumed_shards=len(units) - len(todo), seconds=time.perf_counter() - t0, health=health)
+    for p in plans:
+        work = p.work
+        shards = sorted(u["shard"] for u in p.units)
+        present = sorted(f.name for f in work.glob("part-*.parquet"))
+        if present != shards:
+            raise RuntimeError(f"{work}: expected shards {shards[:3]}..., found {present[:3]}... ({len(present)})")
+        rows = sum(pq.read_metadata(work / s).num_rows for s in shards)
+        if rows != p.total:
+            raise RuntimeError(f"{work}: shards hold {rows} rows, the log day has {p.total}; not published")
+        health = samples_health(work, dims, log_rows=p.total)
+        (work / HEALTH).write_text(json.dumps(health, indent=1))
+        SamplesMarker(
+            ds=p.ds, rows=rows, model_version=manifest.model_version, log_version=log_version,
+            layers={l: layer_column(l, i == 0) for i, l in enumerate(layers)}, dims=dims, shards=shards,
+            fingerprint=p.fingerprint,
+        ).write(work)
+        if p.out_dir.exists():
+            trash = p.out_dir.parent / f".{p.out_dir.name}.old-{p.fingerprint}"
+            shutil.rmtree(trash, ignore_errors=True)
+            p.out_dir.rename(trash)
+            work.rename(p.out_dir)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            work.rename(p.out_dir)
+        results[p.ds] = ExtractResult(p.ds, p.out_dir, rows, shards, layers, manifest.model_version,
+                                      resumed_shards=len(p.units) - len(p.todo), health=health)
+    seconds = time.perf_counter() - t0
+    for r in results.values():
+        r.seconds = seconds
+    return {d: results[d] for d in days}
 
 
-def _run_units(checkpoint_dir: Path, layers: list[str], units: list[dict], work: Path, cfg: ExtractConfig) -> None:
+def pack_units(units: list[dict], rows_per_packet: int) -> list[list[dict]]:
+    """Consecutive units grouped into packets of at most ``rows_per_packet`` rows (a
+    larger unit is a packet alone): one Ray block, one scheduling round trip, per packet."""
+    packets, cur, rows = [], [], 0
+    for u in units:
+        n = u["stop"] - u["start"]
+        if cur and rows + n > rows_per_packet:
+            packets.append(cur)
+            cur, rows = [], 0
+        cur.append(u)
+        rows += n
+    if cur:
+        packets.append(cur)
+    return packets
+
+
+def _run_units(checkpoint_dir: Path, layers: list[str], units: list[dict], cfg: ExtractConfig) -> None:
     import ray
 
     from engines import ensure_ray
@@ -190,19 +283,24 @@ def _run_units(checkpoint_dir: Path, layers: list[str], units: list[dict], work:
 
     ensure_ray(cfg.ray_address)
     threads = cfg.torch_threads or max(1, round(cfg.num_cpus))
-    dataset = ray.data.from_items(units, override_num_blocks=len(units))
+    total = sum(u["stop"] - u["start"] for u in units)
+    # at least two packets per actor so that no actor idles while another finishes
+    per_packet = max(1, min(cfg.rows_per_unit, math.ceil(total / (2 * cfg.actor_pool_size))))
+    packets = pack_units(units, per_packet)
+    items = [{"packet": json.dumps(p)} for p in packets]
+    dataset = ray.data.from_items(items, override_num_blocks=len(items))
     out = dataset.map_batches(
         ExtractWorker,
         fn_constructor_kwargs=dict(
             checkpoint_dir=str(checkpoint_dir), layers=layers, batch_size=cfg.batch_size,
-            torch_threads=threads, out_dir=str(work), use_gpu=cfg.num_gpus > 0,
+            torch_threads=threads, use_gpu=cfg.num_gpus > 0,
         ),
         batch_size=1,
         batch_format="numpy",
-        compute=ray.data.ActorPoolStrategy(size=min(cfg.actor_pool_size, len(units))),
+        compute=ray.data.ActorPoolStrategy(size=min(cfg.actor_pool_size, len(items))),
         num_cpus=cfg.num_cpus,
         num_gpus=cfg.num_gpus,
     )
     written = out.take_all()
     if len(written) != len(units):
-        raise RuntimeError(f"{work}: {len(written)} of {len(units)} units reported back")
+        raise RuntimeError(f"{len(written)} of {len(units)} units reported back")

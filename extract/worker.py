@@ -1,14 +1,19 @@
 """The Ray Data actor: loads the checkpoint once, turns work units into Parquet shards.
 
-A work unit is rows [start, stop) of one row group of one input Parquet file. The actor reads it in
-``batch_size`` slices, runs the frozen model and streams the outputs into ONE shard whose
-name is derived from the unit alone, written as ``<name>.tmp`` then renamed: a shard
-either exists complete or not at all, so a killed job resumes without duplicates.
+A work unit is rows [start, stop) of consecutive row groups of one input Parquet file; a
+Ray row is a *packet* of units (JSON), possibly of several days. The actor reads each unit
+in ``batch_size`` slices, runs the frozen model and streams the outputs into ONE shard
+(in the unit's ``out`` folder) whose name is derived from the unit alone, written as
+``.<name>.<random>.tmp`` then renamed: a shard either exists complete or not at all, so a
+killed job resumes without duplicates (the random part keeps a straggling actor of a
+killed job from writing into the temporary file of its successor).
 """
 
 from __future__ import annotations
 
+import json
 import os
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +45,7 @@ class ExtractWorker:
     """Callable class for ``Dataset.map_batches`` (one model copy per actor)."""
 
     def __init__(self, checkpoint_dir: str, layers: list[str], batch_size: int, torch_threads: int,
-                 out_dir: str, use_gpu: bool = False):
+                 use_gpu: bool = False):
         import torch
 
         from pretrain import load_checkpoint
@@ -52,7 +57,6 @@ class ExtractWorker:
         self.model = self.loaded.model.to(self.device).eval()
         self.layers = list(layers)
         self.batch_size = batch_size
-        self.out_dir = Path(out_dir)
         spec = self.loaded.manifest.dataset
         needed = [*spec.categorical_columns, "scenario", "sample_type", "hist_seq", *ID_COLUMNS]
         self.columns = list(dict.fromkeys(needed))
@@ -73,40 +77,42 @@ class ExtractWorker:
         cols["layer"] = pa.array([self.layers[0]] * table.num_rows, pa.string())
         return pa.table(cols)
 
-    def run_unit(self, uri: str, row_group: int, start: int, stop: int, shard: str) -> int:
-        final = self.out_dir / shard
+    def run_unit(self, uri: str, row_groups: list[int], start: int, stop: int, shard: str, out: str) -> int:
+        final = Path(out) / shard
         if final.exists():  # done by an earlier, interrupted run
             return pq.read_metadata(final).num_rows
-        tmp = self.out_dir / (shard + ".tmp")
+        tmp = Path(out) / f".{shard}.{uuid.uuid4().hex[:8]}.tmp"
         pf = open_parquet(uri)
         rows, offset, writer = 0, 0, None
         try:
             # rows before `start` are decoded and dropped: a unit never holds more than its slice
-            for rb in pf.iter_batches(batch_size=self.batch_size, row_groups=[row_group], columns=self.columns):
+            for rb in pf.iter_batches(batch_size=self.batch_size, row_groups=row_groups, columns=self.columns):
                 lo, hi = max(start - offset, 0), min(stop - offset, rb.num_rows)
                 offset += rb.num_rows
                 if hi <= lo:
                     if offset >= stop:
                         break
                     continue
-                out = self.run_batch(pa.Table.from_batches([rb.slice(lo, hi - lo)]))
+                table = self.run_batch(pa.Table.from_batches([rb.slice(lo, hi - lo)]))
                 if writer is None:
-                    writer = pq.ParquetWriter(tmp, out.schema)
-                writer.write_table(out)
-                rows += out.num_rows
+                    writer = pq.ParquetWriter(tmp, table.schema)
+                writer.write_table(table)
+                rows += table.num_rows
                 if offset >= stop:
                     break
         finally:
             if writer is not None:
                 writer.close()
-        if writer is None:
-            raise RuntimeError(f"{uri}: row group {row_group} rows [{start}, {stop}) not found")
+        if writer is None or rows != stop - start:
+            tmp.unlink(missing_ok=True)
+            raise RuntimeError(f"{uri}: row groups {row_groups} rows [{start}, {stop}): read {rows} rows")
         os.replace(tmp, final)
         return rows
 
-    def __call__(self, units: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        rows = [
-            self.run_unit(str(u), int(g), int(a), int(b), str(s))
-            for u, g, a, b, s in zip(units["uri"], units["row_group"], units["start"], units["stop"], units["shard"])
-        ]
-        return {"shard": np.asarray(units["shard"]), "rows": np.asarray(rows, dtype=np.int64)}
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        shards, rows = [], []
+        for packet in batch["packet"]:
+            for u in json.loads(str(packet)):
+                rows.append(self.run_unit(u["uri"], u["row_groups"], u["start"], u["stop"], u["shard"], u["out"]))
+                shards.append(u["shard"])
+        return {"shard": np.asarray(shards), "rows": np.asarray(rows, dtype=np.int64)}

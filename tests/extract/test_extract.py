@@ -1,9 +1,15 @@
-"""Ray Data extraction on a tiny real checkpoint: values, exactly-once shards, bad input."""
+"""Ray Data extraction on a tiny real checkpoint: values, one job for many days, exactly-once
+shards (a real SIGKILL), bad input."""
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pyarrow as pa
@@ -11,9 +17,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from engines import delta_io
-from extract import AggregateConfig, ExtractConfig, aggregate_day, extract_day, read_asof
+from extract import AggregateConfig, ExtractConfig, aggregate_day, extract_day, extract_days, read_asof
 from extract.aggregate import cutoff_seconds
-from extract.job import plan_units
+from extract.job import pack_units, plan_units
 from extract.samples import read_marker
 from tests.extract.helpers import numpy_decayed
 
@@ -22,82 +28,135 @@ CFG = ExtractConfig(rows_per_unit=128, batch_size=50)
 
 @pytest.fixture(scope="module")
 def extracted(tiny_run, ray_cluster):
+    """Both days in ONE Ray Data job."""
     layout, ckpt, days = tiny_run
-    results = [extract_day(ckpt, layout.log, d, layout.samples(d), CFG) for d in days]
-    return layout, ckpt, days, results
+    results = extract_days(ckpt, layout.log, days, {d: layout.samples(d) for d in days}, CFG)
+    return layout, ckpt, days, [results[d] for d in days]
 
 
 def _mat(table: pa.Table, col: str) -> np.ndarray:
     return np.asarray(table[col].combine_chunks().flatten().to_numpy()).reshape(table.num_rows, -1)
 
 
+def _rows(out_dir, shards) -> pa.Table:
+    return pa.concat_tables([pq.read_table(out_dir / s) for s in shards])  # shard order = input order
+
+
 def test_outputs_equal_a_direct_forward_pass(extracted):
+    import torch
+
     from pretrain import load_checkpoint
 
     layout, ckpt, days, results = extracted
-    r = results[0]
     loaded = load_checkpoint(ckpt)
     layer = loaded.manifest.default_cr_layer
-    assert r.layers == [layer] and r.rows > 0
-    uris = delta_io.day_file_uris(layout.log, days[0])
-    log = pa.concat_tables([pq.read_table(u) for u in uris])
-    import torch
-
-    with torch.inference_mode():
-        ref = loaded.model.representations(loaded.encoder.encode(log, require_labels=False),
-                                           ["user_tower", "item_tower", layer])
-    out = pa.concat_tables([pq.read_table(r.out_dir / s) for s in r.shards])  # shard order = input order
-    assert out.num_rows == log.num_rows == read_marker(r.out_dir).rows
-    assert out["user_id"].to_pylist() == log["user_id"].to_pylist()
-    assert out.schema.field("cr").type == pa.list_(pa.float32(), loaded.manifest.layer(layer).dim)
-    assert set(out["layer"].to_pylist()) == {layer}
-    for col, name in (("ur", "user_tower"), ("ir", "item_tower"), ("cr", layer)):
-        np.testing.assert_allclose(_mat(out, col), ref[name].numpy(), rtol=1e-4, atol=1e-5)
-    health = json.loads((r.out_dir / "_health.json").read_text())
-    assert health["rows"] == r.rows and health["columns"]["cr"]["nan_inf_rows"] == 0
-    assert health["columns"]["cr"]["effective_rank"] > 1
+    for d, r in zip(days, results):
+        assert r.layers == [layer] and r.rows > 0 and not r.skipped
+        log = pa.concat_tables([pq.read_table(u) for u in delta_io.day_file_uris(layout.log, d)])
+        with torch.inference_mode():
+            ref = loaded.model.representations(loaded.encoder.encode(log, require_labels=False),
+                                               ["user_tower", "item_tower", layer])
+        out = _rows(r.out_dir, r.shards)
+        assert out.num_rows == log.num_rows == read_marker(r.out_dir).rows
+        assert out["user_id"].to_pylist() == log["user_id"].to_pylist()
+        assert out.schema.field("cr").type == pa.list_(pa.float32(), loaded.manifest.layer(layer).dim)
+        assert set(out["layer"].to_pylist()) == {layer}
+        for col, name in (("ur", "user_tower"), ("ir", "item_tower"), ("cr", layer)):
+            np.testing.assert_allclose(_mat(out, col), ref[name].numpy(), rtol=1e-4, atol=1e-5)
+        health = json.loads((r.out_dir / "_health.json").read_text())
+        assert health["rows"] == r.rows and health["columns"]["cr"]["nan_inf_rows"] == 0
+        assert health["columns"]["cr"]["effective_rank"] > 1
 
 
-def test_shard_names_are_deterministic_and_rerun_is_skipped(extracted):
+def test_units_and_packets_are_a_function_of_the_input(extracted, tmp_path):
     layout, ckpt, days, results = extracted
     r = results[0]
     units, total = plan_units(delta_io.day_file_uris(layout.log, days[0]), CFG.rows_per_unit)
     assert r.shards == sorted(u["shard"] for u in units) and len(r.shards) >= 2 and total == r.rows
+    assert [u["stop"] - u["start"] for u in units] and max(u["stop"] - u["start"] for u in units) <= 128
+    # a small file is one unit over all of its row groups; a large row group is sliced
+    f = tmp_path / "f.parquet"
+    pq.write_table(pa.table({"x": list(range(10))}), f, row_group_size=3)  # row groups 3,3,3,1
+    whole, n = plan_units([str(f)], 100)
+    assert n == 10 and len(whole) == 1 and whole[0]["row_groups"] == [0, 1, 2, 3] and whole[0]["stop"] == 10
+    parts, _ = plan_units([str(f)], 2)
+    assert [(u["row_groups"], u["start"], u["stop"]) for u in parts] == [
+        ([0], 0, 2), ([0], 2, 3), ([1], 0, 2), ([1], 2, 3), ([2], 0, 2), ([2], 2, 3), ([3], 0, 1)]
+    assert len({u["shard"] for u in parts}) == len(parts)
+    packets = pack_units(parts, 4)
+    assert [len(p) for p in packets] == [2, 2, 3] and sum(packets, []) == parts
+    # a finished day is recognised and skipped, all days of a call at once
     marker_mtime = (r.out_dir / "_SUCCESS").stat().st_mtime_ns
-    again = extract_day(ckpt, layout.log, days[0], r.out_dir, CFG)
-    assert again.skipped and again.rows == r.rows
+    again = extract_days(ckpt, layout.log, days, {d: layout.samples(d) for d in days}, CFG)
+    assert all(a.skipped for a in again.values()) and again[days[0]].rows == r.rows
     assert (r.out_dir / "_SUCCESS").stat().st_mtime_ns == marker_mtime
 
 
-def test_killed_run_resumes_to_identical_output(extracted, tmp_path):
+def test_one_day_alone_equals_days_together_and_several_layers(extracted, tmp_path):
+    """extract_day (one job per day) gives the same shards and rows as extract_days; with a
+    second layer, ``cr`` is unchanged and ``cr__<layer>`` is added. Then ``force`` recomputes."""
     layout, ckpt, days, results = extracted
-    r = results[0]
-    before = {s: pq.read_table(r.out_dir / s) for s in r.shards}
-    # what a run killed part-way leaves: one finished shard and one half-written .tmp
-    target = tmp_path / "samples" / f"ds={days[0]}"
-    target.parent.mkdir(parents=True)
-    fp = read_marker(r.out_dir).fingerprint
-    work = target.parent / f".{target.name}.inprogress-{fp}"
-    work.mkdir()
-    shutil.copy(r.out_dir / r.shards[0], work / r.shards[0])
-    (work / (r.shards[1] + ".tmp")).write_bytes(b"partial")
-    resumed = extract_day(ckpt, layout.log, days[0], target, CFG)
-    assert resumed.resumed_shards == 1 and resumed.shards == r.shards
-    assert sorted(p.name for p in target.iterdir()) == sorted([*r.shards, "_SUCCESS", "_health.json"])
-    assert not work.exists()
+    r = results[1]
+    default = r.layers[0]
+    cfg = CFG.model_copy(update={"layers": [default, "ad.cross_1"]})
+    alone = extract_day(ckpt, layout.log, days[1], tmp_path / "s", cfg)
+    marker = read_marker(alone.out_dir)
+    assert marker.layers == {default: "cr", "ad.cross_1": "cr__ad_cross_1"}
+    assert alone.shards == r.shards and alone.rows == r.rows
     for s in r.shards:
-        assert pq.read_table(target / s).equals(before[s])
-    forced = extract_day(ckpt, layout.log, days[0], target, CFG.model_copy(update={"force": True}))
+        a, b = pq.read_table(alone.out_dir / s), pq.read_table(r.out_dir / s)
+        assert a.select(["user_id", "item_id", "event_time", "layer"]).equals(
+            b.select(["user_id", "item_id", "event_time", "layer"]))
+        for col in ("ur", "ir", "cr"):
+            np.testing.assert_allclose(_mat(a, col), _mat(b, col), rtol=1e-5, atol=1e-6)
+        assert a.schema.field("cr__ad_cross_1").type == pa.list_(pa.float32(), marker.dims["cr__ad_cross_1"])
+    forced = extract_day(ckpt, layout.log, days[1], tmp_path / "s", cfg.model_copy(update={"force": True}))
     assert not forced.skipped and forced.resumed_shards == 0 and forced.rows == r.rows
+    assert sorted(p.name for p in (tmp_path / "s").iterdir()) == sorted([*r.shards, "_SUCCESS", "_health.json"])
 
 
-def test_several_layers(tiny_run, ray_cluster, tmp_path):
-    layout, ckpt, days = tiny_run
-    r = extract_day(ckpt, layout.log, days[1], tmp_path / "s", CFG.model_copy(update={"layers": ["ad.cross_1", "ad.mlp_2"]}))
-    marker = read_marker(r.out_dir)
-    assert marker.layers == {"ad.cross_1": "cr", "ad.mlp_2": "cr__ad_mlp_2"}
-    t = pq.read_table(r.out_dir / r.shards[0])
-    assert t.schema.field("cr__ad_mlp_2").type == pa.list_(pa.float32(), marker.dims["cr__ad_mlp_2"])
+KILL_SCRIPT = """
+import sys, json
+from pathlib import Path
+from extract import ExtractConfig, extract_days
+ckpt, log, out, address, days = sys.argv[1], sys.argv[2], Path(sys.argv[3]), sys.argv[4], json.loads(sys.argv[5])
+cfg = ExtractConfig(rows_per_unit=20, batch_size=1, ray_address=address)
+extract_days(ckpt, log, days, {d: out / f"ds={d}" for d in days}, cfg)
+"""
+
+
+def test_sigkilled_run_resumes_to_the_uninterrupted_output(extracted, tmp_path):
+    """A real kill: a subprocess extracting both days (slowed by batch_size=1) joins the
+    session's Ray cluster and is SIGKILLed when its first shard appears; the rerun resumes
+    and its rows equal the uninterrupted run's (no duplicate, no missing row)."""
+    import ray
+
+    layout, ckpt, days, results = extracted
+    out = tmp_path / "samples"
+    address = ray.get_runtime_context().gcs_address
+    proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, str(ckpt), str(layout.log), str(out), address,
+                             json.dumps(days)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=dict(os.environ))
+    deadline = time.monotonic() + 90
+    while not list(out.glob(".ds=*.inprogress-*/part-*.parquet")):
+        assert proc.poll() is None, proc.stdout.read().decode()[-3000:]
+        assert time.monotonic() < deadline, "no shard appeared"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    finished = list(out.glob(".ds=*.inprogress-*/part-*.parquet"))
+    planned = sum(len(plan_units(delta_io.day_file_uris(layout.log, d), 20)[0]) for d in days)
+    assert 1 <= len(finished) < planned and not list(out.glob("ds=*"))  # killed part-way, nothing published
+    cfg = ExtractConfig(rows_per_unit=20, batch_size=50)
+    resumed = extract_days(ckpt, layout.log, days, {d: out / f"ds={d}" for d in days}, cfg)
+    assert sum(r.resumed_shards for r in resumed.values()) >= 1
+    assert not list(out.glob(".ds=*"))  # no in-progress folder or stray temporary file left
+    for d, ref in zip(days, results):
+        got, want = _rows(resumed[d].out_dir, resumed[d].shards), _rows(ref.out_dir, ref.shards)
+        assert got.num_rows == want.num_rows == resumed[d].rows
+        keys = ["user_id", "item_id", "event_time"]
+        assert got.select(keys).equals(want.select(keys))
+        np.testing.assert_allclose(_mat(got, "cr"), _mat(want, "cr"), rtol=1e-4, atol=1e-5)
+        assert not [p for p in resumed[d].out_dir.iterdir() if p.name.endswith(".tmp")]
 
 
 def test_bad_input_fails_before_any_output(tiny_run, tmp_path):
@@ -107,6 +166,14 @@ def test_bad_input_fails_before_any_output(tiny_run, tmp_path):
         extract_day(ckpt, layout.log, days[0], out, ExtractConfig(layers=["ad.mlp_9"]))
     with pytest.raises(ValueError, match="no rows for ds='2030-01-01'"):
         extract_day(ckpt, layout.log, "2030-01-01", out)
+    # one bad day fails the whole multi-day call before any day is written
+    with pytest.raises(ValueError, match="no rows for ds='2030-01-01'"):
+        extract_days(ckpt, layout.log, [days[0], "2030-01-01"],
+                     {days[0]: tmp_path / "samples" / "a", "2030-01-01": tmp_path / "samples" / "b"})
+    with pytest.raises(ValueError, match=r"out_dirs has no folder for day\(s\) \['2026-01-02'\]"):
+        extract_days(ckpt, layout.log, days, {days[0]: out})
+    with pytest.raises(ValueError, match="each day at most once"):
+        extract_days(ckpt, layout.log, [days[0], days[0]], {days[0]: out})
     bad = tmp_path / "ckpt"
     shutil.copytree(ckpt, bad)
     m = json.loads((bad / "manifest.json").read_text())
@@ -129,7 +196,7 @@ def test_extract_then_aggregate_end_to_end(extracted, spark):
     d = days[-1]
     versions = aggregate_day(layout.samples(d), layout.root / "tables", d, manifest, cfg, spark=spark)
     assert set(versions) == {"user_ur", "item_ir", "user_cr", "item_cr"}
-    samples = [pa.concat_tables([pq.read_table(r.out_dir / s) for s in r.shards]) for r in results]
+    samples = [_rows(r.out_dir, r.shards) for r in results]
     ref = numpy_decayed(samples, "item_id", cutoff_seconds(days[-1]), cfg.tau_seconds)
     got = read_asof(layout.table("item_cr"), days[-1], inclusive=True, expect_model_version=manifest.model_version,
                     expect_dim=manifest.layer(manifest.default_cr_layer).dim)

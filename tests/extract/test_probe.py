@@ -1,0 +1,83 @@
+"""Layer probe: point-in-time aggregation vs a brute-force loop, the logistic probe vs
+scikit-learn, and one end-to-end probe on the tiny checkpoint (table, plot, manifest)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from extract import ProbeConfig, probe_layers
+from extract.probe import fit_logistic, point_in_time_states
+
+
+def test_point_in_time_states_equal_a_brute_force_loop():
+    rng = np.random.default_rng(0)
+    n, tau = 60, 500.0
+    ent = rng.integers(0, 5, n).astype(str).astype(object)
+    t = rng.integers(0, 3000, n).astype(float)
+    t[5] = t[6]
+    ent[6] = ent[5]  # a tie: neither sees the other
+    x = rng.normal(size=(n, 3))
+    got = point_in_time_states(ent, t, x, tau)
+    for k in range(n):
+        ref = sum((np.exp(-(t[k] - t[j]) / tau) * x[j] for j in range(n) if ent[j] == ent[k] and t[j] < t[k]),
+                  np.zeros(3))
+        np.testing.assert_allclose(got[k], ref, rtol=1e-10, atol=1e-12)
+
+
+def test_logistic_probe_matches_sklearn():
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(400, 5))
+    y = (x @ np.array([1.0, -2.0, 0.5, 0.0, 0.0]) + rng.normal(size=400) > 0).astype(float)
+    score = fit_logistic(x, y, l2=0.0, max_iter=500)
+    mean, std = x.mean(0), x.std(0) + 1e-8
+    ref = LogisticRegression(C=1e6, max_iter=2000).fit((x - mean) / std, y)
+    np.testing.assert_allclose(score(x), ref.decision_function((x - mean) / std), rtol=1e-3, atol=1e-3)
+
+
+def test_probe_scores_every_layer_and_records_the_best(tiny_run, ray_cluster, tmp_path, capsys):
+    from extract.job import resolve_layers
+    from pretrain import load_checkpoint
+
+    layout, ckpt, days = tiny_run
+    ckpt_copy = tmp_path / "ckpt"
+    shutil.copytree(ckpt, ckpt_copy)  # the probe rewrites the manifest: not the shared checkpoint
+    with pytest.raises(ValueError, match=r"scenario 9 unknown.*valid: \[0, 1, 2, 3\]"):
+        probe_layers(ckpt_copy, layout.log, days[:1], days[1:], 9, tmp_path / "p")
+    with pytest.raises(ValueError, match="both train and test"):
+        probe_layers(ckpt_copy, layout.log, days, days[1:], 0, tmp_path / "p")
+    assert not (tmp_path / "p").exists()
+    before = load_checkpoint(ckpt_copy).manifest
+    res = probe_layers(ckpt_copy, layout.log, days[:1], days[1:], 0, tmp_path / "p",
+                       ProbeConfig(extract={"rows_per_unit": 1000, "batch_size": 300}, tau_seconds=86400.0))
+    names = [r["layer"] for r in res["layers"]]
+    cr = [l.name for l in before.layers if l.kind == "CR"]
+    assert names == [*cr, "user_tower", "item_tower"]
+    assert all(0.0 <= r["auc"] <= 1.0 for r in res["layers"])
+    best = max((r for r in res["layers"] if r["kind"] == "CR"), key=lambda r: r["auc"])
+    assert res["chosen"] == best["layer"] and res["previous_default"] == before.default_cr_layer
+    assert res["train_rows"] > 0 and res["test_rows"] > 0
+    table = (tmp_path / "p" / "probe.md").read_text()
+    assert all(f"| {n} |" in table for n in names) and "chosen" in table
+    assert (tmp_path / "p" / "probe.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert json.loads((tmp_path / "p" / "probe.json").read_text())["chosen"] == res["chosen"]
+    after = load_checkpoint(ckpt_copy).manifest  # still a loadable checkpoint
+    assert after.default_cr_layer == res["chosen"] and resolve_layers(after, None) == [res["chosen"]]
+    assert after.metrics[f"probe_auc:{res['chosen']}"] == pytest.approx(best["auc"])
+    assert not list(ckpt_copy.glob(".*.tmp"))
+    # the command line with a config file: extraction is recognised as done, same scores
+    from extract.probe import main
+
+    cfg = tmp_path / "extract.yaml"
+    cfg.write_text("probe:\n  tau_seconds: 86400.0\n  extract:\n    rows_per_unit: 1000\n    batch_size: 300\n")
+    capsys.readouterr()
+    main(["--checkpoint", str(ckpt_copy), "--log", str(layout.log), "--train-days", days[0], "--test-days", days[1],
+          "--scenario", "0", "--out", str(tmp_path / "p"), "--config", str(cfg), "--no-record"])
+    again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert again["chosen"] == res["chosen"] and not again["recorded"]
+    assert [r["auc"] for r in again["layers"]] == pytest.approx([r["auc"] for r in res["layers"]])
