@@ -152,6 +152,20 @@ def experiment(
     experiments_main(argv)
 
 
+extract_app = typer.Typer(help="Extraction tools.")
+app.add_typer(extract_app, name="extract")
+
+
+@extract_app.command("probe", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def extract_probe(ctx: typer.Context):
+    """Score every candidate CR layer with a linear probe and record the best in the manifest.
+
+    Arguments as `python -m extract probe --help`."""
+    from extract.probe import main as probe_main
+
+    probe_main(list(ctx.args))
+
+
 serve_app = typer.Typer(help="Long-running services.")
 app.add_typer(serve_app, name="serve")
 

@@ -11,6 +11,7 @@ from datasources import GeneratedSource, SourceConfig
 from downstream import DownstreamConfig
 from extract.config import AggregateConfig, ExtractConfig
 from pipelines.gates import GateConfig
+from pipelines.rollover import RolloverConfig
 from pretrain import PretrainConfig
 from retrieval.config import RetrievalConfig
 
@@ -72,6 +73,9 @@ class RunConfig(StrictModel):
     extract: ExtractConfig = Field(default_factory=ExtractConfig)
     aggregate: AggregateConfig = Field(default_factory=AggregateConfig)
     gates: GateConfig = Field(default_factory=GateConfig)
+    rollover: RolloverConfig = Field(
+        default_factory=RolloverConfig, description="Publish aligned vectors for a previous model version."
+    )
     downstream: DownstreamConfig = Field(default_factory=DownstreamConfig)
     retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig)
     ray_address: str | None = Field(None, description="Existing Ray cluster (e.g. 'auto'); None = local.")

@@ -30,6 +30,7 @@ class RunState:
     checkpoint: Path | None = None
     manifest: CheckpointManifest | None = None
     published: dict[str, dict[str, int]] = field(default_factory=dict)  # ds -> table -> version
+    rollover: dict = field(default_factory=dict)
     downstream: dict | None = None
     index: dict | None = None
     timings: dict[str, float] = field(default_factory=dict)
@@ -123,6 +124,15 @@ def step_extract_aggregate(cfg: RunConfig, layout: RunLayout, st: RunState, forc
         st.published[d] = aggregate_day(layout.samples(d), layout.root / "tables", d, st.manifest, agg_cfg, spark)
 
 
+def step_rollover(cfg: RunConfig, layout: RunLayout, st: RunState, force: bool = False) -> None:
+    """During a model-version rollover, also publish this version's vectors aligned into the
+    previous version's space (a no-op unless ``rollover.previous_model_version`` is set)."""
+    from pipelines.rollover import rollover_days
+
+    rcfg = cfg.rollover.model_copy(update={"force": force or cfg.rollover.force})
+    st.rollover = rollover_days(layout.root / "tables", sorted(st.published), st.manifest.model_version, rcfg)
+
+
 def step_downstream(cfg: RunConfig, layout: RunLayout, st: RunState, force: bool = False) -> None:
     from downstream import train_and_evaluate
 
@@ -151,6 +161,7 @@ STEPS: dict[str, Callable[..., None]] = {
     "ingest": step_ingest,
     "pretrain": step_pretrain,
     "extract": step_extract_aggregate,
+    "rollover": step_rollover,
     "downstream": step_downstream,
     "retrieval": step_retrieval,
     "report": step_report,
@@ -161,6 +172,7 @@ STEP_CONFIG = {
     "ingest": ["source"],
     "pretrain": ["split", "pretrain"],
     "extract": ["extract", "aggregate", "publish_every", "gates"],
+    "rollover": ["rollover"],
     "downstream": ["downstream"],
     "retrieval": ["retrieval"],
     "report": [],
@@ -183,6 +195,7 @@ def _outputs(name: str, st: RunState) -> dict:
         "ingest": lambda: {"ds": st.ds, "days": st.days, "split": st.split},
         "pretrain": lambda: {"checkpoint": str(st.checkpoint)},
         "extract": lambda: {"published": st.published},
+        "rollover": lambda: {"rollover": st.rollover},
         "downstream": lambda: {"downstream": st.downstream},
         "retrieval": lambda: {"index": st.index},
         "report": lambda: {"report": str(st.report)},
@@ -197,6 +210,8 @@ def _restore(name: str, st: RunState, out: dict) -> None:
         st.manifest = load_checkpoint(st.checkpoint).manifest
     elif name == "extract":
         st.published = out["published"]
+    elif name == "rollover":
+        st.rollover = out["rollover"]
     elif name == "downstream":
         st.downstream = out["downstream"]
     elif name == "retrieval":

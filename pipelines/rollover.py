@@ -1,0 +1,416 @@
+"""Model-version rollover: publish a new foundation-model version's vectors *aligned into
+the previous version's space*, so downstream models trained on the old vectors keep
+working while they are retrained.
+
+The map is an orthogonal Procrustes map fitted on the entities both versions hold:
+
+    W = argmin_{W^T W = I} || (new - mu_new) W - (old - mu_old) ||_F,   W: [d_new, d_old]
+
+With ``A = new - mu_new``, ``B = old - mu_old`` and ``A^T B = U S V^T`` (thin SVD) the
+solution is ``W = U V^T``. Optionally (``scale``) one isotropic factor
+``s = trace(S) / ||A||_F^2`` is fitted too: two independently trained models rarely agree
+on the vectors' overall scale, and a scalar keeps every angle and distance ratio.
+When ``d_new != d_old`` the thin SVD gives a *semi-orthogonal* W: columns orthonormal when ``d_new >= d_old`` (a rotation followed by a projection onto d_old
+dimensions), rows orthonormal when ``d_new < d_old`` (an isometric embedding into the
+old space). ``apply(x) = s (x - mu_new) W + mu_old``; with ``centre=False`` both means
+are 0, with ``scale=False`` s = 1. Fit quality: the relative residual
+``||s A W - B||_F / ||B||_F`` on the fitting entities (0 = exact; about 1 for unrelated
+vectors with ``scale``, up to about 1.4 without).
+
+Layout (``tables_root`` is a run's ``tables/`` folder; see :func:`table_for_version`):
+
+- the new version's table: ``<name>__<new_version>`` or ``<name>`` (whichever holds it);
+- the old version's table: the same lookup in ``old_tables_root`` (default: tables_root);
+- the aligned output: ``<name>__aligned_<old_version>`` in ``tables_root``, a normal
+  representation table (schema of ``name``) whose rows and properties say
+  ``model_version = <old_version>``: an old consumer reading it with
+  ``read_asof(..., expect_model_version=<old>)`` works unchanged; only its path changes.
+- the fitted map of each day beside it: ``<aligned table>/_alignment/ds=<ds>.json``
+  (Delta readers see only files its log references; delta-rs vacuum left it alone when checked).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from pydantic import Field, field_validator
+
+from contracts import REPRESENTATION_TABLES, StrictModel, TableProperties
+from engines import delta_io
+
+ALIGN_DIR = "_alignment"
+L2_EPS, LN_EPS = 1e-12, 1e-5
+
+
+class RolloverError(ValueError):
+    """An alignment was refused (too few shared entities, residual too high, missing
+    snapshot); nothing was published."""
+
+
+class RolloverConfig(StrictModel):
+    """How a new model version is rolled out next to the previous one."""
+
+    overlap_days: int = Field(
+        14, ge=0, description="Days after the new version's first published day that aligned tables are published."
+    )
+    min_shared_entities: int = Field(
+        200, ge=2, description="Refuse to fit a map on fewer entities present in both versions."
+    )
+    max_residual: float = Field(
+        0.75, gt=0, description="Refuse to publish when the map's relative residual on the fitting entities is above this."
+    )
+    centre: bool = Field(True, description="Centre both sides before fitting (records the means in the map).")
+    scale: bool = Field(True, description="Also fit one isotropic scale factor (similarity Procrustes).")
+    method: Literal["procrustes", "least_squares"] = Field(
+        "procrustes", description="procrustes: (scaled) orthogonal map; least_squares: any linear map (see docs)."
+    )
+    tables: list[str] = Field(
+        default_factory=lambda: ["user_ur", "item_ir", "user_cr", "item_cr"], description="Tables to align."
+    )
+    force: bool = Field(False, description="Refit and republish even when (table, ds) is already aligned.")
+    previous_model_version: str | None = Field(
+        None, description="The version downstream models were trained on; None = no rollover in progress."
+    )
+    previous_tables_root: Path | None = Field(
+        None, description="tables/ folder holding the previous version's tables; None = the run's own tables/."
+    )
+
+    @field_validator("tables")
+    @classmethod
+    def _known(cls, v: list[str]) -> list[str]:
+        bad = [t for t in v if t not in REPRESENTATION_TABLES]
+        if bad:
+            raise ValueError(f"unknown table(s) {bad}; valid: {sorted(REPRESENTATION_TABLES)}")
+        return v
+
+
+# --- the map ---------------------------------------------------------------------------
+@dataclass
+class AlignMap:
+    """``apply(x) = scale * (x - mean_new) @ w + mean_old``; ``w`` [d_new, d_old]."""
+
+    w: np.ndarray
+    mean_new: np.ndarray  # [d_new]
+    mean_old: np.ndarray  # [d_old]
+    residual: float  # ||apply(new) - old||_F / ||old - mean_old||_F on the fitting entities
+    n_fit: int
+    scale: float = 1.0
+
+    @property
+    def d_new(self) -> int:
+        return int(self.w.shape[0])
+
+    @property
+    def d_old(self) -> int:
+        return int(self.w.shape[1])
+
+    def apply(self, new: np.ndarray) -> np.ndarray:
+        """new [M, d_new] -> [M, d_old] (float64)."""
+        new = np.asarray(new, dtype=np.float64)
+        if new.ndim != 2 or new.shape[1] != self.d_new:
+            raise ValueError(f"apply: expected [M, {self.d_new}] vectors, got shape {new.shape}")
+        return self.scale * ((new - self.mean_new) @ self.w) + self.mean_old
+
+    def apply_linear(self, new: np.ndarray) -> np.ndarray:
+        """The linear part only, new [M, d_new] -> [M, d_old]: for un-normalised sums
+        (CR ``decayed_sum``), which an affine shift does not commute with."""
+        return self.scale * (np.asarray(new, dtype=np.float64) @ self.w)
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "w": self.w.tolist(),
+                "mean_new": self.mean_new.tolist(),
+                "mean_old": self.mean_old.tolist(),
+                "residual": self.residual,
+                "n_fit": self.n_fit,
+                "scale": self.scale,
+            }
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> "AlignMap":
+        raw = json.loads(text)
+        return cls(
+            w=np.asarray(raw["w"], dtype=np.float64),
+            mean_new=np.asarray(raw["mean_new"], dtype=np.float64),
+            mean_old=np.asarray(raw["mean_old"], dtype=np.float64),
+            residual=float(raw["residual"]),
+            n_fit=int(raw["n_fit"]),
+            scale=float(raw.get("scale", 1.0)),
+        )
+
+
+def fit_procrustes(
+    old: np.ndarray, new: np.ndarray, centre: bool = True, scale: bool = False, method: str = "procrustes"
+) -> AlignMap:
+    """Orthogonal (semi-orthogonal when dims differ) map from ``new`` [N, d_new] onto
+    ``old`` [N, d_old]; row i of both is the same entity.
+
+    ``method="least_squares"``: an unconstrained linear W = argmin ||A W - B||_F instead
+    (lower residual, but neither angles nor norms are kept, and it needs N >> d_new);
+    ``scale`` is then ignored."""
+    old = np.asarray(old, dtype=np.float64)
+    new = np.asarray(new, dtype=np.float64)
+    if old.ndim != 2 or new.ndim != 2 or old.shape[0] != new.shape[0]:
+        raise ValueError(f"fit_procrustes: need [N, d_old] and [N, d_new] with the same N, got {old.shape}, {new.shape}")
+    if old.shape[0] < 2:
+        raise ValueError(f"fit_procrustes: need at least 2 shared entities, got {old.shape[0]}")
+    if not (np.isfinite(old).all() and np.isfinite(new).all()):
+        raise ValueError("fit_procrustes: NaN/inf in the input vectors")
+    mu_old = old.mean(axis=0) if centre else np.zeros(old.shape[1])
+    mu_new = new.mean(axis=0) if centre else np.zeros(new.shape[1])
+    a, b = new - mu_new, old - mu_old
+    if method not in ("procrustes", "least_squares"):
+        raise ValueError(f"fit_procrustes: method {method!r}, expected 'procrustes' or 'least_squares'")
+    u, sv, vt = np.linalg.svd(a.T @ b, full_matrices=False)  # u [d_new, k], vt [k, d_old]
+    w = u @ vt
+    s = 1.0
+    if method == "least_squares":
+        w = np.linalg.lstsq(a, b, rcond=None)[0]
+    elif scale:
+        na = float(np.sum(a * a))
+        s = float(sv.sum() / na) if na > 0 else 1.0
+    denom = float(np.linalg.norm(b))
+    residual = float(np.linalg.norm(s * (a @ w) - b) / denom) if denom > 0 else 0.0
+    return AlignMap(w=w, mean_new=mu_new, mean_old=mu_old, residual=residual, n_fit=int(old.shape[0]), scale=s)
+
+
+# --- tables ----------------------------------------------------------------------------
+def aligned_table_name(name: str, old_model_version: str) -> str:
+    return f"{name}__aligned_{old_model_version}"
+
+
+def table_for_version(tables_root: str | Path, name: str, model_version: str) -> Path:
+    """The table of ``name`` written by ``model_version`` under ``tables_root``:
+    ``<name>__<version>`` if it exists, else ``<name>`` when its properties name that version."""
+    root = Path(tables_root)
+    tried = []
+    for path in (root / f"{name}__{model_version}", root / name):
+        if delta_io.exists(path):
+            props = TableProperties.from_delta(delta_io.table_configuration(path))
+            if props.source_checkpoint == model_version:
+                return path
+            tried.append(f"{path} (model_version {props.source_checkpoint!r})")
+        else:
+            tried.append(f"{path} (absent)")
+    raise RolloverError(f"no {name} table of model version {model_version!r}: tried {'; '.join(tried)}")
+
+
+def _vectors(table: pa.Table, col: str = "vector") -> np.ndarray:
+    """A list<float> column -> [N, d] float64."""
+    arr = table[col].combine_chunks()
+    n = len(arr)
+    flat = np.asarray(pc.list_flatten(arr).to_numpy(zero_copy_only=False), dtype=np.float64)
+    return flat.reshape(n, -1) if n else np.zeros((0, 0))
+
+
+def _renormalise(x: np.ndarray, normalisation: str) -> np.ndarray:
+    """Re-apply the old table's row normalisation (the aggregate stage's definition)."""
+    if normalisation == "l2":
+        return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), L2_EPS)
+    if normalisation == "layernorm":
+        mean = x.mean(axis=1, keepdims=True)
+        return (x - mean) / np.sqrt(x.var(axis=1, keepdims=True) + LN_EPS)
+    return x
+
+
+def _shared(old: pa.Table, new: pa.Table) -> tuple[np.ndarray, np.ndarray, int]:
+    """Row indices (into old, into new) of the entity ids both hold, sorted by id."""
+    old_ids = np.asarray(old["entity_id"].to_pylist(), dtype=object).astype(str)
+    new_ids = np.asarray(new["entity_id"].to_pylist(), dtype=object).astype(str)
+    _, io, inew = np.intersect1d(old_ids, new_ids, assume_unique=True, return_indices=True)
+    return io, inew, len(io)
+
+
+def _fixed_list(x: np.ndarray) -> pa.Array:
+    x32 = np.ascontiguousarray(x, dtype=np.float32)
+    return pa.FixedSizeListArray.from_arrays(pa.array(x32.reshape(-1)), x32.shape[1])
+
+
+def _write_map(path: Path, payload: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(payload, indent=1))
+    os.replace(tmp, path)  # readers see the old map or the new one, never a partial file
+
+
+@dataclass
+class AlignResult:
+    """One aligned publish: the output table, its version, and the map's figures."""
+
+    table: Path
+    version: int | None  # None: already published, skipped
+    residual: float
+    n_shared: int
+    fit_ds_old: str
+    fit_ds_new: str
+    rows: int
+
+    def to_dict(self) -> dict:
+        return {"table": str(self.table), "version": self.version, "residual": self.residual,
+                "n_shared": self.n_shared, "fit_ds_old": self.fit_ds_old, "fit_ds_new": self.fit_ds_new,
+                "rows": self.rows}
+
+
+def publish_aligned(
+    tables_root: str | Path,
+    name: str,
+    ds: str,
+    new_model_version: str,
+    old_model_version: str,
+    cfg: RolloverConfig | None = None,
+    *,
+    old_tables_root: str | Path | None = None,
+) -> AlignResult:
+    """Publish the new version's ``name`` snapshot of ``ds`` mapped into the old version's
+    space as ``<tables_root>/<name>__aligned_<old_version>`` (partition ``ds``).
+
+    The map is fitted on the entities present in both the old version's latest snapshot
+    at or before ``ds`` (day ``d_old``) and the new version's snapshot of ``d_old`` (or of
+    ``ds`` when the new version has no ``d_old`` partition): same-day pairs, so entity
+    drift between days does not count as misalignment. It is then applied to every row
+    of the new ``ds`` snapshot, entities the old version never saw included.
+
+    Raises :class:`RolloverError` (nothing published) when a snapshot is missing, fewer
+    than ``cfg.min_shared_entities`` entities are shared, or the residual exceeds
+    ``cfg.max_residual``. Rerunning a published (table, ds) is a no-op unless ``cfg.force``.
+    """
+    from extract import already_published, publish, read_asof
+
+    cfg = cfg or RolloverConfig()
+    if name not in REPRESENTATION_TABLES:
+        raise RolloverError(f"unknown table {name!r}; valid: {sorted(REPRESENTATION_TABLES)}")
+    if new_model_version == old_model_version:
+        raise RolloverError(f"new and old model version are both {new_model_version!r}")
+    root = Path(tables_root)
+    out = root / aligned_table_name(name, old_model_version)
+    map_path = out / ALIGN_DIR / f"ds={ds}.json"
+    if not cfg.force and map_path.is_file() and already_published(out, name, old_model_version, ds):
+        m = json.loads(map_path.read_text())
+        return AlignResult(out, None, m["map"]["residual"], m["map"]["n_fit"], m["fit_ds_old"], m["fit_ds_new"],
+                           m["rows"])
+
+    new_path = table_for_version(root, name, new_model_version)
+    old_path = table_for_version(old_tables_root or root, name, old_model_version)
+    new_props = TableProperties.from_delta(delta_io.table_configuration(new_path))
+    old_props = TableProperties.from_delta(delta_io.table_configuration(old_path))
+    if ds not in delta_io.list_days(new_path):
+        raise RolloverError(f"{new_path}: no ds={ds} snapshot of the new version to align; nothing published")
+    new_snap = delta_io.read_days(new_path, [ds])
+    old_snap = read_asof(old_path, ds, inclusive=True, expect_model_version=old_model_version)
+    if old_snap.num_rows == 0:
+        raise RolloverError(f"{old_path}: no snapshot at or before {ds} of the old version; nothing published")
+    d_old = old_snap["ds"][0].as_py()
+    fit_new = new_snap if d_old == ds or d_old not in delta_io.list_days(new_path) else delta_io.read_days(
+        new_path, [d_old]
+    )
+    io, inew, n_shared = _shared(old_snap, fit_new)
+    if n_shared < cfg.min_shared_entities:
+        raise RolloverError(
+            f"{name} ds={ds}: only {n_shared} entities are in both the old ({old_model_version}, ds={d_old}) and new "
+            f"({new_model_version}, ds={fit_new['ds'][0].as_py()}) snapshots, need min_shared_entities="
+            f"{cfg.min_shared_entities}; nothing published"
+        )
+    amap = fit_procrustes(_vectors(old_snap)[io], _vectors(fit_new)[inew], centre=cfg.centre, scale=cfg.scale,
+                          method=cfg.method)
+    if amap.residual > cfg.max_residual:
+        raise RolloverError(
+            f"{name} ds={ds}: alignment residual {amap.residual:.4f} of {new_model_version} onto {old_model_version} "
+            f"is above max_residual={cfg.max_residual} ({n_shared} shared entities); nothing published"
+        )
+
+    aligned = _renormalise(amap.apply(_vectors(new_snap)), old_props.normalisation)
+    cols = {
+        "entity_id": new_snap["entity_id"],
+        "ds": new_snap["ds"],
+        "model_version": pa.array([old_model_version] * new_snap.num_rows, pa.string()),
+        "layer": new_snap["layer"],
+        "vector": _fixed_list(aligned),
+        "updated_at": new_snap["updated_at"],
+        "sample_count": new_snap["sample_count"],
+    }
+    if REPRESENTATION_TABLES[name].has_state:
+        # a derived table is never continued incrementally; the sum gets the linear part
+        cols["decayed_sum"] = _fixed_list(amap.apply_linear(_vectors(new_snap, "decayed_sum")))
+    chash = hashlib.sha256(
+        f"{new_props.config_hash}|{new_model_version}|{cfg.model_dump_json()}".encode()
+    ).hexdigest()[:16]
+    props = TableProperties(dim=old_props.dim, normalisation=old_props.normalisation,
+                            source_checkpoint=old_model_version, config_hash=chash, tau_seconds=old_props.tau_seconds)
+    version = publish(out, name, ds, pa.table(cols), props)
+    _write_map(map_path, {
+        "table": name, "ds": ds, "new_model_version": new_model_version, "old_model_version": old_model_version,
+        "new_table": str(new_path), "old_table": str(old_path), "fit_ds_old": d_old,
+        "fit_ds_new": fit_new["ds"][0].as_py(), "rows": new_snap.num_rows, "delta_version": version,
+        "map": json.loads(amap.to_json()),
+    })
+    return AlignResult(out, version, amap.residual, n_shared, d_old, fit_new["ds"][0].as_py(), new_snap.num_rows)
+
+
+def read_map(aligned_table: str | Path, ds: str) -> AlignMap:
+    """The map used for partition ``ds`` of an aligned table."""
+    return AlignMap.from_json(json.dumps(json.loads((Path(aligned_table) / ALIGN_DIR / f"ds={ds}.json").read_text())["map"]))
+
+
+def in_overlap(first_new_ds: str, ds: str, overlap_days: int) -> bool:
+    """True while ``ds`` is within ``overlap_days`` days from the new version's first day."""
+    start = date.fromisoformat(first_new_ds)
+    return start <= date.fromisoformat(ds) <= start + timedelta(days=overlap_days)
+
+
+def rollover_day(
+    tables_root: str | Path,
+    ds: str,
+    new_model_version: str,
+    old_model_version: str,
+    first_new_ds: str,
+    cfg: RolloverConfig | None = None,
+    *,
+    old_tables_root: str | Path | None = None,
+) -> dict[str, dict]:
+    """Align every ``cfg.tables`` table of ``ds`` while within the overlap period (else {}).
+
+    Each table is its own atomic publish: a refused table raises :class:`RolloverError`
+    after the day's earlier tables were published (each alone is consistent; a rerun
+    skips them and retries the rest)."""
+    cfg = cfg or RolloverConfig()
+    if not in_overlap(first_new_ds, ds, cfg.overlap_days):
+        return {}
+    return {
+        name: publish_aligned(tables_root, name, ds, new_model_version, old_model_version, cfg,
+                              old_tables_root=old_tables_root).to_dict()
+        for name in cfg.tables
+    }
+
+
+def rollover_days(tables_root: str | Path, days: list[str], new_model_version: str, cfg: RolloverConfig) -> dict:
+    """The pipeline's entry point: align each of ``days`` (in order) from
+    ``new_model_version`` into ``cfg.previous_model_version`` while in the overlap period.
+
+    The overlap starts at the new version's first published day (the first partition of
+    its first ``cfg.tables`` table). A no-op ({}) when no previous version is configured
+    or it is the current one. Returns ``{ds: {table: AlignResult.to_dict()}}``.
+    """
+    old = cfg.previous_model_version
+    if old is None or old == new_model_version:
+        return {}
+    first = delta_io.list_days(table_for_version(tables_root, cfg.tables[0], new_model_version))
+    if not first:
+        raise RolloverError(f"{tables_root}: model version {new_model_version!r} has published nothing to align")
+    out = {}
+    for d in sorted(days):
+        done = rollover_day(tables_root, d, new_model_version, old, first[0], cfg,
+                            old_tables_root=cfg.previous_tables_root)
+        if done:
+            out[d] = done
+    return out
