@@ -28,6 +28,10 @@ class GateConfig(StrictModel):
     max_norm_drift: float = Field(0.5, ge=0, description="|mean norm - previous| / previous, per column.")
     max_erank_drop: float = Field(0.5, ge=0, le=1, description="Relative drop of effective rank vs previous day.")
     max_row_change: float = Field(5.0, ge=0, description="Rows may change by this factor vs the previous day (x or 1/x).")
+    min_rows_for_drift: int = Field(
+        1000, ge=0, description="Day-over-day checks (norm, rank, rows) need both days this large: "
+        "statistics of tiny days are noise, not drift."
+    )
 
 
 class GateFailed(RuntimeError):
@@ -53,10 +57,11 @@ def check_day(ds: str, health: dict, previous: dict | None, cfg: GateConfig) -> 
     cov = health.get("coverage_rows", 0.0)
     if cov < cfg.min_coverage:
         reasons.append(f"coverage {cov:.4f} < {cfg.min_coverage} ({health.get('rows')} of {health.get('log_rows')} rows)")
+    comparable = previous is not None and min(health.get("rows", 0), previous.get("rows", 0)) >= cfg.min_rows_for_drift
     for col, stats in health.get("columns", {}).items():
         if stats["nan_inf_rows"] > cfg.max_nan_inf_rows:
             reasons.append(f"{col}: {stats['nan_inf_rows']} row(s) with NaN/inf")
-        prev = (previous or {}).get("columns", {}).get(col)
+        prev = (previous or {}).get("columns", {}).get(col) if comparable else None
         if not prev:
             continue
         if prev["norm_mean"] > 0:
@@ -68,7 +73,8 @@ def check_day(ds: str, health: dict, previous: dict | None, cfg: GateConfig) -> 
             if drop > cfg.max_erank_drop:
                 reasons.append(f"{col}: effective rank fell {drop:.0%} "
                                f"({prev['effective_rank']:.2f} -> {stats['effective_rank']:.2f})")
-    if previous and previous.get("rows"):
+    # A collapse to a tiny day is itself the anomaly: the row check needs only a large previous day.
+    if previous and previous.get("rows", 0) >= max(cfg.min_rows_for_drift, 1):
         ratio = health.get("rows", 0) / previous["rows"]
         if ratio > cfg.max_row_change or ratio < 1 / max(cfg.max_row_change, 1e-9):
             reasons.append(f"row count {health.get('rows')} vs {previous['rows']} the day before (x{ratio:.2f})")

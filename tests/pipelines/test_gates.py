@@ -22,3 +22,9 @@ def test_each_breach_is_named():
 
 def test_disabled_gate_passes_anything():
     assert check_day("d", health(cov=0.0, nan=9), health(), GateConfig(enabled=False)) == []
+
+
+def test_tiny_days_skip_day_over_day_checks():
+    small = GateConfig(min_rows_for_drift=500)
+    assert check_day("d", health(rows=100, norm=5.0), health(rows=100), small) == []
+    assert check_day("d", health(rows=100, nan=1), health(rows=100), small) != []  # absolute checks still apply
