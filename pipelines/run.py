@@ -104,8 +104,8 @@ def step_extract_aggregate(cfg: RunConfig, layout: RunLayout, st: RunState, forc
     agg_cfg = cfg.aggregate.model_copy(update={"force": force or cfg.aggregate.force})
     targets = publish_days(cfg, st)
     days = [d for d in st.days if d <= st.ds]
+    spark = get_spark(cfg.spark_master or cfg.aggregate.spark_master)  # already up: see run_pipeline
     extract_days(st.checkpoint, layout.log, days, {d: layout.samples(d) for d in days}, extract_cfg)
-    spark = None
     previous = None
     for d in days:
         health = read_health(layout.samples(d))
@@ -120,7 +120,6 @@ def step_extract_aggregate(cfg: RunConfig, layout: RunLayout, st: RunState, forc
         if done and not agg_cfg.force:
             st.published[d] = {n: -1 for n in ("user_ur", "item_ir", "user_cr", "item_cr")}
             continue
-        spark = spark or get_spark(cfg.spark_master or cfg.aggregate.spark_master)
         st.published[d] = aggregate_day(layout.samples(d), layout.root / "tables", d, st.manifest, agg_cfg, spark)
 
 
@@ -249,6 +248,12 @@ def run_pipeline(
     st = RunState()
     # One run per root at a time: days of one root share incremental state (CR tables).
     with ds_lock(layout.root, "run", wait=wait):
+        if "extract" in wanted:
+            # Launch Spark's JVM before Ray starts in this process: a JVM launched while a
+            # Ray driver was up hung or crashed Ray's GCS client (docs/pipelines.md).
+            from engines import get_spark
+
+            get_spark(cfg.spark_master or cfg.aggregate.spark_master)
         for name in order[: last + 1]:
             if name not in wanted and name not in needed:
                 continue

@@ -18,7 +18,9 @@ ML100K = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ml-10
 
 
 @pytest.fixture(scope="session")
-def ray_cluster():
+def ray_cluster(spark):
+    """Spark's JVM is launched first: a JVM launched while a Ray driver is up hung Ray's
+    GCS client in this process (docs/pipelines.md)."""
     import ray
 
     from engines import ensure_ray
