@@ -20,7 +20,10 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None, object_s
     if address:
         ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
         return
+    # address="local" always starts a private cluster: a bare ray.init() would join any
+    # cluster that `ray start` left on this machine and then reject num_cpus.
     ray.init(
+        address="local",
         num_cpus=num_cpus or os.cpu_count(),
         object_store_memory=int(object_store_gb * 1024**3),
         include_dashboard=False,
