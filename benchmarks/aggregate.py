@@ -1,17 +1,26 @@
 """Benchmark: time-decayed aggregation of N sample-level CR rows (64 dims) into CR(u).
 
 The same state ``S(T) = sum_k exp(-(T - t_k)/tau) * CR_k`` per user, computed in one run by
-- the project's Spark job (``extract.aggregate.decayed_state``, per-dimension sums),
+- the project's Spark job, ``arrow`` formulation (``extract.aggregate_arrow.decayed_cr_rows``:
+  numpy partial sums per Parquet fragment in ``mapInArrow``, shuffled by user, summed in a
+  second ``mapInArrow``; what ``aggregate_day`` uses),
+- the project's Spark job, ``columns`` formulation (``extract.aggregate.decayed_state``:
+  Spark SQL per-dimension sums), once, for comparison (``--columns-runs``),
 - DuckDB SQL over the same Parquet,
-- numpy (sort by user, ``np.add.reduceat``).
-Each engine reads the Parquet and writes its result as Parquet; only that is timed.
+- numpy in one process (sort by user, ``np.add.reduceat``): the reference.
+Each engine reads the Parquet and writes its result (float64 state) as Parquet; only that
+is timed. Spark session start-up is timed separately (``spark_startup_s``) and the first
+Spark run (JVM JIT and Python worker warm-up) is reported as ``spark_first_s``, not in the
+ratio. Then ``--repeats`` interleaved (DuckDB, Spark) pairs: the machine is shared, so each
+ratio compares two runs made seconds apart; ``ratio_spark_over_duckdb`` is the median of
+the per-pair ratios, ``spark_s``/``duckdb_s`` the medians of the runs.
 
-    python -m benchmarks.aggregate [--rows 2000000] [--users 20000] [--dim 64]
+    python -m benchmarks.aggregate [--rows 2000000] [--users 20000] [--dim 64] [--repeats 3]
 
-Last stdout line: JSON with rows, spark_s (second run in the session), spark_first_s
-(first run: includes JIT warm-up), spark_warm_s (best of runs 3..``--spark-runs``: the JVM's
-JIT needs a few runs to compile the wide generated aggregation code), duckdb_s, numpy_s,
-ratio_spark_over_duckdb (second run), ratio_warm_spark_over_duckdb, max_abs_diff, peak_rss_mb.
+Last stdout line: JSON with rows, spark_s, duckdb_s, numpy_s, ratio_spark_over_duckdb,
+max_abs_diff (over every engine against numpy), peak_rss_mb (the driver process),
+spark_tree_rss_mb (RSS of the JVM and its Python workers after the last run), and the
+individual runs.
 """
 
 from __future__ import annotations
@@ -31,6 +40,7 @@ import pyarrow.parquet as pq
 
 DS = "2024-03-01"
 TAU = 86400.0
+CUTOFF = 1709251200 + 86400  # end of DS (UTC)
 
 
 def make_samples(folder: Path, rows: int, users: int, dim: int, files: int = 4, seed: int = 0) -> None:
@@ -51,26 +61,56 @@ def make_samples(folder: Path, rows: int, users: int, dim: int, files: int = 4, 
         pq.write_table(table, folder / f"part-{f:03d}.parquet", row_group_size=262_144)
 
 
-def run_spark(src: Path, out: Path, dim: int) -> float:
-    from engines import get_spark
-    from extract.aggregate import decayed_state
+def run_spark(spark, src: Path, out: Path, dim: int) -> float:
+    """The ``arrow`` formulation (``aggregate_day``'s)."""
+    from extract.aggregate_arrow import decayed_cr_rows, parquet_files
 
-    spark = get_spark()
-    spark.range(10).count()  # session start-up is not the aggregation
     t = time.perf_counter()
-    samples = spark.read.parquet(str(src))
-    state = decayed_state(samples, "user_id", "cr", dim, DS, TAU)
+    rows = decayed_cr_rows(spark, parquet_files(src), "user_id", "cr", dim, CUTOFF, TAU, "none", exact_state=True)
+    rows.select("entity_id", rows["decayed_sum"].alias("s")).write.mode("overwrite").parquet(str(out))
+    return time.perf_counter() - t
+
+
+def run_spark_columns(spark, src: Path, out: Path, dim: int) -> float:
+    """The ``columns`` formulation (Spark SQL per-dimension sums)."""
     from pyspark.sql import functions as F
 
+    from extract.aggregate import decayed_state
+
+    t = time.perf_counter()
+    state = decayed_state(spark.read.parquet(str(src)), "user_id", "cr", dim, DS, TAU)
     state.select("entity_id", F.array(*[F.col(f"s{i}") for i in range(dim)]).alias("s")) \
         .write.mode("overwrite").parquet(str(out))
     return time.perf_counter() - t
 
 
+def tree_rss_mb() -> float | None:
+    """RSS of this process's descendants (Spark's JVM and its Python workers), in MB, from
+    /proc (Linux only; None elsewhere)."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return None
+    parent, rss = {}, {}
+    for d in proc.iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            stat = (d / "stat").read_text()
+            fields = stat[stat.rindex(")") + 2:].split()
+            parent[int(d.name)], rss[int(d.name)] = int(fields[1]), int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, ValueError, IndexError):
+            continue
+    mine, frontier = set(), {os.getpid()}
+    while frontier:
+        frontier = {p for p, pp in parent.items() if pp in frontier and p not in mine}
+        mine |= frontier
+    return round(sum(rss[p] for p in mine) / 2**20, 1)
+
+
 def run_duckdb(src: Path, out: Path, dim: int) -> float:
     import duckdb
 
-    cutoff = 1709251200 + 86400
+    cutoff = CUTOFF
     con = duckdb.connect()
     con.execute(f"SET threads={os.cpu_count()}")
     sums = ", ".join(f"sum(w * cr[{i + 1}]::DOUBLE) AS s{i}" for i in range(dim))
@@ -88,19 +128,32 @@ def run_duckdb(src: Path, out: Path, dim: int) -> float:
     return time.perf_counter() - t
 
 
-def run_numpy(src: Path, out: Path, dim: int) -> float:
-    cutoff = 1709251200 + 86400
-    t = time.perf_counter()
-    table = pq.read_table(src)
-    codes = table["user_id"].combine_chunks().dictionary_encode()  # ids -> int codes (fast in Arrow)
+def _numpy_sums(ids: pa.Array, ts: np.ndarray, cr: np.ndarray, cutoff: float):
+    """(unique ids, float64 sums) of ``w * cr`` per id by sorting and ``np.add.reduceat``."""
+    codes = ids.dictionary_encode()  # ids -> int codes (fast in Arrow)
     inv = codes.indices.to_numpy()
-    ts = table["event_time"].cast(pa.int64()).to_numpy() / 1e6
-    cr = table["cr"].combine_chunks().flatten().to_numpy().reshape(-1, dim)
-    w = np.exp((ts - cutoff) / TAU)
     order = np.argsort(inv, kind="stable")
     starts = np.flatnonzero(np.r_[True, np.diff(inv[order]) != 0])
-    s = np.add.reduceat(cr[order].astype(np.float64) * w[order, None], starts, axis=0)
-    uniq = codes.dictionary.take(pa.array(inv[order][starts]))
+    w = np.exp((ts - cutoff) / TAU) if ts is not None else None
+    x = cr[order].astype(np.float64)
+    if w is not None:
+        x *= w[order, None]
+    return codes.dictionary.take(pa.array(inv[order][starts])), np.add.reduceat(x, starts, axis=0)
+
+
+def run_numpy(src: Path, out: Path, dim: int) -> float:
+    """One process, one file at a time (memory stays bounded at 10M rows), then the
+    per-file sums are added up per user."""
+    t = time.perf_counter()
+    ids, sums = [], []
+    for f in sorted(src.glob("*.parquet")):
+        table = pq.read_table(f)
+        ts = table["event_time"].cast(pa.int64()).to_numpy() / 1e6
+        cr = table["cr"].combine_chunks().flatten().to_numpy().reshape(-1, dim)
+        i, s = _numpy_sums(table["user_id"].combine_chunks(), ts, cr, CUTOFF)
+        ids.append(i)
+        sums.append(s)
+    uniq, s = _numpy_sums(pa.concat_arrays(ids), None, np.concatenate(sums), CUTOFF)
     pq.write_table(pa.table({"entity_id": uniq, "s": pa.FixedSizeListArray.from_arrays(pa.array(s.ravel()), dim)}), out)
     return time.perf_counter() - t
 
@@ -116,36 +169,48 @@ def main() -> None:
     p.add_argument("--rows", type=int, default=2_000_000)
     p.add_argument("--users", type=int, default=20_000)
     p.add_argument("--dim", type=int, default=64)
+    p.add_argument("--files", type=int, default=None,
+                   help="Parquet files (default: one per 500k rows; row groups of 262,144 rows)")
     p.add_argument("--workdir", default=None)
-    p.add_argument("--spark-runs", type=int, default=4, help="Spark runs in one session (>= 2)")
+    p.add_argument("--repeats", type=int, default=3, help="interleaved (DuckDB, Spark) pairs")
+    p.add_argument("--columns-runs", type=int, default=1, help="runs of the Spark SQL formulation (0: skip)")
     a = p.parse_args()
     work = Path(a.workdir or tempfile.mkdtemp(prefix="bench-agg-"))
     src = work / "samples"
     shutil.rmtree(src, ignore_errors=True)
     src.mkdir(parents=True)
-    make_samples(src, a.rows, a.users, a.dim)
-    times = {
-        "numpy_s": run_numpy(src, work / "numpy.parquet", a.dim),
-        "duckdb_s": run_duckdb(src, work / "duckdb.parquet", a.dim),
-        "spark_first_s": run_spark(src, work / "spark", a.dim),  # includes JVM JIT warm-up
-        "spark_s": run_spark(src, work / "spark", a.dim),
-    }
-    warm = [run_spark(src, work / "spark", a.dim) for _ in range(max(0, a.spark_runs - 2))]
-    if warm:
-        times["spark_warm_s"] = min(warm)
+    make_samples(src, a.rows, a.users, a.dim, files=a.files or max(1, -(-a.rows // 500_000)))
+    from engines import get_spark
+
+    times: dict = {"numpy_s": run_numpy(src, work / "numpy.parquet", a.dim)}
+    t = time.perf_counter()
+    spark = get_spark()
+    spark.range(10).count()
+    times["spark_startup_s"] = time.perf_counter() - t
+    times["spark_first_s"] = run_spark(spark, src, work / "spark", a.dim)
+    duck, spk = [], []
+    for _ in range(a.repeats):
+        duck.append(run_duckdb(src, work / "duckdb.parquet", a.dim))
+        spk.append(run_spark(spark, src, work / "spark", a.dim))
+    cols = [run_spark_columns(spark, src, work / "spark_columns", a.dim) for _ in range(a.columns_runs)]
+    spark_rss = tree_rss_mb()
     ids, ref = load(work / "numpy.parquet", a.dim)
     diff = 0.0
-    for other in (work / "duckdb.parquet", work / "spark"):
+    for other in [work / "duckdb.parquet", work / "spark"] + ([work / "spark_columns"] if cols else []):
         oids, vals = load(other, a.dim)
         assert oids == ids, f"{other}: different entity set"
         diff = max(diff, float(np.abs(vals - ref).max()))
-    rss = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
-    result = {"rows": a.rows, **{k: round(v, 3) for k, v in times.items()},
-              "ratio_spark_over_duckdb": round(times["spark_s"] / times["duckdb_s"], 3),
-              "ratio_warm_spark_over_duckdb": round(times.get("spark_warm_s", times["spark_s"]) / times["duckdb_s"], 3),
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    result = {"rows": a.rows, "users": a.users, "dim": a.dim,
+              "spark_s": round(float(np.median(spk)), 3), "duckdb_s": round(float(np.median(duck)), 3),
+              "numpy_s": round(times["numpy_s"], 3),
+              "ratio_spark_over_duckdb": round(float(np.median(np.array(spk) / np.array(duck))), 3),
+              "max_abs_diff": diff, "peak_rss_mb": round(rss / 1024, 1), "spark_tree_rss_mb": spark_rss,
+              "spark_startup_s": round(times["spark_startup_s"], 3), "spark_first_s": round(times["spark_first_s"], 3),
+              "spark_runs_s": [round(x, 3) for x in spk], "duckdb_runs_s": [round(x, 3) for x in duck],
+              "spark_columns_s": round(min(cols), 3) if cols else None,
               "load_avg_1m": round(os.getloadavg()[0], 2),
-              "max_abs_diff": diff, "peak_rss_mb": round(rss / 1024, 1),
-              "note": "peak_rss_mb: the Python driver (Spark's JVM is a separate process)"}
+              "note": "spark_s: arrow formulation (aggregate_day's); peak_rss_mb: the Python driver only"}
     if not a.workdir:
         shutil.rmtree(work, ignore_errors=True)
     print(json.dumps(result))

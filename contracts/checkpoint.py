@@ -41,6 +41,11 @@ class CheckpointManifest(StrictModel):
     default_cr_layer: str = Field(..., description="CR layer the daily job extracts.")
     epochs_trained: int = 0
     metrics: dict[str, float] = Field(default_factory=dict)
+    lineage: list[str] = Field(
+        default_factory=list,
+        description="Warm-start ancestry, oldest first: '<model_version> <data_version>' of every checkpoint "
+        "this one was (transitively) warm-started from; empty = trained from scratch.",
+    )
 
     def layer(self, name: str) -> LayerInfo:
         for layer in self.layers:

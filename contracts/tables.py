@@ -65,6 +65,31 @@ class RepresentationTable(StrictModel):
             fields.append(pa.field("decayed_sum", vec, nullable=False))
         return pa.schema(fields)
 
+    def schema_problems(self, schema: pa.Schema, dim: int) -> list[str]:
+        """What keeps ``schema`` (as a Delta reader hands it back) from being this table's
+        at ``dim``: missing/extra columns, incompatible types. Empty when it conforms."""
+        want = self.arrow_schema(dim)
+        out = [f"missing column {n}" for n in want.names if n not in schema.names]
+        out += [f"unexpected column {n}" for n in schema.names if n not in want.names]
+        for f in want:
+            if f.name in schema.names and not _compatible(schema.field(f.name).type, f.type):
+                out.append(f"column {f.name} is {schema.field(f.name).type}, the table contract says {f.type}")
+        return out
+
+
+def _compatible(have: pa.DataType, want: pa.DataType) -> bool:
+    """Types as Delta stores them: plain/large lists for fixed-size ones, any string
+    layout, any timestamp unit."""
+    if pa.types.is_fixed_size_list(want):
+        return (pa.types.is_list(have) or pa.types.is_large_list(have) or pa.types.is_fixed_size_list(have)) \
+            and have.value_type == want.value_type
+    if pa.types.is_string(want):
+        return pa.types.is_string(have) or pa.types.is_large_string(have) or pa.types.is_string_view(have) \
+            or pa.types.is_dictionary(have) and pa.types.is_string(have.value_type)
+    if pa.types.is_timestamp(want):
+        return pa.types.is_timestamp(have)
+    return have == want
+
 
 REPRESENTATION_TABLES: dict[str, RepresentationTable] = {
     t.name: t

@@ -32,6 +32,13 @@ class DownstreamConfig(StrictModel):
         "gate",
         description="linear: concat W r to the embeddings; gate: E' = E * sigmoid(W r + b); gate_linear: both.",
     )
+    gate_mode: Literal["all", "cross", "own"] = Field(
+        "all",
+        description="Which vectors drive which gates: all = every field by every vector; cross = user-side "
+        "fields by IR/CR(i) and item-side fields by UR/CR(u); own = each side by its own.",
+    )
+    gate_bias: float = Field(2.0, description="Initial gate bias b (sigmoid(2) = 0.88: starts near vanilla).")
+    gate_zero_init: bool = Field(False, description="Start the gate's W at 0 (every gate = sigmoid(b) at first).")
     crossed_token: bool = Field(
         False,
         description="Also feed Proj(z_u * z_i) for (user_ur, item_ir) and (user_cr, item_cr) when both are joined.",
@@ -40,6 +47,9 @@ class DownstreamConfig(StrictModel):
         True, description="LayerNorm (no affine) each vector first: tables differ in scale by layer."
     )
     emb_dim: int = Field(16, ge=1, description="Embedding width per categorical field.")
+    emb_init_std: float = Field(
+        0.05, gt=0, description="Std of the embeddings' normal init (a gate can only rescale what E carries)."
+    )
     hidden: list[int] = Field(default_factory=lambda: [128, 64], description="Shared MLP widths.")
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
     use_sequence: bool = Field(True, description="Mean-pooled hist_seq embedding as one more field.")

@@ -48,6 +48,11 @@ def ranking_builder(
             rep_norm=cfg.rep_norm,
             dropout=cfg.dropout,
             crossed_pairs=pairs,
+            gate_mode=cfg.gate_mode,
+            gate_bias=cfg.gate_bias,
+            gate_zero_init=cfg.gate_zero_init,
+            item_fields=["item_id", *enc.spec.item_features],
+            emb_init_std=cfg.emb_init_std,
         )
 
     return build

@@ -12,11 +12,11 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Literal
 
 import numpy as np
 import torch
-from pydantic import Field
+from pydantic import Field, ValidationError, model_validator
 from torch import nn
 
 from contracts import DatasetSpec, StrictModel
@@ -59,9 +59,35 @@ class TransferExperimentConfig(StrictModel):
         default_factory=lambda: ["gate"], description="Feature-level with UR+IR+CR plus the crossed tokens."
     )
     rep_set_adapter: str = Field("gate", description="Adapter of the UR / UR+IR / UR+IR+CR comparison.")
+    rep_sets: list[Literal["UR", "UR+IR", "UR+IR+CR"]] = Field(
+        default_factory=lambda: list(REP_SETS), description="Which rows of that comparison to run."
+    )
     module_k: list[int] = Field(default_factory=lambda: [0, 1, 2], description="Module level: LFM layers copied.")
     model_level: bool = True
     model_level_user: RepName = Field("user_ur", description="User side of <A(r_u), IR(i)>.")
+    cr_layers: list[str] | None = Field(
+        None,
+        description="Per-CR-layer rows (linear and gate, UR+IR+CR with that layer's CR tables, published "
+        "into ROOT/layers/<layer> by transfer.publish_layer_tables); None = only the daily tables' layer.",
+    )
+    cr_layer_adapters: list[str] = Field(
+        default_factory=lambda: ["linear", "gate"], description="Adapters of the per-CR-layer rows."
+    )
+    gate_variants: dict[str, dict] = Field(
+        default_factory=dict,
+        description="Extra rows: row name -> DownstreamConfig overrides, with UR+IR+CR unless the overrides "
+        "set `representations` ([] = a vanilla variant), e.g. {'gate[cross]': {gate_mode: cross}}.",
+    )
+
+
+    @model_validator(mode="after")
+    def _variants_valid(self) -> "TransferExperimentConfig":
+        for name, over in self.gate_variants.items():
+            try:
+                DownstreamConfig.model_validate({**self.downstream.model_dump(), **over})
+            except ValidationError as e:
+                raise ValueError(f"gate_variants.{name}: {e}") from None
+        return self
 
 
 class RankUpExperimentConfig(StrictModel):
@@ -124,9 +150,15 @@ def run_transfer_experiment(
     train_days: list[str] | None = None,
     valid_days: list[str] | None = None,
     test_days: list[str] | None = None,
+    layer_roots: dict[str, Path] | None = None,
 ) -> dict:
     """Run the LFM4Ads transfer table; write ``transfer.md``, ``transfer.json`` and
     ``transfer_auc.png`` into ``out_dir``. Module level runs only with a ``checkpoint``.
+
+    Days: pass all three (the run config's resolved split), else the time split of
+    ``cfg.downstream`` (its last ``test_days`` / ``valid_days`` days). ``layer_roots``:
+    CR layer -> run root of that layer's tables (:func:`transfer.publish_layer_tables`),
+    one ``linear``/``gate`` row per layer.
 
     Returns ``{"dataset", "seeds", "scenarios", "scenarios_improved", "small_scenario",
     "vanilla_auc", "best_transfer_auc", "best_method", "lift", "table"}`` where the headline
@@ -165,13 +197,29 @@ def run_transfer_experiment(
                 methods[f"{a}:UR+IR+CR"] = ranking_builder(data, dcfg, ALL_REPS, a, crossed=False)
             for a in cfg.cross_adapters:
                 methods[f"{a}+cross:UR+IR+CR"] = ranking_builder(data, dcfg, ALL_REPS, a, crossed=True)
-            for name, reps in REP_SETS.items():
+            for name in cfg.rep_sets:
+                reps = REP_SETS[name]
                 methods.setdefault(
                     f"{cfg.rep_set_adapter}:{name}", ranking_builder(data, dcfg, reps, cfg.rep_set_adapter, crossed=False)
                 )
+            for name, over in cfg.gate_variants.items():
+                vcfg = DownstreamConfig.model_validate({**dcfg.model_dump(), **over})
+                reps = list(vcfg.representations) if "representations" in over else ALL_REPS
+                methods[name] = ranking_builder(data, vcfg, reps, vcfg.adapter if reps else "none")
             if cfg.model_level:
                 methods["model:retrieval"] = lambda: RetrievalRanker(data.rep_dims, cfg.model_level_user, len(tasks))
             res = {m: summarise([r for _, r in _fit_seeds(b, data, dcfg)], tasks) for m, b in methods.items()}
+            for layer, lroot in (layer_roots or {}).items():
+                from transfer import layer_rep_paths
+
+                ldata = build_scenario_data(
+                    tables, spec, layer_rep_paths(tables_root, lroot, ALL_REPS), min_count=dcfg.min_count,
+                    max_vocab=dcfg.max_vocab, expect_dims=dcfg.expect_dims,
+                    expect_model_version=dcfg.expect_model_version,
+                )
+                for a in cfg.cr_layer_adapters:
+                    b = ranking_builder(ldata, dcfg, ALL_REPS, a, crossed=False)
+                    res[f"{a}:UR+IR+CR@{layer}"] = summarise([r for _, r in _fit_seeds(b, ldata, dcfg)], tasks)
             if loaded is not None:
                 from transfer import isomorphic_from_checkpoint
 
@@ -185,6 +233,18 @@ def run_transfer_experiment(
                 "coverage": data.coverage,
                 "methods": res,
             }
+            # written after every scenario: a long run that is stopped keeps what it measured
+            result = _transfer_summary(table, spec, dcfg, scenarios, small, (tr, va, te))
+            _write_transfer_report(Path(out_dir), result, spec, tasks_of(spec))
+    result = _transfer_summary(table, spec, dcfg, scenarios, small, (tr, va, te))
+    _write_transfer_report(Path(out_dir), result, spec, tasks_of(spec))
+    return result
+
+
+def _transfer_summary(table: dict, spec: DatasetSpec, dcfg: DownstreamConfig, scenarios: list[int], small: int,
+                      days: tuple) -> dict:
+    """The headline numbers over the scenarios measured so far (see run_transfer_experiment)."""
+    tr, va, te = days
     click = spec.canonical().tasks[0]
     improved = 0
     for s, row in table.items():
@@ -216,7 +276,6 @@ def run_transfer_experiment(
         "days": {"train": tr, "valid": va, "test": te},
         "table": table,
     }
-    _write_transfer_report(Path(out_dir), result, spec, tasks_of(spec))
     return result
 
 
@@ -419,10 +478,24 @@ def _write_rankup_report(out: Path, result: dict, tasks: list[str]) -> None:
     plt.close(fig)
 
 
-def main(argv: list[str] | None = None) -> dict:
+def main(
+    argv: list[str] | None = None,
+    *,
+    split: dict[str, list[str]] | None = None,
+    checkpoint: str | Path | None = None,
+    expect_model_version: str | None = None,
+) -> dict:
     """``python -m downstream transfer|rankup --root RUN [--config FILE] [--out DIR]
-    [--seeds N] [--epochs N]``: run on a run root (log + tables [+ checkpoints]); the last
-    stdout line is the result JSON (without the bulky per-cell table)."""
+    [--seeds N] [--epochs N] [--valid-start D --test-start D]``: run on a run root (log +
+    tables [+ checkpoints]); the last stdout line is the result JSON (without the bulky
+    per-cell table).
+
+    Days: ``split`` ({"train", "valid", "test"} -> days, what ``lfm4ads experiment`` passes:
+    the run config's resolved split), else ``--valid-start``/``--test-start`` (train <
+    valid start <= valid < test start <= test), else the experiment config's
+    ``downstream.valid_days``/``test_days``. ``checkpoint`` (default: the newest under
+    ROOT/checkpoints) drives module level and the per-layer tables (published for the
+    days the daily ``user_cr`` table has, up to the last test day)."""
     import argparse
 
     from contracts import RunLayout, load_config
@@ -434,6 +507,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--out", type=Path, help="report folder (default ROOT/reports/experiments)")
     p.add_argument("--seeds", type=int, help="use seeds 0..N-1")
     p.add_argument("--epochs", type=int)
+    p.add_argument("--valid-start", help="first validation day (YYYY-MM-DD); needs --test-start")
+    p.add_argument("--test-start", help="first test day (YYYY-MM-DD); needs --valid-start")
     a = p.parse_args(argv)
     model = TransferExperimentConfig if a.which == "transfer" else RankUpExperimentConfig
     cfg = load_config(a.config, model) if a.config else model()
@@ -442,21 +517,59 @@ def main(argv: list[str] | None = None) -> dict:
         upd["seeds"] = list(range(a.seeds))
     if a.epochs:
         upd["epochs"] = a.epochs
+    if expect_model_version and cfg.downstream.expect_model_version is None:
+        upd["expect_model_version"] = expect_model_version
     if upd:
         cfg = cfg.model_copy(update={"downstream": cfg.downstream.model_copy(update=upd)})
     layout = RunLayout(a.root)
+    if split is None and (a.valid_start or a.test_start):
+        from datasources import log_days
+
+        split = split_by_dates(log_days(layout.log), a.valid_start, a.test_start)
+    days = {} if split is None else {f"{k}_days": list(split[k]) for k in ("train", "valid", "test")}
     out = a.out or layout.root / "reports" / "experiments"
     if a.which == "transfer":
-        ckpts = sorted(layout.checkpoints.iterdir()) if layout.checkpoints.is_dir() else []
-        ckpts = [c for c in ckpts if not c.name.startswith(".")]
-        res = run_transfer_experiment(layout.log, layout.root, out, cfg, checkpoint=ckpts[-1] if ckpts else None)
+        if checkpoint is None:
+            ckpts = sorted(layout.checkpoints.iterdir()) if layout.checkpoints.is_dir() else []
+            ckpts = [c for c in ckpts if not c.name.startswith(".") and c.is_dir()]
+            checkpoint = ckpts[-1] if ckpts else None
+        layer_roots = None
+        if cfg.cr_layers:
+            if checkpoint is None:
+                raise ValueError(f"cr_layers {cfg.cr_layers}: per-layer tables need a checkpoint under {layout.checkpoints}")
+            from engines import delta_io
+            from transfer import publish_layer_tables
+
+            last = max((days.get("test_days") or [max(delta_io.list_days(layout.table("user_cr")))]))
+            snap = [d for d in delta_io.list_days(layout.table("user_cr")) if d <= last]
+            layer_roots = publish_layer_tables(layout.root, checkpoint, cfg.cr_layers, snap)
+        res = run_transfer_experiment(layout.log, layout.root, out, cfg, checkpoint=checkpoint,
+                                      layer_roots=layer_roots, **days)
         brief = {k: v for k, v in res.items() if k != "table"}
     else:
-        res = run_rankup_experiment(layout.log, layout.root, out, cfg)
+        res = run_rankup_experiment(layout.log, layout.root, out, cfg, **days)
         brief = {k: v for k, v in res.items() if k != "variants"}
     print(f"report: {out}")
     print(json.dumps(brief, default=float))
     return res
+
+
+def split_by_dates(days: list[str], valid_start: str | None, test_start: str | None) -> dict[str, list[str]]:
+    """Date-edged time split: train < ``valid_start`` <= valid < ``test_start`` <= test."""
+    if not (valid_start and test_start):
+        raise ValueError("give both --valid-start and --test-start")
+    if not valid_start < test_start:
+        raise ValueError(f"--valid-start {valid_start} must be before --test-start {test_start}")
+    days = sorted(days)
+    split = {
+        "train": [d for d in days if d < valid_start],
+        "valid": [d for d in days if valid_start <= d < test_start],
+        "test": [d for d in days if d >= test_start],
+    }
+    empty = [k for k, v in split.items() if not v]
+    if empty:
+        raise ValueError(f"split at {valid_start} / {test_start}: no days for {empty} among {days[0]}..{days[-1]}")
+    return split
 
 
 if __name__ == "__main__":

@@ -5,7 +5,11 @@ With ``rep_dims`` empty it is the *vanilla* model; otherwise each published vect
 the configured adapter:
 
 - ``linear``: ``[flatten(E), W_1 r_1, ..., W_k r_k] -> MLP``
-- ``gate``:   ``flatten(E * sigmoid(W [r_1..r_k] + b)) -> MLP``
+- ``gate``:   ``flatten(E * sigmoid(W [r_1..r_k] + b)) -> MLP``; ``gate_mode`` says which
+  vectors drive which fields' gates: ``all`` (every field by every joined vector),
+  ``cross`` (user-side fields by the item-side vectors IR, CR(i) and item-side fields by
+  the user-side vectors UR, CR(u): the gated embedding then carries a user x item
+  product), ``own`` (each side by its own vectors).
 - ``crossed_pairs`` (any adapter): ``Proj(z_u * z_i)`` per (user table, item table) pair
   is concatenated too (transfer.CrossedEmbeddingToken), handing the MLP the
   user-item interaction of the pretrained space directly.
@@ -30,12 +34,12 @@ class FieldEmbedding(nn.Module):
     """One embedding table per categorical column; ``hist_seq`` mean-pooled with the
     sequence item field's table. ``forward(batch) -> E [B, F, D]``."""
 
-    def __init__(self, vocab_sizes: dict[str, int], emb_dim: int, seq_field: str | None):
+    def __init__(self, vocab_sizes: dict[str, int], emb_dim: int, seq_field: str | None, init_std: float = 0.05):
         super().__init__()
         self.columns = list(vocab_sizes)
         self.tables = nn.ModuleDict({c: nn.Embedding(n, emb_dim) for c, n in vocab_sizes.items()})
         for t in self.tables.values():
-            nn.init.normal_(t.weight, std=0.05)
+            nn.init.normal_(t.weight, std=init_std)
         self.seq_field = seq_field
 
     @property
@@ -67,9 +71,33 @@ class RepresentationInput(nn.Module):
         )
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        for n in self.names:
+            got = batch[REP_PREFIX + n].shape[-1]
+            want = self.defaults[n].default.shape[0]
+            if got != want:
+                # a table republished at another width: refuse, never reshape or truncate
+                raise ValueError(f"table {n}: vectors of dim {got}, the model was trained with dim {want}")
         return {
             n: self.defaults[n](self.norms[n](batch[REP_PREFIX + n]), batch[PRESENT_PREFIX + n]) for n in self.names
         }
+
+
+def gate_groups(
+    embed: FieldEmbedding, reps: list[str], mode: str, item_fields: list[str]
+) -> list[tuple[list[int], list[str]]]:
+    """Which fields (indices into ``E``'s F axis) each gate covers, and the joined tables
+    that drive it. A side with no vector of the other side joined falls back to all."""
+    fields = embed.columns + (["hist_seq"] if embed.seq_field else [])
+    if mode == "all":
+        return [(list(range(len(fields))), list(reps))]
+    if mode not in ("cross", "own"):
+        raise ValueError(f"gate_mode must be 'all', 'cross' or 'own', got {mode!r}")
+    item_idx = [k for k, f in enumerate(fields) if f in set(item_fields)]
+    user_idx = [k for k in range(len(fields)) if k not in item_idx]
+    user_reps = [r for r in reps if r.startswith("user_")]
+    item_reps = [r for r in reps if r.startswith("item_")]
+    src_user, src_item = (item_reps, user_reps) if mode == "cross" else (user_reps, item_reps)
+    return [(idx, src or list(reps)) for idx, src in ((user_idx, src_user), (item_idx, src_item)) if idx]
 
 
 def mlp(sizes: list[int], dropout: float = 0.0) -> nn.Sequential:
@@ -97,9 +125,14 @@ class RankingModel(nn.Module):
         rep_norm: bool = True,
         dropout: float = 0.0,
         crossed_pairs: list[tuple[str, str]] | None = None,
+        gate_mode: str = "all",
+        gate_bias: float = 2.0,
+        gate_zero_init: bool = False,
+        item_fields: list[str] | None = None,
+        emb_init_std: float = 0.05,
     ):
         super().__init__()
-        self.embed = FieldEmbedding(vocab_sizes, emb_dim, seq_field)
+        self.embed = FieldEmbedding(vocab_sizes, emb_dim, seq_field, emb_init_std)
         F = self.embed.num_fields
         rep_dims = dict(rep_dims or {})
         self.adapter_kind = adapter if rep_dims else "none"
@@ -109,7 +142,11 @@ class RankingModel(nn.Module):
             self.linear = nn.ModuleDict({n: LinearAdapter(d, emb_dim) for n, d in rep_dims.items()})
             in_dim += emb_dim * len(rep_dims)
         if self.adapter_kind in ("gate", "gate_linear"):
-            self.gate = GateAdapter(sum(rep_dims.values()), F, emb_dim)
+            self.gate_groups = gate_groups(self.embed, list(rep_dims), gate_mode, item_fields or [])
+            self.gates = nn.ModuleList(
+                [GateAdapter(sum(rep_dims[n] for n in src), len(idx), emb_dim, gate_bias, gate_zero_init)
+                 for idx, src in self.gate_groups]
+            )
         if self.adapter_kind not in ("none", "linear", "gate", "gate_linear"):
             raise ValueError(f"adapter must be 'linear', 'gate' or 'gate_linear', got {adapter!r}")
         self.crossed_pairs = [tuple(p) for p in (crossed_pairs or [])]
@@ -129,7 +166,10 @@ class RankingModel(nn.Module):
         else:
             reps = self.reps(batch)
             if self.adapter_kind in ("gate", "gate_linear"):
-                parts = [self.gate(emb, torch.cat([reps[n] for n in self.reps.names], dim=-1)).flatten(1)]
+                gated = emb.clone()
+                for g, (idx, src) in zip(self.gates, self.gate_groups):
+                    gated[:, idx] = g(emb[:, idx], torch.cat([reps[n] for n in src], dim=-1))
+                parts = [gated.flatten(1)]
             else:
                 parts = [emb.flatten(1)]
             if self.adapter_kind in ("linear", "gate_linear"):

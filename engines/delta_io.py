@@ -53,11 +53,13 @@ def replace_day(
     configuration: dict[str, str] | None = None,
     app_id: str | None = None,
     app_version: int | None = None,
+    retries: int = 3,
 ) -> int:
     """Replace partition ``ds`` with ``data`` in one commit (creating the table if needed).
 
     Returns the new table version. Rows of other days are refused by delta-rs, so a
-    bug can never overwrite a neighbouring day.
+    bug can never overwrite a neighbouring day. A commit that loses a race with another
+    writer is retried ``retries`` times (a partition replace is idempotent), then raised.
     """
     bad = pc.sum(pc.not_equal(data[DS], pa.scalar(ds))).as_py() if data.num_rows else 0
     if bad:
@@ -66,10 +68,24 @@ def replace_day(
     if app_id is not None:
         props = CommitProperties(app_transactions=[Transaction(app_id=app_id, version=int(app_version or 0))])
     ensure_table(path, data.schema, configuration)
-    write_deltalake(
-        str(path), data, mode="overwrite", predicate=f"{DS} = '{ds}'", commit_properties=props
-    )
+    _retrying(lambda: write_deltalake(str(path), data, mode="overwrite", predicate=f"{DS} = '{ds}'",
+                                      commit_properties=props), retries)
     return DeltaTable(str(path)).version()
+
+
+def _retrying(commit, retries: int) -> None:
+    """Run ``commit``; on a lost commit race (another writer committed first) retry."""
+    import time
+
+    from deltalake.exceptions import CommitFailedError
+
+    for attempt in range(retries + 1):
+        try:
+            return commit()
+        except CommitFailedError:
+            if attempt == retries:
+                raise
+            time.sleep(0.2 * (attempt + 1))
 
 
 def ensure_table(path: str | Path, schema: pa.Schema, configuration: dict[str, str] | None = None) -> None:
@@ -123,10 +139,8 @@ def commit_files(
     idempotent: last writer wins), then the error is raised. Returns the new version.
     """
     import json
-    import time
 
     import pyarrow.parquet as pq
-    from deltalake.exceptions import CommitFailedError
     from deltalake.transaction import AddAction
 
     root = Path(path).resolve()
@@ -152,22 +166,13 @@ def commit_files(
     props = None
     if app_id is not None:
         props = CommitProperties(app_transactions=[Transaction(app_id=app_id, version=int(app_version or 0))])
-    for attempt in range(retries + 1):
-        dt = DeltaTable(str(root))
-        try:
-            dt.create_write_transaction(
-                adds,
-                mode="overwrite",
-                schema=dt.schema(),
-                partition_by=[DS],
-                partition_filters=[(DS, "=", ds)],
-                commit_properties=props,
-            )
-            break
-        except CommitFailedError:
-            if attempt == retries:
-                raise
-            time.sleep(0.2 * (attempt + 1))
+
+    def commit():
+        dt = DeltaTable(str(root))  # the newest version: a retry rebases onto the winner's commit
+        dt.create_write_transaction(adds, mode="overwrite", schema=dt.schema(), partition_by=[DS],
+                                    partition_filters=[(DS, "=", ds)], commit_properties=props)
+
+    _retrying(commit, retries)
     return DeltaTable(str(root)).version()
 
 

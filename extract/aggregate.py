@@ -16,9 +16,15 @@ the last without affine parameters, eps 1e-5). UR/IR tables hold each entity's l
 tower output. Entities not seen on ``d`` are carried forward from the previous
 partition (every partition is a full snapshot).
 
-Everything runs in Spark's DataFrame API: per-dimension ``sum`` aggregates re-assembled
-with ``array()`` (the fastest formulation measured in stack-notes); only one row of
-validation counts reaches the driver.
+Two formulations of the CR state, equal to 1e-5 (tests check both against a numpy loop):
+
+- ``arrow`` (the default, :mod:`extract.aggregate_arrow`): Spark schedules tasks over
+  Parquet fragments, each task sums its vectors per entity in numpy (``mapInArrow``),
+  Spark shuffles those partial sums by entity and a second ``mapInArrow`` adds them up;
+- ``columns`` (:func:`decayed_state` + :func:`cr_table`): Spark SQL only, per-dimension
+  ``sum`` aggregates re-assembled with ``array()``; works on any DataFrame of samples.
+
+UR/IR use Spark SQL (``max_by``). Only one row of validation counts reaches the driver.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from pathlib import Path
 
 from contracts import REPRESENTATION_TABLES, CheckpointManifest, TableProperties, config_hash
 from engines import delta_io, get_spark
+from extract import aggregate_arrow
 from extract.config import AggregateConfig
 from extract.publishing import SPARK_TYPES, already_published, commit_publish, day_cutoff, prepare_publish
 from extract.samples import read_marker
@@ -154,6 +161,24 @@ def latest_table(samples, key: str, other_key: str, col: str, ds: str, model_ver
     )
 
 
+def arrow_cr_table(spark, path: Path, dirs: dict[str, Path], key: str, col: str, dim: int, ds: str,
+                   model_version: str, layer: str, cfg: AggregateConfig, prev_ds: str | None):
+    """CR table rows (contract columns) by :func:`extract.aggregate_arrow.decayed_cr_rows`:
+    the samples of ``dirs`` plus the partition ``prev_ds`` of ``path`` decayed to ``ds``."""
+    from pyspark.sql import functions as F
+
+    cutoff = cutoff_seconds(ds)
+    uris = [u for d in sorted(dirs) for u in aggregate_arrow.parquet_files(dirs[d])]
+    prev_uris, decay = None, 0.0
+    if prev_ds is not None:
+        prev_uris = delta_io.day_file_uris(path, prev_ds)
+        decay = math.exp(-(cutoff - cutoff_seconds(prev_ds)) / cfg.tau_seconds)
+    rows = aggregate_arrow.decayed_cr_rows(spark, uris, key, col, dim, cutoff, cfg.tau_seconds, cfg.normalisation,
+                                           prev_uris, decay)
+    return rows.select("entity_id", F.lit(ds).alias("ds"), F.lit(model_version).alias("model_version"),
+                       F.lit(layer).alias("layer"), "vector", "updated_at", "sample_count", "decayed_sum")
+
+
 def previous_partition(spark, table_path: Path, name: str, ds: str):
     """(DataFrame of the newest partition strictly before ``ds``, its ds) or (None, None)."""
     days = [d for d in delta_io.list_days(table_path) if d < ds]
@@ -261,7 +286,9 @@ def aggregate_day(
     spark = spark or get_spark(cfg.spark_master)
     samples_dir = Path(samples_dir)
     frames: dict[tuple, object] = {}  # days folded -> checked samples frame (shared by tables)
-    chash = config_hash(cfg.model_copy(update={"force": False, "spark_master": None, "write_path": "auto"}))
+    # settings that cannot change the published rows stay out of the hash
+    chash = config_hash(cfg.model_copy(update={"force": False, "spark_master": None, "write_path": "auto",
+                                               "formulation": "arrow"}))
     versions: dict[str, int] = {}
     prepared = []
     for name in names:
@@ -282,8 +309,11 @@ def aggregate_day(
         if kind == "cr":
             props = TableProperties(dim=dim, normalisation=cfg.normalisation, source_checkpoint=mv,
                                     config_hash=chash, tau_seconds=cfg.tau_seconds)
-            state = decayed_state(samples, key, col, dim, ds, cfg.tau_seconds, prev, prev_ds)
-            df = cr_table(state, dim, ds, mv, layer, cfg.normalisation)
+            if cfg.formulation == "arrow":
+                df = arrow_cr_table(spark, path, dirs, key, col, dim, ds, mv, layer, cfg, prev_ds)
+            else:
+                state = decayed_state(samples, key, col, dim, ds, cfg.tau_seconds, prev, prev_ds)
+                df = cr_table(state, dim, ds, mv, layer, cfg.normalisation)
         else:
             props = TableProperties(dim=dim, normalisation="none", source_checkpoint=mv, config_hash=chash)
             other = "item_id" if key == "user_id" else "user_id"
@@ -292,9 +322,12 @@ def aggregate_day(
         try:
             prepared.append(prepare_publish(path, name, ds, df, props, write_path=cfg.write_path,
                                             unique_by_construction=True))
-        except BaseException:
+        except BaseException as e:
             for p in prepared:
                 p.release()
+            msg = aggregate_arrow.bad_input(e)
+            if msg:  # a bad sample found inside a Spark task: the same error as on the driver
+                raise ValueError(msg) from None
             raise
     # every table validated before the first commit: a contract break publishes nothing
     for p in prepared:

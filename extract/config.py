@@ -65,6 +65,14 @@ class AggregateConfig(StrictModel):
         False, description="Republish a ds even if its app transaction (ds + model version) is already committed."
     )
     layer: str | None = Field(None, description="CR layer to aggregate; None = the only one in the samples.")
+    formulation: str = Field(
+        "arrow",
+        pattern="^(arrow|columns)$",
+        description=(
+            "CR state on Spark: 'arrow' (numpy partial sums per Parquet fragment in mapInArrow, shuffled by entity) "
+            "or 'columns' (Spark SQL per-dimension sums). Same rows to 1e-5; see docs/extract.md."
+        ),
+    )
 
 
 class ProbeConfig(StrictModel):

@@ -17,8 +17,9 @@ object store: only the unit descriptions do.
 
 Why packets and one job for many days: a Ray Data job costs seconds of fixed start-up and
 every block a scheduling round trip; a MovieLens day is ~500 rows. Consecutive small row
-groups of a file form one unit, and units (of any days) are packed into packets of about
-``rows_per_unit`` rows, so a 200-day backfill is a handful of blocks in one job.
+groups of a file form one unit, and units (of any days) are packed into packets (one per
+actor for a pool of one, two per actor otherwise), so a 200-day backfill is a handful of
+blocks in one job, and the slices of a big row group are decoded in one pass.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ class ExtractResult:
     resumed_shards: int = 0
     seconds: float = 0.0
     health: dict = field(default_factory=dict)
+    worker_peak_rss_mb: float = 0.0  # the largest actor's peak RSS in the job that extracted it
 
 
 @dataclass
@@ -203,6 +205,9 @@ def extract_days(
                 continue
         plans.append(_DayPlan(ds, out_dir, units, total, fingerprint))
 
+    if plans and cfg.num_gpus > 0:
+        _check_gpus(cfg)
+
     # --- prepare the in-progress folders, keep what a killed run finished -------------
     for p in plans:
         p.out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -219,11 +224,10 @@ def extract_days(
         p.todo = [{**u, "out": str(p.work)} for u in p.units if u["shard"] not in done]
 
     todo = [u for p in plans for u in p.todo]
-    if todo:
-        _run_units(checkpoint_dir, layers, todo, cfg)
+    worker_rss = _run_units(checkpoint_dir, layers, todo, cfg) if todo else 0.0
 
     # --- finalise each day ----------------------------------------------------------
-    from extract.health import samples_health
+    from extract.health import STATS_DIR, samples_health
 
     dims = {"ur": manifest.layer(UR).dim, "ir": manifest.layer(IR).dim}
     dims.update({layer_column(l, i == 0): manifest.layer(l).dim for i, l in enumerate(layers)})
@@ -236,8 +240,9 @@ def extract_days(
         rows = sum(pq.read_metadata(work / s).num_rows for s in shards)
         if rows != p.total:
             raise RuntimeError(f"{work}: shards hold {rows} rows, the log day has {p.total}; not published")
-        health = samples_health(work, dims, log_rows=p.total)
+        health = samples_health(work, dims, log_rows=p.total, shards=shards)
         (work / HEALTH).write_text(json.dumps(health, indent=1))
+        shutil.rmtree(work / STATS_DIR, ignore_errors=True)  # merged into _health.json
         SamplesMarker(
             ds=p.ds, rows=rows, model_version=manifest.model_version, log_version=log_version,
             layers={l: layer_column(l, i == 0) for i, l in enumerate(layers)}, dims=dims, shards=shards,
@@ -252,7 +257,8 @@ def extract_days(
         else:
             work.rename(p.out_dir)
         results[p.ds] = ExtractResult(p.ds, p.out_dir, rows, shards, layers, manifest.model_version,
-                                      resumed_shards=len(p.units) - len(p.todo), health=health)
+                                      resumed_shards=len(p.units) - len(p.todo), health=health,
+                                      worker_peak_rss_mb=worker_rss)
     seconds = time.perf_counter() - t0
     for r in results.values():
         r.seconds = seconds
@@ -275,7 +281,31 @@ def pack_units(units: list[dict], rows_per_packet: int) -> list[list[dict]]:
     return packets
 
 
-def _run_units(checkpoint_dir: Path, layers: list[str], units: list[dict], cfg: ExtractConfig) -> None:
+def _check_gpus(cfg: ExtractConfig) -> None:
+    """GPUs requested per actor must exist in the Ray cluster (else Ray Data would wait for
+    them forever); checked before anything is written."""
+    import ray
+
+    from engines import ensure_ray
+
+    ensure_ray(cfg.ray_address)
+    gpus = float(ray.cluster_resources().get("GPU", 0.0))
+    if gpus < cfg.num_gpus:
+        raise ValueError(f"extract: num_gpus={cfg.num_gpus:g} per actor, but the Ray cluster has {gpus:g} GPU(s); "
+                         "set num_gpus: 0 to run on CPU")
+
+
+def packet_rows(total: int, pool: int) -> int:
+    """Rows per packet: one packet per actor-pool of one (the actor streams every run in one
+    pass), else two per actor so that no actor idles while another finishes. Packets are not
+    capped at ``rows_per_unit``: a packet carries only unit descriptions, and the slices of
+    one big row group in one packet are decoded once (in separate packets, each re-decodes
+    the row group up to its first slice)."""
+    return max(1, math.ceil(total / (1 if pool == 1 else 2 * pool)))
+
+
+def _run_units(checkpoint_dir: Path, layers: list[str], units: list[dict], cfg: ExtractConfig) -> float:
+    """Run ``units`` through ONE actor-pool job; returns the largest actor peak RSS (MB)."""
     import ray
 
     from engines import ensure_ray
@@ -284,9 +314,7 @@ def _run_units(checkpoint_dir: Path, layers: list[str], units: list[dict], cfg: 
     ensure_ray(cfg.ray_address)
     threads = cfg.torch_threads or max(1, round(cfg.num_cpus))
     total = sum(u["stop"] - u["start"] for u in units)
-    # at least two packets per actor so that no actor idles while another finishes
-    per_packet = max(1, min(cfg.rows_per_unit, math.ceil(total / (2 * cfg.actor_pool_size))))
-    packets = pack_units(units, per_packet)
+    packets = pack_units(units, packet_rows(total, cfg.actor_pool_size))
     items = [{"packet": json.dumps(p)} for p in packets]
     dataset = ray.data.from_items(items, override_num_blocks=len(items))
     out = dataset.map_batches(
@@ -304,3 +332,4 @@ def _run_units(checkpoint_dir: Path, layers: list[str], units: list[dict], cfg: 
     written = out.take_all()
     if len(written) != len(units):
         raise RuntimeError(f"{len(written)} of {len(units)} units reported back")
+    return float(max(r["peak_rss_mb"] for r in written))

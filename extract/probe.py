@@ -89,6 +89,14 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1e-3, max_iter: int =
     return lambda z: ((z - mean) / std) @ w_ + b_
 
 
+def auc_standard_error(auc: float, positives: int, negatives: int) -> float:
+    """Hanley & McNeil (1982) standard error of an AUC: differences between layers well
+    below two of these are noise of the test set, not a better layer."""
+    q1, q2 = auc / (2 - auc), 2 * auc * auc / (1 + auc)
+    var = (auc * (1 - auc) + (positives - 1) * (q1 - auc * auc) + (negatives - 1) * (q2 - auc * auc))
+    return float(np.sqrt(max(var, 0.0) / (positives * negatives)))
+
+
 def _aligned_log(log_path, ds: str, rows_per_unit: int, columns: list[str]) -> pa.Table:
     """The day's log rows in shard order (units sorted by shard name), so that row k of the
     concatenated shards is row k of this table."""
@@ -168,8 +176,10 @@ def probe_layers(
         score = fit_logistic(feats[train], y[train], cfg.l2, cfg.max_iter)
         from pretrain.metrics import auc
 
+        a = float(auc(y[test], score(feats[test])))
+        pos = int((y[test] == 1).sum())
         rows.append({"layer": layer, "kind": "CR" if layer in cr_layers else manifest.layer(layer).kind,
-                     "dim": int(x.shape[1]), "auc": float(auc(y[test], score(feats[test])))})
+                     "dim": int(x.shape[1]), "auc": a, "auc_se": auc_standard_error(a, pos, int(test.sum()) - pos)})
     best = max((r for r in rows if r["kind"] == "CR"), key=lambda r: r["auc"])["layer"]
     previous = manifest.default_cr_layer
     out = {"scenario": scenario, "task": task, "train_days": list(train_days), "test_days": list(test_days),
@@ -190,7 +200,9 @@ def record_default_layer(checkpoint_dir: Path, layer: str, metrics: dict[str, fl
     see the old or the new manifest, never half of one)."""
     path = Path(checkpoint_dir) / MANIFEST_FILE
     manifest = _read_manifest(Path(checkpoint_dir))
-    manifest.layer(layer)  # KeyError listing the valid names
+    if manifest.layer(layer).kind != "CR":  # KeyError listing the valid names when unknown
+        raise ValueError(f"{layer!r} is a {manifest.layer(layer).kind} layer; default_cr_layer must be a CR layer: "
+                         f"{[l.name for l in manifest.layers if l.kind == 'CR']}")
     updated = manifest.model_copy(update={"default_cr_layer": layer,
                                           "metrics": {**manifest.metrics, **(metrics or {})}})
     tmp = path.with_name(f".{MANIFEST_FILE}.{os.getpid()}.tmp")
@@ -205,11 +217,17 @@ def _write_table(path: Path, res: dict, model_version: str) -> None:
              f"Train days {res['train_days']} ({res['train_rows']} rows), test days {res['test_days']} "
              f"({res['test_rows']} rows), tau {res['tau_seconds']:.0f} s. Probe input: [l2(CR(u)), l2(CR(i))] "
              "point in time; logistic regression.", "",
-             "| layer | kind | dim | test AUC | |", "|---|---|---|---|---|"]
+             "| layer | kind | dim | test AUC | AUC s.e. | |", "|---|---|---|---|---|---|"]
     for r in res["layers"]:
         mark = "chosen" if r["layer"] == res["chosen"] else (
             "previous default" if r["layer"] == res["previous_default"] else "")
-        lines.append(f"| {r['layer']} | {r['kind']} | {r['dim']} | {r['auc']:.4f} | {mark} |")
+        lines.append(f"| {r['layer']} | {r['kind']} | {r['dim']} | {r['auc']:.4f} | {r['auc_se']:.4f} | {mark} |")
+    best = max((r for r in res["layers"] if r["layer"] == res["chosen"]), key=lambda r: r["auc"])
+    close = [r["layer"] for r in res["layers"] if r["kind"] == "CR" and r["layer"] != res["chosen"]
+             and best["auc"] - r["auc"] < 2 * best["auc_se"]]
+    if close:
+        lines += ["", f"Within two standard errors of the chosen layer (not distinguishable on this test set): "
+                      f"{', '.join(close)}."]
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -223,7 +241,7 @@ def _write_plot(path: Path, res: dict) -> None:
     aucs = [r["auc"] for r in res["layers"]]
     colors = ["tab:red" if n == res["chosen"] else ("tab:gray" if n in TOWERS else "tab:blue") for n in names]
     fig, ax = plt.subplots(figsize=(max(5, 0.7 * len(names)), 3.5))
-    ax.bar(range(len(names)), aucs, color=colors)
+    ax.bar(range(len(names)), aucs, color=colors, yerr=[r.get("auc_se", 0.0) for r in res["layers"]], capsize=3)
     ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
     lo = min(a for a in aucs if np.isfinite(a)) if any(np.isfinite(aucs)) else 0.5
     ax.set_ylim(max(0.0, lo - 0.05), min(1.0, max(aucs) + 0.05) if any(np.isfinite(aucs)) else 1.0)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from contracts import TableProperties
+from contracts import REPRESENTATION_TABLES, TableProperties
 from engines import delta_io
 
 VECTOR_COLUMNS = ("vector", "decayed_sum")
@@ -29,6 +29,16 @@ def _fixed_size(table: pa.Table, dim: int) -> pa.Table:
     return table
 
 
+def check_contract(table_path: str | Path, schema: pa.Schema, props: TableProperties) -> None:
+    """ValueError unless the table's columns are one contract table's (types as Delta stores them)."""
+    problems = {n: t.schema_problems(schema, props.dim) for n, t in REPRESENTATION_TABLES.items()}
+    if not any(not p for p in problems.values()):
+        # report against the contract table with the same column set, if any
+        same = [p for p in problems.values() if all(x.startswith("column ") for x in p)]
+        detail = "; ".join(same[0]) if same else f"columns {schema.names} match no representation table contract"
+        raise ValueError(f"{table_path}: {detail}")
+
+
 def read_asof(
     table_path: str | Path,
     ds: str,
@@ -36,22 +46,27 @@ def read_asof(
     expect_dim: int | None = None,
     expect_model_version: str | None = None,
     inclusive: bool = False,
+    version: int | None = None,
 ) -> pa.Table:
     """Snapshot a sample of day ``ds`` may see: the newest partition strictly before ``ds``
     (``inclusive=True``: at or before). Empty table (right schema) when none exists yet.
 
-    Vectors come back as ``fixed_size_list<float32, dim>`` (``dim`` from the table
-    properties). Raises ValueError when the table's dimension or model version differs
-    from what the caller was trained with: never a silent reshape.
+    ``version``: read the table as it was at that Delta version (time travel by version;
+    ``ds`` is time travel by day). Vectors come back as ``fixed_size_list<float32, dim>``
+    (``dim`` from the table properties). Raises ValueError when the table's columns break
+    the contract, or its dimension or model version differs from what the caller was
+    trained with: never a silent reshape.
     """
-    props = TableProperties.from_delta(delta_io.table_configuration(table_path))
+    dt = delta_io.open_table(table_path, version)
+    props = TableProperties.from_delta(dict(dt.metadata().configuration))
     if expect_dim is not None and props.dim != expect_dim:
         raise ValueError(f"{table_path}: vector dim is {props.dim}, the consumer expects {expect_dim}")
-    days = [d for d in delta_io.list_days(table_path) if (d <= ds if inclusive else d < ds)]
-    dt = delta_io.open_table(table_path)
+    dataset = dt.to_pyarrow_dataset()
+    check_contract(table_path, dataset.schema, props)
+    days = sorted(d for d in {p["ds"] for p in dt.partitions()} if (d <= ds if inclusive else d < ds))
     if not days:
-        return _fixed_size(dt.to_pyarrow_dataset().schema.empty_table(), props.dim)
-    snap = delta_io.read_days(table_path, [days[-1]])
+        return _fixed_size(dataset.schema.empty_table(), props.dim)
+    snap = dataset.to_table(filter=pc.field("ds") == days[-1])
     if expect_model_version is not None and snap.num_rows:
         versions = set(snap["model_version"].unique().to_pylist())
         if versions != {expect_model_version}:

@@ -28,11 +28,40 @@ def _load(config: Optional[Path], root: Optional[Path], ds: Optional[str]):
     return load_config(config, RunConfig, overrides=over)
 
 
-def _run(config, root, ds, steps, force, wait: bool = False) -> None:
+class JsonFormatter(logging.Formatter):
+    """One JSON object per log line: ts, level, logger, msg and the record's ``extra``
+    fields (ds, step, event, seconds, ...), for log shippers."""
+
+    _STD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+
+    def format(self, record: logging.LogRecord) -> str:
+        out = {"ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"), "level": record.levelname,
+               "logger": record.name, "msg": record.getMessage()}
+        out.update({k: v for k, v in vars(record).items() if k not in self._STD})
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return json.dumps(out, default=str)
+
+
+def setup_logging(fmt: str = "text") -> None:
+    handler = logging.StreamHandler()
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
+
+
+def _run(config, root, ds, steps, force, wait: bool = False, log_format: str = "text") -> None:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
     from contracts import ConfigError
     from pipelines.run import run_pipeline
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if log_format not in ("text", "json"):
+        console.print(f"[red]--log-format must be text or json, got {log_format!r}[/red]")
+        raise typer.Exit(2)
+    setup_logging(log_format)
     try:
         cfg = _load(config, root, ds)
     except ConfigError as e:
@@ -40,16 +69,35 @@ def _run(config, root, ds, steps, force, wait: bool = False) -> None:
         raise typer.Exit(2)
     from pipelines.gates import GateFailed
     from pipelines.lock import RunLocked
+    from pipelines.preflight import InputFileError
+
+    # one bar over the chain's steps (rich draws it live on a terminal, and only the
+    # finished lines in a log file)
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                        TimeElapsedColumn(), console=console, transient=True, disable=not console.is_terminal)
+    bar = {}
+
+    def started(name: str, chain: list[str]) -> None:
+        if "id" not in bar:
+            bar["id"] = progress.add_task("chain", total=len(chain))
+        progress.update(bar["id"], description=f"ds={cfg.ds or 'last'} step {name}")
+
+    def finished(name: str, secs: float) -> None:
+        progress.advance(bar["id"])
+        progress.console.print(f"[green]✓[/green] {name} ({secs:.1f}s)")
 
     try:
-        st = run_pipeline(cfg, steps, force, wait=wait,
-                          on_step=lambda n, s: console.print(f"[green]✓[/green] {n} ({s:.1f}s)"))
+        with progress:
+            st = run_pipeline(cfg, steps, force, wait=wait, on_step=finished, on_start=started)
     except RunLocked as e:
         console.print(f"[red]{e}[/red]")
         raise typer.Exit(4)
     except GateFailed as e:
         console.print(f"[red]{e}[/red]\nnothing of ds={e.ds} was published; report: {Path(cfg.root) / 'reports'}")
         raise typer.Exit(3)
+    except InputFileError as e:
+        console.print(f"[red]bad input file: {e}[/red]", soft_wrap=True)
+        raise typer.Exit(5)
     layout_root = Path(cfg.root)
     console.print(f"log:     {layout_root / 'log'}")
     console.print(f"tables:  {layout_root / 'tables'}")
@@ -66,23 +114,25 @@ ROOT = typer.Option(None, "--root", help="Override the run root folder.")
 DS = typer.Option(None, "--ds", help="The day to run for (default: the log's last day).")
 FORCE = typer.Option(False, "--force", help="Redo finished work of the steps asked for.")
 WAIT = typer.Option(False, "--wait", help="Wait for a concurrent run of the same root instead of exiting.")
+LOG_FORMAT = typer.Option("text", "--log-format", help="text, or json (one object per line: ds, step, event, seconds).")
 
 
 @app.command()
 def run(config: Optional[Path] = CONFIG, root: Optional[Path] = ROOT, ds: Optional[str] = DS, force: bool = FORCE,
-        wait: bool = WAIT):
+        wait: bool = WAIT, log_format: str = LOG_FORMAT):
     """The whole chain for one ds: ingest, pretrain, extract+aggregate (gated), downstream, retrieval, report.
 
-    Exit codes: 0 done, 2 bad config, 3 a quality gate stopped the run, 4 another run holds the root."""
-    _run(config, root, ds, None, force, wait)
+    Exit codes: 0 done, 2 bad config, 3 a quality gate stopped the run, 4 another run holds the root,
+    5 an input file is truncated, replaced or unreadable (the message names it)."""
+    _run(config, root, ds, None, force, wait, log_format)
 
 
 @app.command()
 def stage(name: str, config: Optional[Path] = CONFIG, root: Optional[Path] = ROOT, ds: Optional[str] = DS,
-          force: bool = FORCE, wait: bool = WAIT):
+          force: bool = FORCE, wait: bool = WAIT, log_format: str = LOG_FORMAT):
     """One step alone (ingest, pretrain, extract, downstream, retrieval, report); earlier
     steps it needs are reused from the run root."""
-    _run(config, root, ds, [name], force, wait)
+    _run(config, root, ds, [name], force, wait, log_format)
 
 
 @app.command()
@@ -144,12 +194,14 @@ def experiment(
         console.print("[red]which must be 'transfer' or 'rankup'[/red]")
         raise typer.Exit(2)
     cfg = _load(config or Path("configs/demo.yaml"), root, None)
-    run_pipeline(cfg, ["extract"], on_step=lambda n, s: console.print(f"[green]✓[/green] {n} ({s:.1f}s)"))
+    st = run_pipeline(cfg, ["extract"], on_step=lambda n, s: console.print(f"[green]✓[/green] {n} ({s:.1f}s)"))
     argv = [which, "--root", str(cfg.root)]
     for flag, value in (("--config", experiment_config), ("--seeds", seeds), ("--epochs", epochs), ("--out", out)):
         if value is not None:
             argv += [flag, str(value)]
-    experiments_main(argv)
+    # the run config's resolved split (as step_downstream uses), not downstream's own day counts
+    experiments_main(argv, split=st.split, checkpoint=st.checkpoint,
+                     expect_model_version=st.manifest.model_version if st.manifest else None)
 
 
 extract_app = typer.Typer(help="Extraction tools.")

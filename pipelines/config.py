@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from contracts import StrictModel
 from datasources import GeneratedSource, SourceConfig
@@ -62,7 +62,10 @@ class SplitConfig(StrictModel):
 class RunConfig(StrictModel):
     """Everything one run needs; every artefact lands under ``root`` (see RunLayout)."""
 
-    root: Path = Field(Path("runs/demo"), description="Run root folder (a local path).")
+    root: Path = Field(
+        Path("runs/demo"),
+        description="Run root: a local path or a file:// URI (object-store URIs are refused: docs/pipelines.md).",
+    )
     source: SourceConfig = Field(default_factory=GeneratedSource)
     ds: str | None = Field(None, description="The day the run is for; None = the log's last day.")
     split: SplitConfig = Field(default_factory=SplitConfig)
@@ -80,3 +83,24 @@ class RunConfig(StrictModel):
     retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig)
     ray_address: str | None = Field(None, description="Existing Ray cluster (e.g. 'auto'); None = local.")
     spark_master: str | None = Field(None, description="Existing Spark master URL; None = local[2].")
+
+    @field_validator("root", mode="before")
+    @classmethod
+    def _local_root(cls, v):
+        """``file:///abs/path`` -> the local path; any other scheme (s3://, gs://, abfss://)
+        is refused by name: the run root also holds the SQLite ledger, the flock lock files
+        and FAISS builds, which need a POSIX filesystem (a shared mount on a cluster)."""
+        from urllib.parse import unquote, urlparse
+
+        text = str(v)
+        if "://" not in text:
+            return v
+        url = urlparse(text)
+        if url.scheme == "file":
+            if url.netloc not in ("", "localhost"):
+                raise ValueError(f"{text}: a file:// URI must name a local path (file:///abs/path)")
+            return Path(unquote(url.path))
+        raise ValueError(
+            f"{text}: the run root must be a local or mounted path or a file:// URI; {url.scheme}:// is not "
+            "supported (the ledger, locks and index builds need a POSIX filesystem; see docs/pipelines.md)"
+        )

@@ -34,6 +34,8 @@ class RunState:
     downstream: dict | None = None
     index: dict | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    # seconds inside the extract step: extract (Ray Data), gate, aggregate+publish (Spark -> Delta)
+    substeps: dict[str, float] = field(default_factory=dict)
     report: Path | None = None
 
 
@@ -54,6 +56,8 @@ def _reusable_checkpoint(layout: RunLayout, cfg: RunConfig, train_days: list[str
     if not layout.checkpoints.is_dir():
         return None
     for folder in sorted(layout.checkpoints.iterdir(), reverse=True):
+        if folder.name.startswith((".", "_")):  # a temp folder of a killed save, or training runs
+            continue
         mf = folder / MANIFEST_FILE
         if not mf.is_file():
             continue
@@ -105,11 +109,20 @@ def step_extract_aggregate(cfg: RunConfig, layout: RunLayout, st: RunState, forc
     targets = publish_days(cfg, st)
     days = [d for d in st.days if d <= st.ds]
     spark = get_spark(cfg.spark_master or cfg.aggregate.spark_master)  # already up: see run_pipeline
+    from pipelines.preflight import check_log_files
+
+    clock = {"extract": 0.0, "gate": 0.0, "aggregate_publish": 0.0}
+    st.substeps = clock
+    t0 = time.perf_counter()
+    check_log_files(layout.log, days)  # a truncated/replaced log file: named here, not deep in a Ray task
     extract_days(st.checkpoint, layout.log, days, {d: layout.samples(d) for d in days}, extract_cfg)
+    clock["extract"] = round(time.perf_counter() - t0, 2)
     previous = None
     for d in days:
+        t0 = time.perf_counter()
         health = read_health(layout.samples(d))
         reasons = check_day(d, health, previous, cfg.gates)
+        clock["gate"] = round(clock["gate"] + time.perf_counter() - t0, 3)
         if reasons:
             raise GateFailed(d, reasons)
         previous = health
@@ -120,7 +133,9 @@ def step_extract_aggregate(cfg: RunConfig, layout: RunLayout, st: RunState, forc
         if done and not agg_cfg.force:
             st.published[d] = {n: -1 for n in ("user_ur", "item_ir", "user_cr", "item_cr")}
             continue
+        t0 = time.perf_counter()
         st.published[d] = aggregate_day(layout.samples(d), layout.root / "tables", d, st.manifest, agg_cfg, spark)
+        clock["aggregate_publish"] = round(clock["aggregate_publish"] + time.perf_counter() - t0, 2)
 
 
 def step_rollover(cfg: RunConfig, layout: RunLayout, st: RunState, force: bool = False) -> None:
@@ -223,13 +238,15 @@ def run_pipeline(
     force: bool = False,
     on_step: Callable[[str, float], None] | None = None,
     wait: bool = False,
+    on_start: Callable[[str, list[str]], None] | None = None,
 ) -> RunState:
     """Run ``steps`` (default: all, in order) for ``cfg.ds`` under the run root's lock.
 
     Every step is recorded in the ledger (``root/ledger.sqlite``); a step finished with
     the same config is skipped (its outputs restored) unless ``force``, so a killed run
     resumes at its first unfinished step. Steps the asked-for ones depend on (ingest,
-    pretrain) are reused or run.
+    pretrain) are reused or run. ``on_start(step, chain)`` is called before each step
+    (``chain``: the steps this call runs, in order), ``on_step(step, seconds)`` after it.
     """
     from pipelines.ledger import Ledger
     from pipelines.lock import ds_lock
@@ -254,9 +271,10 @@ def run_pipeline(
             from engines import get_spark
 
             get_spark(cfg.spark_master or cfg.aggregate.spark_master)
-        for name in order[: last + 1]:
-            if name not in wanted and name not in needed:
-                continue
+        chain = [n for n in order[: last + 1] if n in wanted or n in needed]
+        for name in chain:
+            if on_start:
+                on_start(name, chain)
             redo = force and name in wanted
             t0 = time.perf_counter()
             if name != "ingest" and name != "report" and not redo:
@@ -264,7 +282,8 @@ def run_pipeline(
                 if prev is not None:
                     _restore(name, st, prev)
                     st.timings[name] = 0.0
-                    log.info("step %s already done for ds=%s: reused", name, st.ds)
+                    log.info("step %s already done for ds=%s: reused", name, st.ds,
+                             extra={"ds": st.ds, "step": name, "event": "reused"})
                     continue
             if name != "ingest":
                 ledger.start(st.ds, name, hashes[name], {"config_hash": hashes[name], "split": st.split,
@@ -274,6 +293,8 @@ def run_pipeline(
             except BaseException as e:
                 if name != "ingest":
                     ledger.fail(st.ds, name, f"{type(e).__name__}: {e}")
+                log.error("step %s failed for ds=%s: %s: %s", name, st.ds, type(e).__name__, e,
+                          extra={"ds": st.ds, "step": name, "event": "failed", "error": type(e).__name__})
                 if isinstance(e, GateFailed):
                     from pipelines.report import write_report
 
@@ -283,7 +304,9 @@ def run_pipeline(
             if name == "ingest":
                 ledger.start(st.ds, name, hashes[name], {"source": cfg.source.model_dump(mode="json")})
             ledger.finish(st.ds, name, _outputs(name, st))
-            log.info("step %s done in %.1fs", name, st.timings[name])
+            log.info("step %s done in %.1fs", name, st.timings[name],
+                     extra={"ds": st.ds, "step": name, "event": "done", "seconds": st.timings[name],
+                            **({"substeps": st.substeps} if name == "extract" else {})})
             if on_step:
                 on_step(name, st.timings[name])
     summary = {"ds": st.ds, "timings": st.timings, "report": str(st.report) if st.report else None}

@@ -6,12 +6,36 @@ Public surface: configs, :class:`FeatureEncoder`, :class:`FoundationModel`,
 and the metrics later stages import.
 """
 
-from pretrain.checkpoint import LoadedModel, latest_checkpoint, load_checkpoint
-from pretrain.config import ModelConfig, PretrainConfig, TrainConfig
-from pretrain.features import FeatureEncoder
-from pretrain.metrics import auc, effective_rank, gauc, logloss
-from pretrain.model import FoundationModel
-from pretrain.train import train_foundation_model
+from importlib import import_module
+from typing import TYPE_CHECKING
+
+# Lazy: a Ray Data read task imports pretrain.log_reader (pyarrow only); importing this
+# package must not pull in torch for it (a fresh Ray worker per read task pays each import).
+_EXPORTS = {
+    "LoadedModel": "pretrain.checkpoint", "latest_checkpoint": "pretrain.checkpoint",
+    "load_checkpoint": "pretrain.checkpoint", "ModelConfig": "pretrain.config",
+    "PretrainConfig": "pretrain.config", "TrainConfig": "pretrain.config",
+    "FeatureEncoder": "pretrain.features", "auc": "pretrain.metrics", "effective_rank": "pretrain.metrics",
+    "gauc": "pretrain.metrics", "logloss": "pretrain.metrics", "FoundationModel": "pretrain.model",
+    "train_foundation_model": "pretrain.train",
+}
+
+if TYPE_CHECKING:
+    from pretrain.checkpoint import LoadedModel, latest_checkpoint, load_checkpoint
+    from pretrain.config import ModelConfig, PretrainConfig, TrainConfig
+    from pretrain.features import FeatureEncoder
+    from pretrain.metrics import auc, effective_rank, gauc, logloss
+    from pretrain.model import FoundationModel
+    from pretrain.train import train_foundation_model
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'pretrain' has no attribute {name!r}")
+
 
 __all__ = [
     "FeatureEncoder",

@@ -58,6 +58,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--variants", nargs="*", default=list(VARIANTS))
+    ap.add_argument("--out", default=None, help="also write {args, per-run AUCs, summary} as JSON here")
     args = ap.parse_args()
 
     from contracts.base import deep_merge
@@ -89,14 +90,28 @@ def main() -> None:
                     results.setdefault(name, {}).setdefault(task, []).append(m[f"{task}.auc"])
             print(f"{name} seed={seed}: " + ", ".join(f"{t}={m.get(f'{t}.auc', float('nan')):.4f}" for t in spec.tasks)
                   + f" ({time.perf_counter() - t0:.0f}s, {st['epoch']} epochs)", flush=True)
-    summary = {v: {t: {"mean": round(float(np.mean(a)), 4), "std": round(float(np.std(a)), 4), "runs": len(a)}
-                   for t, a in r.items()} for v, r in results.items()}
+            if args.out:  # after every run: an interrupted ablation keeps what it measured
+                _write(args.out, args, results)
+    summary = _summary(results)
     print("| variant | " + " | ".join(f"{t} AUC" for t in spec.tasks) + " |")
     print("|---|" + "---|" * len(spec.tasks))
     for v, r in summary.items():
         print(f"| {v} | " + " | ".join(f"{r[t]['mean']:.4f} ± {r[t]['std']:.4f}" if t in r else "n/a"
                                          for t in spec.tasks) + " |")
+    if args.out:
+        _write(args.out, args, results)
     print(json.dumps(summary))
+
+
+def _summary(results: dict[str, dict[str, list[float]]]) -> dict:
+    """Mean and population std (numpy's default) over seeds, per variant and task."""
+    return {v: {t: {"mean": round(float(np.mean(a)), 4), "std": round(float(np.std(a)), 4), "runs": len(a)}
+                for t, a in r.items()} for v, r in results.items()}
+
+
+def _write(out: str, args: argparse.Namespace, results: dict) -> None:
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(json.dumps({"args": vars(args), "runs": results, "summary": _summary(results)}, indent=1))
 
 
 if __name__ == "__main__":

@@ -58,11 +58,22 @@ class TrainConfig(StrictModel):
 
     epochs: int = Field(3, ge=1, description="Maximum epochs (early stopping may end sooner).")
     batch_size: int = Field(512, ge=1, description="Global batch size (split across workers).")
+    shuffle_window: int = Field(
+        65_536, ge=1,
+        description="Rows per shuffle window: the training stream (Ray Data) is cut into windows of this many "
+        "rows, each permuted by a (seed, epoch, window)-seeded permutation; >= the training rows = one global "
+        "shuffle per epoch. Bounds each worker's memory.",
+    )
     lr: float = Field(2e-3, gt=0)
     weight_decay: float = Field(0.0, ge=0)
     patience: int = Field(1, ge=0, description="Epochs without validation-AUC gain before stopping.")
     num_workers: int = Field(1, ge=1, description="Ray Train CPU workers (gloo).")
     cpus_per_worker: float = Field(1.0, gt=0)
+    data_cpus: float = Field(
+        0.0, ge=0,
+        description="CPUs each Ray Data read/encode task reserves; 0 = never wait for a CPU the workers hold "
+        "(a reservation on a machine the workers fill would hang the stream).",
+    )
     torch_threads: int | None = Field(None, ge=1, description="torch threads per worker; None = cpus_per_worker.")
     seed: int = 0
     min_count: int = Field(1, ge=1, description="Vocabulary: keep values seen at least this often.")

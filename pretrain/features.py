@@ -45,12 +45,20 @@ OOV = 0
 FORMAT_VERSION = 1
 
 
-def _as_string(col: pa.ChunkedArray | pa.Array) -> pa.Array:
-    """One contiguous string array (dictionary, large_string or ints are cast)."""
+def _as_string(col: pa.ChunkedArray | pa.Array, name: str | None = None) -> pa.Array:
+    """One contiguous string array (dictionary, large_string or ints are cast). A float
+    column (an id stored as float) with NaN/inf is refused, naming ``name`` and the row:
+    'nan' would otherwise become a category of its own. Null stays null (-> OOV)."""
     if isinstance(col, pa.ChunkedArray):
         col = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
     if pa.types.is_dictionary(col.type):
         col = col.dictionary_decode()
+    if pa.types.is_floating(col.type):
+        vals = pc.fill_null(col.cast(pa.float64()), 0.0).to_numpy(zero_copy_only=False)
+        bad = ~np.isfinite(vals)
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            raise ValueError(f"feature column {name or '?'!r}: value {vals[row]!r} at row {row} is not finite")
     if not pa.types.is_string(col.type):
         col = col.cast(pa.string())
     return col
@@ -99,9 +107,9 @@ class FeatureEncoder:
         seq_field = canon.sequence.item_field
         vocabs: dict[str, list[str]] = {}
         for col in canon.categorical_columns:
-            values = _as_string(table[col])
+            values = _as_string(table[col], col)
             if col == seq_field and CANONICAL_SEQUENCE in table.column_names:
-                flat = _as_string(pc.list_flatten(table[CANONICAL_SEQUENCE]))
+                flat = _as_string(pc.list_flatten(table[CANONICAL_SEQUENCE]), CANONICAL_SEQUENCE)
                 values = pa.concat_arrays([values, flat])
             vocabs[col] = _frequent_values(values, min_count, max_vocab)
         return cls(canon, vocabs, min_count=min_count, max_vocab=max_vocab)
@@ -154,7 +162,7 @@ class FeatureEncoder:
         n = table.num_rows
         out: dict[str, torch.Tensor] = {}
         for col in spec.categorical_columns:
-            out[col] = torch.from_numpy(_lookup(_as_string(table[col]), self._arrow[col]))
+            out[col] = torch.from_numpy(_lookup(_as_string(table[col], col), self._arrow[col]))
         seq, mask = self._encode_sequence(table[CANONICAL_SEQUENCE])
         out["hist_seq"], out["hist_mask"] = torch.from_numpy(seq), torch.from_numpy(mask)
         out["scenario"] = torch.from_numpy(self._encode_scenario(table[CANONICAL_SCENARIO]))
@@ -175,7 +183,7 @@ class FeatureEncoder:
             raise ValueError(f"column {CANONICAL_SEQUENCE!r} must be list<string>, got {col.type}")
         n, L = len(col), self.max_len
         lengths = pc.fill_null(pc.list_value_length(col), 0).to_numpy(zero_copy_only=False).astype(np.int64)
-        flat_idx = _lookup(_as_string(pc.list_flatten(col)), self._arrow[self.spec.sequence.item_field])
+        flat_idx = _lookup(_as_string(pc.list_flatten(col), CANONICAL_SEQUENCE), self._arrow[self.spec.sequence.item_field])
         seq = np.zeros((n, L), dtype=np.int64)
         mask = np.zeros((n, L), dtype=bool)
         if flat_idx.size:

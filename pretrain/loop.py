@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -15,42 +15,56 @@ from pretrain.data import Arrays, num_rows, take
 from pretrain.losses import multitask_loss
 
 
-def epoch_order(n: int, seed: int, epoch: int, rank: int = 0, world: int = 1) -> np.ndarray:
-    """This worker's row order for ``epoch``: one seeded permutation shared by all workers,
-    dealt round-robin, cut to equal length so every DDP worker runs the same step count."""
-    perm = np.random.default_rng([seed, epoch]).permutation(n)
+def window_order(n: int, seed: int, epoch: int, window: int, rank: int = 0, world: int = 1) -> np.ndarray:
+    """This worker's row order inside shuffle window ``window`` (``n`` rows) of ``epoch``: one
+    seeded permutation of the window shared by all workers, dealt round-robin, cut to equal
+    length so every DDP worker runs the same step count. Depends only on (seed, epoch,
+    window): a resumed run replays exactly the epochs an uninterrupted run would."""
+    perm = np.random.default_rng([seed, epoch, window]).permutation(n)
     per_worker = n // world if world > 1 else n
     return perm[rank::world][:per_worker]
+
+
+def array_windows(arrays: Arrays, window_rows: int) -> Iterator[Arrays]:
+    """Consecutive windows of ``window_rows`` rows (the last one shorter): what a Ray Data
+    stream of the same rows yields with ``iter_batches(batch_size=window_rows)``."""
+    n = num_rows(arrays)
+    for start in range(0, n, window_rows):
+        yield {k: v[start : start + window_rows] for k, v in arrays.items()}
 
 
 def train_epoch(
     model: torch.nn.Module,
     opt: torch.optim.Optimizer,
-    arrays: Arrays,
+    windows: Iterable[Arrays],
     tasks: list[str],
     tcfg: TrainConfig,
     epoch: int,
     rank: int = 0,
     world: int = 1,
 ) -> dict[str, float]:
-    """One pass over this worker's shard; returns mean loss, samples and seconds."""
+    """One pass over the stream of shuffle windows (every worker sees every window and
+    trains on its round-robin share); returns mean loss, samples and seconds. Time spent
+    waiting for the next window counts as training time (data loading is part of it)."""
     model.train()
-    order = epoch_order(num_rows(arrays), tcfg.seed, epoch, rank, world)
     bs = max(1, tcfg.batch_size // world)
     t0 = time.perf_counter()
-    total, steps = 0.0, 0
-    for start in range(0, len(order), bs):
-        batch = take(arrays, order[start : start + bs])
-        logits = model(batch)
-        loss, _ = multitask_loss(
-            logits, batch["labels"], batch["label_mask"], tasks, tcfg.pairwise_alpha, tcfg.task_weights
-        )
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        total += float(loss.detach())
-        steps += 1
-    return {"loss": total / max(steps, 1), "samples": float(len(order)), "seconds": time.perf_counter() - t0}
+    total, steps, samples = 0.0, 0, 0
+    for w, arrays in enumerate(windows):
+        order = window_order(num_rows(arrays), tcfg.seed, epoch, w, rank, world)
+        samples += len(order)
+        for start in range(0, len(order), bs):
+            batch = take(arrays, order[start : start + bs])
+            logits = model(batch)
+            loss, _ = multitask_loss(
+                logits, batch["labels"], batch["label_mask"], tasks, tcfg.pairwise_alpha, tcfg.task_weights
+            )
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += float(loss.detach())
+            steps += 1
+    return {"loss": total / max(steps, 1), "samples": float(samples), "seconds": time.perf_counter() - t0}
 
 
 def make_optimizer(model: torch.nn.Module, tcfg: TrainConfig) -> torch.optim.Optimizer:
@@ -69,7 +83,7 @@ def fit_epochs(
     train_model: torch.nn.Module,
     opt: torch.optim.Optimizer,
     state: dict,
-    train_arr: Arrays,
+    train_windows: Callable[[int], Iterable[Arrays]],
     valid_arr: Arrays,
     tasks: list[str],
     tcfg: TrainConfig,
@@ -81,7 +95,9 @@ def fit_epochs(
     """Epochs ``state['epoch'] .. tcfg.epochs`` with early stopping on validation AUC.
 
     ``model`` is the bare module (its state is saved), ``train_model`` what trains (the DDP
-    wrapper under Ray Train, the same module in a plain loop). ``valid_auc(model, arrays,
+    wrapper under Ray Train, the same module in a plain loop). ``train_windows(epoch)``
+    yields the epoch's shuffle windows in a fixed order (a Ray Data stream or
+    :func:`array_windows`). ``valid_auc(model, arrays,
     task)`` scores validation (gathered across workers), ``on_epoch_end(state, metrics)``
     persists/reports. A NaN AUC (one class only) counts as an improvement, never a stop.
     """
@@ -89,7 +105,7 @@ def fit_epochs(
     for epoch in range(int(state["epoch"]), tcfg.epochs):
         if state["stopped"]:
             break
-        stats = train_epoch(train_model, opt, train_arr, tasks, tcfg, epoch, rank, world)
+        stats = train_epoch(train_model, opt, train_windows(epoch), tasks, tcfg, epoch, rank, world)
         score = valid_auc(model, valid_arr, stop_task)
         if math.isnan(score) or score > state["best_score"] + 1e-6:
             if not math.isnan(score):

@@ -1,10 +1,12 @@
 """Train the foundation model with Ray Train (``TorchTrainer``, CPU workers, gloo).
 
-Flow (driver): read train/valid days -> fit the FeatureEncoder on train days -> encode ->
-put arrays in the object store -> workers train with DDP, evaluate validation AUC each
-epoch, report a checkpoint per epoch (model, optimizer, best weights, early-stopping state)
--> the driver takes the best weights, computes diagnostics and writes the version folder
-atomically.
+Flow (driver): read train/valid days -> fit the FeatureEncoder on train days (and validate
+every row by encoding it once, so bad input fails before any worker starts) -> workers
+stream the train days' Parquet files through Ray Data (``pretrain.stream``: read + encode
+per block, seeded shuffle windows), train with DDP, evaluate validation AUC each epoch
+(validation arrays via the object store), report a checkpoint per epoch (model,
+optimizer, best weights, early-stopping state) -> the driver takes the best weights,
+computes diagnostics and writes the version folder atomically.
 
 Resume: an interrupted run leaves its epoch checkpoints under
 ``<checkpoint_root>/.runs/<run_key>/`` (run_key = hash of config, log, days). Re-running the
@@ -22,6 +24,7 @@ import shutil
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -37,9 +40,10 @@ from pretrain.config import ModelConfig, PretrainConfig, TrainConfig
 from pretrain.data import Arrays, num_rows, predict_logits, to_arrays
 from pretrain.diagnostics import effective_ranks, erank_plot, task_metrics
 from pretrain.features import FeatureEncoder
-from pretrain.loop import fit_epochs, make_optimizer, new_state
+from pretrain.loop import array_windows, fit_epochs, make_optimizer, new_state
 from pretrain.metrics import auc
 from pretrain.model import FoundationModel
+from pretrain.stream import ingest_options, log_files_for_days, stream_windows, train_dataset
 
 STATE_FILE = "state.pt"
 RUNS_DIR = ".runs"
@@ -73,7 +77,8 @@ def train_foundation_model(
     data_version = f"{log_path.resolve()}@v{_log_version(log_path)} train={train_days[0]}..{train_days[-1]} " \
                    f"valid={valid_days[0]}..{valid_days[-1]}"
     return train_on_tables(
-        cfg, spec, train_tbl, valid_tbl, checkpoint_root, data_version, ray_address, _fail_after_epoch=_fail_after_epoch
+        cfg, spec, train_tbl, valid_tbl, checkpoint_root, data_version, ray_address,
+        train_files=log_files_for_days(log_path, train_days), _fail_after_epoch=_fail_after_epoch,
     )
 
 
@@ -86,9 +91,14 @@ def train_on_tables(
     data_version: str,
     ray_address: str | None = None,
     *,
+    train_files: list[str] | None = None,
     _fail_after_epoch: int | None = None,
 ) -> tuple[CheckpointManifest, Path]:
-    """:func:`train_foundation_model` on tables already read (canonical columns)."""
+    """:func:`train_foundation_model` on tables already read (canonical columns).
+
+    ``train_files``: the Parquet files holding ``train_tbl``'s rows; the workers stream
+    them through Ray Data (in :func:`pretrain.stream.log_files_for_days` order). None =
+    stream ``train_tbl`` itself."""
     spec = spec.canonical()
     checkpoint_root = Path(checkpoint_root)
     if train_tbl.num_rows == 0:
@@ -98,7 +108,7 @@ def train_on_tables(
     _check_task_names(cfg.train, spec)
     if cfg.model_version and (checkpoint_root / cfg.model_version).exists():
         raise FileExistsError(f"checkpoint {checkpoint_root / cfg.model_version} already exists; pick another model_version")
-    init_state = None
+    init_state, lineage = None, []
     if cfg.init_from:
         init = load_checkpoint(cfg.init_from, expect_spec=spec)
         if init.manifest.model_config_data != cfg.model.model_dump(mode="json"):
@@ -109,9 +119,10 @@ def train_on_tables(
         # Old values keep their indices (aligned with the old weights); new frequent ids get rows.
         encoder = init.encoder.extend(train_tbl, cfg.train.min_count, cfg.train.max_vocab)
         init_state = init.model.state_dict()
+        lineage = [*init.manifest.lineage, f"{init.manifest.model_version} {init.manifest.data_version}"]
     else:
         encoder = FeatureEncoder.fit(train_tbl, spec, cfg.train.min_count, cfg.train.max_vocab)
-    train_arr = to_arrays(encoder.encode(train_tbl))
+    encoder.encode(train_tbl)  # validation only: a bad row is named here, before any worker starts
     valid_arr = to_arrays(encoder.encode(valid_tbl))
 
     run_key = _run_key(cfg, data_version)
@@ -119,7 +130,7 @@ def train_on_tables(
     if not cfg.train.resume and run_dir.exists():
         shutil.rmtree(run_dir)
     final_state = fit_with_ray_train(
-        cfg.model, cfg.train, spec, encoder.vocab_sizes, train_arr, valid_arr, run_dir,
+        cfg.model, cfg.train, spec, encoder, train_files if train_files is not None else train_tbl, valid_arr, run_dir,
         init_state=init_state, ray_address=ray_address, fail_after_epoch=_fail_after_epoch,
     )
 
@@ -142,6 +153,7 @@ def train_on_tables(
         default_cr_layer=model.default_cr_layer,
         epochs_trained=int(final_state["epoch"]),
         metrics=metrics,
+        lineage=lineage,
     )
     path = save_checkpoint(checkpoint_root, model, encoder, manifest, extra)
     shutil.rmtree(run_dir, ignore_errors=True)
@@ -153,16 +165,18 @@ def fit_with_ray_train(
     mcfg: ModelConfig,
     tcfg: TrainConfig,
     spec: DatasetSpec,
-    vocab_sizes: dict[str, int],
-    train_arr: Arrays,
+    encoder: FeatureEncoder,
+    train_source: list[str] | pa.Table,
     valid_arr: Arrays,
     run_dir: Path,
     init_state: dict[str, torch.Tensor] | None = None,
     ray_address: str | None = None,
     fail_after_epoch: int | None = None,
 ) -> dict[str, Any]:
-    """Run the TorchTrainer; returns the last epoch state (``best_state``, ``epoch``, ``history``)."""
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    """Run the TorchTrainer on ``train_source`` (Parquet files or a table, streamed through
+    Ray Data and encoded by ``encoder``); returns the last epoch state (``best_state``,
+    ``epoch``, ``history``)."""
+    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     ensure_ray(ray_address)
@@ -172,9 +186,9 @@ def fit_with_ray_train(
         "model": mcfg.model_dump(mode="json"),
         "train": tcfg.model_dump(mode="json"),
         "spec": spec.model_dump(mode="json"),
-        "vocab_sizes": vocab_sizes,
-        # Refs, not arrays: the object store ships them once per node, not per pickle.
-        "train_ref": ray.put(train_arr),
+        "vocab_sizes": encoder.vocab_sizes,
+        "encoder_json": encoder.to_json(),
+        # A ref, not arrays: the object store ships it once per node, not per pickle.
         "valid_ref": ray.put(valid_arr),
         "init_ref": ray.put(init_state) if init_state is not None else None,
         "resume_path": str(resume_path) if resume_path else None,
@@ -183,6 +197,10 @@ def fit_with_ray_train(
     trainer = TorchTrainer(
         _worker_loop,
         train_loop_config=config,
+        # Every worker iterates the whole stream and keeps its share of each window
+        # (deterministic, unlike a dynamic split): see pretrain.stream.
+        datasets={"train": train_dataset(train_source, encoder, tcfg.data_cpus)},
+        dataset_config=DataConfig(datasets_to_split=[], execution_options={"train": ingest_options()}),
         scaling_config=ScalingConfig(
             num_workers=tcfg.num_workers, use_gpu=False, resources_per_worker={"CPU": tcfg.cpus_per_worker}
         ),
@@ -233,8 +251,14 @@ def _worker_loop(config: dict[str, Any]) -> None:
         opt.load_state_dict(restored["optim"])
         state = {**restored, "resumed_from_epoch": int(restored["epoch"])}
     ddp_model = ray.train.torch.prepare_model(model)
-    train_arr, valid_arr = ray.get(config["train_ref"]), ray.get(config["valid_ref"])
+    valid_arr = ray.get(config["valid_ref"])
+    train_it = ray.train.get_dataset_shard("train")
     fail_after = config["fail_after_epoch"]
+
+    encoder = FeatureEncoder.from_json(config["encoder_json"])
+
+    def windows(epoch: int) -> Iterator[Arrays]:
+        return stream_windows(train_it, tcfg.shuffle_window, encoder)
 
     def on_epoch_end(st: dict, metrics: dict) -> None:
         if rank == 0:
@@ -249,7 +273,7 @@ def _worker_loop(config: dict[str, Any]) -> None:
     def valid_auc(m: torch.nn.Module, arrays: Arrays, task: int) -> float:
         return _gathered_valid_auc(m, arrays, task, rank, world)
 
-    fit_epochs(model, ddp_model, opt, state, train_arr, valid_arr, list(spec.tasks), tcfg, valid_auc,
+    fit_epochs(model, ddp_model, opt, state, windows, valid_arr, list(spec.tasks), tcfg, valid_auc,
                on_epoch_end, rank, world)
 
 
@@ -277,7 +301,10 @@ def fit_plain(
     def valid_auc(m: torch.nn.Module, arrays: Arrays, task: int) -> float:
         return _gathered_valid_auc(m, arrays, task, 0, 1)
 
-    return fit_epochs(model, model, opt, state, train_arr, valid_arr, list(spec.tasks), tcfg, valid_auc,
+    def windows(epoch: int) -> Iterator[Arrays]:
+        return array_windows(train_arr, tcfg.shuffle_window)
+
+    return fit_epochs(model, model, opt, state, windows, valid_arr, list(spec.tasks), tcfg, valid_auc,
                       lambda st, metrics: None)
 
 

@@ -43,16 +43,20 @@ class GateAdapter(nn.Module):
     """Non-linear gate on the downstream embeddings: ``E' = E * sigmoid(W r + b)``.
 
     ``forward(E [B, F, D] or [B, F*D], r [B, d]) -> same shape as E``. The gate has one
-    value per embedding coordinate (F*D). ``b`` starts at +2 so that the gate starts
-    near 0.88 and the downstream model begins close to its vanilla self instead of
-    having every embedding halved.
+    value per embedding coordinate (F*D). ``b`` starts at ``bias_init`` (+2: the gate
+    starts near 0.88 and the downstream model begins close to its vanilla self instead of
+    having every embedding halved). ``zero_init`` starts ``W`` at 0, so every gate starts
+    at exactly ``sigmoid(b)`` whatever ``r`` is and the model learns how much of ``r`` to
+    let in, instead of starting from a random rescaling of its embeddings.
     """
 
-    def __init__(self, rep_dim: int, num_fields: int, emb_dim: int, bias_init: float = 2.0):
+    def __init__(self, rep_dim: int, num_fields: int, emb_dim: int, bias_init: float = 2.0, zero_init: bool = False):
         super().__init__()
         self.num_fields, self.emb_dim = num_fields, emb_dim
         self.proj = nn.Linear(rep_dim, num_fields * emb_dim)
         nn.init.constant_(self.proj.bias, bias_init)
+        if zero_init:
+            nn.init.zeros_(self.proj.weight)
 
     def gate(self, r: torch.Tensor) -> torch.Tensor:
         """``[B, d] -> [B, F, D]`` gate values in (0, 1)."""

@@ -75,11 +75,20 @@ def join_representations(
         key = ENTITY_COLUMN[REPRESENTATION_TABLES[name].entity]
         out = np.zeros((samples.num_rows, dim), np.float32)
         hit = np.zeros(samples.num_rows, bool)
+        # sample days that see the same snapshot share one read (a long log has far fewer
+        # snapshots than days): group them by the snapshot read_asof would pick
+        published = delta_io.list_days(path) if days else []
+        by_snap: dict[str, list[str]] = {}
         for d in days:
-            snap = read_asof(path, d, expect_dim=want, expect_model_version=expect_model_version)
+            before = [p for p in published if p < d]
+            if before:
+                by_snap.setdefault(before[-1], []).append(d)
+        for snap_day, group in by_snap.items():
+            # read_asof(first day of the group) is that snapshot, with its dim/version checks
+            snap = read_asof(path, group[0], expect_dim=want, expect_model_version=expect_model_version)
             if not snap.num_rows:
                 continue
-            rows = np.flatnonzero(pc.equal(samples[ds_column], d).to_numpy(zero_copy_only=False))
+            rows = np.flatnonzero(pc.is_in(samples[ds_column], value_set=pa.array(group)).to_numpy(zero_copy_only=False))
             ids = samples[key].take(pa.array(rows))
             idx = pc.index_in(ids, value_set=snap["entity_id"])
             found = idx.is_valid().to_numpy(zero_copy_only=False)

@@ -80,3 +80,59 @@ def test_experiment_config_typo_is_a_clear_error(tmp_path):
     conf.write_text("module_kk: [1]\n")
     with pytest.raises(ConfigError, match="module_kk: unknown key"):
         main(["transfer", "--root", str(tmp_path), "--config", str(conf)])
+
+
+def _small_transfer_conf(tmp_path, extra: str = ""):
+    conf = tmp_path / "t.yaml"
+    conf.write_text(
+        "downstream: {epochs: 1, batch_size: 256}\n"
+        "adapters: [linear]\ncross_adapters: []\nmodule_k: []\nmodel_level: false\n" + extra
+    )
+    return conf
+
+
+def test_experiments_use_the_given_split_not_downstream_day_counts(tmp_path, capsys):
+    """`lfm4ads experiment` passes the run config's resolved split; the default 1/1 day
+    counts of DownstreamConfig would test on the last day only (the bug of issue 6)."""
+    log, spec = make_run(tmp_path, rows_per_day=300)
+    conf = _small_transfer_conf(tmp_path)
+    split = {"train": DAYS[:1], "valid": DAYS[1:2], "test": DAYS[2:]}
+    out = main(["transfer", "--root", str(tmp_path), "--config", str(conf), "--seeds", "1"], split=split)
+    assert out["days"] == split
+    test_rows = read_log(log, DAYS[2:])
+    small = out["small_scenario"]
+    n_small = sum(1 for s in test_rows["scenario"].to_pylist() if s == small)
+    assert out["table"][str(small)]["rows"]["test"] == n_small
+    # the same split from date edges on the command line
+    flags = main(["transfer", "--root", str(tmp_path), "--config", str(conf), "--seeds", "1",
+                  "--valid-start", DAYS[1], "--test-start", DAYS[2]])
+    assert flags["days"] == split
+    ru = tmp_path / "ru.yaml"
+    ru.write_text("downstream: {epochs: 1, batch_size: 256, representations: []}\n"
+                  "model: {d_model: 16, num_tokens: 8, emb_dim: 4, crossed_token: false}\nerank_rows: 16\n")
+    r = main(["rankup", "--root", str(tmp_path), "--config", str(ru), "--seeds", "1"], split=split)
+    assert r["rows"]["test"] == test_rows.num_rows
+    with pytest.raises(ValueError, match="give both"):
+        main(["transfer", "--root", str(tmp_path), "--config", str(conf), "--valid-start", DAYS[1]])
+    with pytest.raises(ValueError, match="no days for"):
+        main(["transfer", "--root", str(tmp_path), "--config", str(conf), "--valid-start", DAYS[1],
+              "--test-start", "2027-01-01"])
+
+
+def test_per_layer_rows_and_gate_variants(tmp_path):
+    log, spec = make_run(tmp_path, rows_per_day=300)
+    other = tmp_path / "layer_b"
+    make_run(other, rows_per_day=10)  # publishes its own UR/IR/CR tables under other/tables
+    cfg = TransferExperimentConfig(
+        downstream=DownstreamConfig(epochs=1, batch_size=256, seeds=[0]), adapters=[], cross_adapters=[],
+        module_k=[], model_level=False, scenarios=[0],
+        gate_variants={"gate[cross]": {"gate_mode": "cross", "gate_zero_init": True}},
+    )
+    out = run_transfer_experiment(log, tmp_path, tmp_path / "r", cfg, layer_roots={"ad.cross_1": other})
+    methods = out["table"]["0"]["methods"]
+    assert {"gate[cross]", "linear:UR+IR+CR@ad.cross_1", "gate:UR+IR+CR@ad.cross_1"} <= set(methods)
+    assert "| linear:UR+IR+CR@ad.cross_1 |" in (tmp_path / "r" / "transfer.md").read_text()
+    with pytest.raises(ValueError, match="gate_variants.bad"):
+        TransferExperimentConfig(gate_variants={"bad": {"gate_mode": "diagonal"}})
+    with pytest.raises(ValueError, match="gate_variants.typo"):
+        TransferExperimentConfig(gate_variants={"typo": {"gate_mod": "cross"}})

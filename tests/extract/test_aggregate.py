@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
+
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -164,3 +166,98 @@ def test_nan_in_one_table_publishes_no_table(tmp_path, spark):
         aggregate_day(folder, tmp_path / "tables", "2024-03-01", fake_manifest(), spark=spark)
     for name in REPRESENTATION_TABLES:  # UR/IR were valid, yet nothing was committed
         assert delta_io.list_days(tmp_path / "tables" / name) == []
+
+
+def test_columns_formulation_incremental_matches_the_arrow_table(published, spark):
+    """The Spark SQL formulation, continued from the published previous partition, gives
+    the rows the arrow formulation published (to 1e-5)."""
+    from extract.aggregate import days_to_fold, previous_partition, read_samples
+
+    root, cfg, _, raw, _ = published
+    path = root / "tables" / "user_cr"
+    prev, prev_ds = previous_partition(spark, path, "user_cr", DAYS[1])
+    assert prev_ds == DAYS[0]
+    dirs = days_to_fold(root / "samples" / f"ds={DAYS[1]}", DAYS[1], prev_ds, "m1", LAYER, "cr")
+    state = decayed_state(read_samples(spark, dirs), "user_id", "cr", 4, DAYS[1], TAU, prev, prev_ds)
+    cols = cr_table(state, 4, DAYS[1], "m1", LAYER, "l2").toArrow()
+    arrow = read_asof(path, DAYS[1], inclusive=True)
+    for col in ("decayed_sum", "vector"):
+        a, b = by_id(cols, col), by_id(arrow, col)
+        assert set(a) == set(b)
+        for e in a:
+            np.testing.assert_allclose(a[e], b[e], rtol=1e-5, atol=1e-5)
+    assert dict(zip(cols["entity_id"].to_pylist(), cols["sample_count"].to_pylist())) == \
+        dict(zip(arrow["entity_id"].to_pylist(), arrow["sample_count"].to_pylist()))
+
+
+def test_arrow_kernels_against_plain_loops():
+    from extract import aggregate_arrow as A
+
+    rng = np.random.default_rng(5)
+    n, d, k = 2000, 7, 13
+    codes = rng.integers(0, k, n)
+    x = rng.standard_normal((n, d)).astype(np.float32)
+    w = rng.random(n)
+    ref = np.zeros((k, d))
+    for i in range(n):
+        ref[codes[i]] += w[i] * x[i].astype(np.float64)
+    np.testing.assert_allclose(A.segment_sum(codes, x, k, w, block=64), ref, rtol=1e-12, atol=1e-12)
+    s = rng.standard_normal((k, d))
+    np.testing.assert_array_equal(A._from_binary(A._binary(s), d), s)
+    ln = A.normalise(s, "layernorm")
+    for row, out in zip(s, ln):
+        np.testing.assert_allclose(out, (row - row.mean()) / np.sqrt(row.var() + 1e-5), rtol=1e-12)
+    l2 = A.normalise(s, "l2")
+    np.testing.assert_allclose(np.linalg.norm(l2, axis=1), 1.0, rtol=1e-12)
+    # partials of two halves, summed, equal the partial of the whole
+    ids = pa.array([f"e{c}" for c in codes])
+    t = pa.array((1_709_251_200 + rng.integers(0, 86400, n)) * 1_000_000, pa.timestamp("us", tz="UTC"))
+    vec = pa.FixedSizeListArray.from_arrays(pa.array(x.ravel()), d)
+    table = pa.table({"k": ids, "event_time": t, "cr": vec})
+    halves = [A.partial_of_samples(table.slice(a, b), "k", "cr", d, 1_709_337_600, TAU, "x") for a, b in
+              [(0, 700), (700, n)]]
+    final = A.final_of_partials(pa.Table.from_batches(halves), d, "none", exact_state=True)
+    got = by_id(pa.table({"entity_id": final["entity_id"], "s": final["decayed_sum"]}), "s")
+    wt = np.exp((t.cast(pa.int64()).to_numpy() / 1e6 - 1_709_337_600) / TAU)
+    for c in range(k):
+        np.testing.assert_allclose(got[f"e{c}"], (x[codes == c].astype(np.float64) * wt[codes == c, None]).sum(0),
+                                   rtol=1e-10, atol=1e-10)
+    counts = dict(zip(final["entity_id"].to_pylist(), final["sample_count"].to_pylist()))
+    assert counts == {f"e{c}": int((codes == c).sum()) for c in range(k)}
+
+
+def _rewrite(folder, table: pa.Table) -> None:
+    import pyarrow.parquet as pq
+
+    for f in folder.glob("part-*.parquet"):
+        f.unlink()
+    half = table.num_rows // 2
+    pq.write_table(table.slice(0, half), folder / "part-00000.parquet")
+    pq.write_table(table.slice(half), folder / "part-00001.parquet")
+
+
+def test_bad_sample_rows_are_rejected_and_nothing_is_committed(tmp_path, spark):
+    """Timestamps outside the day, vectors of the wrong length and null ids in the
+    extraction output: an error naming the row count and an example id, no table written."""
+    day0 = int(datetime(2024, 3, 1, tzinfo=timezone.utc).timestamp() * 1e6)
+    cases = {
+        "outside": (lambda t: t.set_column(t.schema.get_field_index("event_time"), "event_time",
+                                           pa.array([day0 - 1, day0 + 86_400_000_000] + [day0 + 5] * (t.num_rows - 2),
+                                                    pa.timestamp("us", tz="UTC"))),
+                    ValueError, r"2 sample\(s\) have event_time outside their day \(UTC\), e\.g\. user_id="),
+        "length": (lambda t: t.set_column(t.schema.get_field_index("cr"), "cr",
+                                          pa.array([[1.0, 2.0, 3.0]] + [[1.0, 2.0, 3.0, 4.0]] * (t.num_rows - 1),
+                                                   pa.list_(pa.float32()))),
+                   ValueError, r"1 row\(s\) have a null vector or one whose length is not 4, e\.g\. id="),
+        "null id": (lambda t: t.set_column(t.schema.get_field_index("user_id"), "user_id",
+                                           pa.array([None, None] + t["user_id"].to_pylist()[2:])),
+                    PublishError, r"1 row\(s\) have a null entity_id"),
+    }
+    for case, (corrupt, err, msg) in cases.items():
+        folder, table = make_samples(tmp_path / case.replace(" ", "_"), "2024-03-01", n=10, seed=3)
+        _rewrite(folder, corrupt(table))
+        tables = tmp_path / case.replace(" ", "_") / "tables"
+        with pytest.raises(err, match=msg):
+            aggregate_day(folder, tables, "2024-03-01", fake_manifest(), spark=spark)
+        for name in REPRESENTATION_TABLES:
+            assert delta_io.list_days(tables / name) == [], (case, name)

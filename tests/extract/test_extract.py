@@ -186,6 +186,18 @@ def test_bad_input_fails_before_any_output(tiny_run, tmp_path):
     assert not (tmp_path / "samples").exists()
 
 
+def test_gpus_that_the_cluster_lacks_fail_before_any_output(tiny_run, ray_cluster, tmp_path):
+    """num_gpus > 0 on a cluster without GPUs: a clear error (Ray Data would wait forever)."""
+    import ray
+
+    if ray.cluster_resources().get("GPU", 0) >= 1:
+        pytest.skip("this cluster has a GPU")
+    layout, ckpt, days = tiny_run
+    with pytest.raises(ValueError, match=r"num_gpus=1 per actor, but the Ray cluster has 0 GPU"):
+        extract_day(ckpt, layout.log, days[0], tmp_path / "samples" / "ds=x", ExtractConfig(num_gpus=1))
+    assert not (tmp_path / "samples").exists()
+
+
 def test_extract_then_aggregate_end_to_end(extracted, spark):
     from pretrain import load_checkpoint
 
@@ -204,3 +216,84 @@ def test_extract_then_aggregate_end_to_end(extracted, spark):
     assert set(vec) == set(ref)
     for e, v in ref.items():
         np.testing.assert_allclose(vec[e], v, rtol=1e-5, atol=1e-5)
+
+
+def test_health_merges_shard_sums_like_a_numpy_reference(extracted, tmp_path):
+    """``_health.json`` (merged from the actor's per-shard sums) equals numpy over all rows,
+    and equals the health recomputed from the shards alone (a shard without a stats file)."""
+    from extract.health import VectorAccumulator, samples_health, vector_stats
+    from pretrain.metrics import effective_rank
+
+    layout, ckpt, days, results = extracted
+    r = results[0]
+    health = json.loads((r.out_dir / "_health.json").read_text())
+    assert not (r.out_dir / "_stats").exists()  # merged, then removed
+    out = _rows(r.out_dir, r.shards)
+    assert health["users"] == len(set(out["user_id"].to_pylist()))
+    assert health["items"] == len(set(out["item_id"].to_pylist()))
+    assert health["coverage_rows"] == 1.0 and health["log_rows"] == r.rows
+    for col in ("ur", "ir", "cr"):
+        x = _mat(out, col).astype(np.float64)
+        norms = np.linalg.norm(x, axis=1)
+        got = health["columns"][col]
+        assert got["rows"] == len(x) and got["nan_inf_rows"] == 0 and got["zero_rows"] == 0
+        np.testing.assert_allclose([got["norm_mean"], got["norm_std"], got["norm_min"], got["norm_max"]],
+                                   [norms.mean(), norms.std(), norms.min(), norms.max()], rtol=1e-9)
+        assert got["effective_rank"] == pytest.approx(effective_rank(x[:4096]), rel=1e-9)
+    dims = read_marker(r.out_dir).dims
+    again = samples_health(r.out_dir, dims, r.rows, shards=r.shards)  # no _stats: recomputed
+    assert {k: v for k, v in again.items() if k != "columns"} == {k: v for k, v in health.items() if k != "columns"}
+    for c in dims:
+        for k, v in health["columns"][c].items():
+            assert again["columns"][c][k] == pytest.approx(v, rel=1e-9), (c, k)
+    # NaN/inf and all-zero rows, accumulated in pieces and merged, vs one numpy pass
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(50, 4))
+    x[3, 1], x[7, 0], x[9] = np.nan, np.inf, 0.0
+    acc = VectorAccumulator()
+    for part in (x[:20], x[20:]):
+        piece = VectorAccumulator()
+        piece.update(part.astype(np.float32))
+        acc.merge(VectorAccumulator.from_state(json.loads(json.dumps(piece.state()))))
+    ref = vector_stats(x.astype(np.float32).astype(np.float64))
+    got = acc.summary(4)
+    assert got["nan_inf_rows"] == ref["nan_inf_rows"] == 2 and got["zero_rows"] == ref["zero_rows"] == 1
+    for k in ("norm_mean", "norm_std", "norm_min", "norm_max"):
+        assert got[k] == pytest.approx(ref[k], rel=1e-6)
+    empty = VectorAccumulator.from_state(json.loads(json.dumps(VectorAccumulator().state())))
+    assert empty.summary(4)["rows"] == 0 and np.isnan(empty.summary(4)["norm_mean"])
+
+
+def test_a_run_of_slices_is_streamed_once_and_resumes_inside_the_run(tiny_run, tmp_path):
+    """The actor (in-process, no Ray) streams the slices of one row group in one pass: the
+    shards equal those of one unit at a time, also when shards in the middle already exist."""
+    from extract.worker import ExtractWorker, runs_of
+    from pretrain import load_checkpoint
+
+    layout, ckpt, days = tiny_run
+    uri = delta_io.day_file_uris(layout.log, days[0])[0]
+    src = pq.read_table(uri)
+    f = tmp_path / "big.parquet"
+    pq.write_table(src, f, row_group_size=src.num_rows)  # ONE row group, sliced into 7 units
+    units, _ = plan_units([str(f)], 45)
+    layer = load_checkpoint(ckpt).manifest.default_cr_layer
+    worker = ExtractWorker(str(ckpt), [layer], batch_size=32, torch_threads=1)  # batches straddle units
+    one, run = tmp_path / "one", tmp_path / "run"
+    one.mkdir(), run.mkdir()
+    for u in units:
+        worker.run_unit(u["uri"], u["row_groups"], u["start"], u["stop"], u["shard"], str(one))
+    todo = [{**u, "out": str(run)} for u in units]
+    assert len(runs_of(todo)) == 1 and len(todo) == 7
+    shutil.copy(one / units[2]["shard"], run / units[2]["shard"])  # done by a killed run
+    shutil.copy(one / units[3]["shard"], run / units[3]["shard"])
+    assert worker.run_units(todo) == [u["stop"] - u["start"] for u in units]
+    assert sorted(p.name for p in run.glob("part-*")) == sorted(u["shard"] for u in units)
+    assert len(list((run / "_stats").glob("*.json"))) == 5 and not list(run.glob(".*.tmp"))
+    for u in units:
+        a, b = pq.read_table(run / u["shard"]), pq.read_table(one / u["shard"])
+        assert a.select(["user_id", "item_id", "event_time"]).equals(b.select(["user_id", "item_id", "event_time"]))
+        np.testing.assert_allclose(_mat(a, "cr"), _mat(b, "cr"), rtol=1e-5, atol=1e-6)
+    got = pa.concat_tables([pq.read_table(run / u["shard"]) for u in units])
+    assert got["user_id"].to_pylist() == src["user_id"].to_pylist()
+    # units of other row groups or files are separate runs
+    assert len(runs_of([*todo[:2], {**todo[2], "row_groups": [1]}])) == 2

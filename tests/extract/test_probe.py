@@ -9,8 +9,9 @@ import shutil
 import numpy as np
 import pytest
 
-from extract import ProbeConfig, probe_layers
-from extract.probe import fit_logistic, point_in_time_states
+from extract import ExtractConfig, ProbeConfig, extract_day, probe_layers
+from extract.probe import fit_logistic, point_in_time_states, record_default_layer
+from extract.samples import read_marker
 
 
 def test_point_in_time_states_equal_a_brute_force_loop():
@@ -81,3 +82,35 @@ def test_probe_scores_every_layer_and_records_the_best(tiny_run, ray_cluster, tm
     again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert again["chosen"] == res["chosen"] and not again["recorded"]
     assert [r["auc"] for r in again["layers"]] == pytest.approx([r["auc"] for r in res["layers"]])
+    # the daily job (layers: null) extracts the recorded layer; without a probe it extracted
+    # the LFM4Ads default, the penultimate MLP layer of the ad branch (tiny model: mlp_dims [16, 8])
+    import pyarrow.parquet as pq
+
+    assert before.default_cr_layer == "ad.mlp_1"
+    daily_cfg = ExtractConfig(rows_per_unit=1000, batch_size=300)
+    daily = extract_day(ckpt_copy, layout.log, days[1], tmp_path / "daily", daily_cfg)
+    assert daily.layers == [res["chosen"]] and read_marker(daily.out_dir).layers == {res["chosen"]: "cr"}
+    assert set(pq.read_table(daily.out_dir / daily.shards[0])["layer"].to_pylist()) == {res["chosen"]}
+    # a later choice changes the day's fingerprint: the finished day is recomputed with it
+    other = next(name for name in cr if name != res["chosen"])
+    record_default_layer(ckpt_copy, other)
+    redone = extract_day(ckpt_copy, layout.log, days[1], tmp_path / "daily", daily_cfg)
+    assert not redone.skipped and read_marker(redone.out_dir).layers == {other: "cr"}
+    with pytest.raises(KeyError, match="valid"):
+        record_default_layer(ckpt_copy, "ad.mlp_9")
+
+
+def test_auc_standard_error_matches_a_bootstrap():
+    from extract.probe import auc_standard_error
+    from pretrain.metrics import auc
+
+    rng = np.random.default_rng(2)
+    y = (rng.random(600) < 0.3).astype(float)
+    s = y * 0.8 + rng.normal(size=600)
+    a = auc(y, s)
+    boot = []
+    for _ in range(400):
+        i = rng.integers(0, 600, 600)
+        boot.append(auc(y[i], s[i]))
+    se = auc_standard_error(a, int(y.sum()), int(600 - y.sum()))
+    assert se == pytest.approx(np.std(boot), rel=0.2)

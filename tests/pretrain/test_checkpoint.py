@@ -112,3 +112,29 @@ def test_warm_start_needs_same_architecture(tmp_path):
     cfg = PretrainConfig.model_validate({"init_from": str(path), "model": {"ur_dim": 8}})
     with pytest.raises(ValueError, match="warm start needs the same architecture"):
         train_on_tables(cfg, SPEC, t, t, tmp_path, "toy")
+
+
+def test_write_failing_midway_publishes_nothing(tmp_path):
+    """A crash after model.pt and vocab.json were written (here: an extra file that cannot
+    be written) leaves neither the version nor its temp folder; latest stays the old one."""
+    good = _save(tmp_path, "v1", datetime(2026, 1, 1, tzinfo=timezone.utc))
+    t = toy_table(50)
+    enc = FeatureEncoder.fit(t, SPEC)
+    model = FoundationModel(ModelConfig(), SPEC, enc.vocab_sizes)
+    manifest = load_checkpoint(good).manifest.model_copy(update={"model_version": "v2"})
+    with pytest.raises(FileNotFoundError):
+        save_checkpoint(tmp_path, model, enc, manifest, {"no_such_dir/diag.json": b"{}"})
+    assert not (tmp_path / "v2").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp")]
+    assert latest_checkpoint(tmp_path) == good
+
+
+def test_warm_start_from_another_schema_is_refused(tmp_path):
+    from pretrain import PretrainConfig
+    from pretrain.train import train_on_tables
+
+    path = _save(tmp_path, "v1")
+    other = DatasetSpec.model_validate({**SPEC.model_dump(), "user_features": ["age"]})
+    t = toy_table(50).drop_columns(["city"])
+    with pytest.raises(CheckpointError, match="does not match"):
+        train_on_tables(PretrainConfig(init_from=str(path)), other, t, t, tmp_path, "toy")

@@ -28,3 +28,16 @@ def test_invalid_values():
         ModelConfig(d_model=30, num_heads=4)
     with pytest.raises(ValueError, match="pairwise_alpha"):
         TrainConfig(pairwise_alpha={"click": 1.5})
+
+
+@pytest.mark.parametrize("name", ["demo.yaml", "movielens.yaml"])
+def test_shipped_run_configs_train_the_full_model(name):
+    """The demo (and MovieLens) chain trains the full model: sequence encoder on, BFTS
+    (full attention below, sliding above), NLIR, two branches with cross layers."""
+    import yaml
+
+    section = (yaml.safe_load((ROOT / "configs" / name).read_text()) or {}).get("pretrain") or {}
+    cfg = PretrainConfig.model_validate(section)
+    m = cfg.model
+    assert m == ModelConfig(), "the shipped run config should not ablate the model"
+    assert m.use_sequence and m.nlir != "off" and 0 < m.bfts_full_layers < m.user_layers and m.cross_layers > 0

@@ -96,6 +96,23 @@ def test_bad_label_names_column_and_row(table, bad):
         enc.encode(t)
 
 
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_non_finite_feature_names_column_and_row(table, bad):
+    """An id column stored as float: NaN/inf is refused at fit and at encode (a null is OOV)."""
+    ages = [float(i % 5) for i in range(table.num_rows)]
+    good = table.set_column(table.column_names.index("age"), "age", pa.array(ages, type=pa.float64()))
+    enc = FeatureEncoder.fit(good, SPEC)
+    ages[11] = bad
+    t = good.set_column(good.column_names.index("age"), "age", pa.array(ages, type=pa.float64()))
+    with pytest.raises(ValueError, match=r"feature column 'age'.*row 11 is not finite"):
+        enc.encode(t)
+    with pytest.raises(ValueError, match=r"feature column 'age'.*row 11"):
+        FeatureEncoder.fit(t, SPEC)
+    ages[11] = None
+    t = good.set_column(good.column_names.index("age"), "age", pa.array(ages, type=pa.float64()))
+    assert int(enc.encode(t)["age"][11]) == 0
+
+
 def test_unknown_scenario_and_sample_type(table):
     enc = FeatureEncoder.fit(table, SPEC)
     s = table["scenario"].to_pylist()

@@ -1,7 +1,9 @@
-"""Ray Train on a small generated log: a failed run publishes nothing, the rerun resumes from
-the last epoch checkpoint, ends bit-identical to an uninterrupted (plain-loop) run of the
-same code, writes a loadable checkpoint whose manifest validates, and learns the planted
-signal. Two TorchTrainer runs in all (each pays ~25 s of Ray Train start-up)."""
+"""Ray Train on a small generated log, the training rows streamed through Ray Data: a failed
+run publishes nothing, the rerun resumes from the last epoch checkpoint, ends bit-identical
+to an uninterrupted (plain-loop) run of the same code over the same rows in stream order,
+writes a loadable checkpoint whose manifest validates, and learns the planted signal; a
+warm start on the next day starts from those weights and records the lineage. Three
+TorchTrainer runs in all (each pays ~25 s of Ray Train start-up)."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from contracts.checkpoint import MANIFEST_FILE, WEIGHTS_FILE
 from datasources import GeneratorConfig, generate_log, log_days, read_log, read_log_spec
 from pretrain import FeatureEncoder, PretrainConfig, latest_checkpoint, load_checkpoint, train_foundation_model
 from pretrain.data import to_arrays
+from pretrain.stream import log_files_for_days, read_in_stream_order
 from pretrain.train import RUNS_DIR, fit_plain
 
 pytestmark = pytest.mark.slow
@@ -28,12 +31,13 @@ CFG = PretrainConfig.model_validate(
 
 @pytest.fixture(scope="module")
 def log(tmp_path_factory) -> tuple[Path, list[str], list[str]]:
+    """Days 1-2 train, day 3 validates; day 4 is the warm start's validation day."""
     path = tmp_path_factory.mktemp("pretrain") / "log"
-    gen = GeneratorConfig(num_users=300, num_items=150, days=3, rows_per_day=5000, seq_len=10,
+    gen = GeneratorConfig(num_users=300, num_items=150, days=4, rows_per_day=5000, seq_len=10,
                           num_cities=20, num_advertisers=30, seed=3)
     generate_log(gen, path)
     days = log_days(path)
-    return path, days[:-1], days[-1:]
+    return path, days[:2], days[2:3]
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +79,11 @@ def test_resumed_equals_uninterrupted_plain_run(log, resumed):
     spec = read_log_spec(path_)
     tr, va = read_log(path_, train), read_log(path_, valid)
     enc = FeatureEncoder.fit(tr, spec, CFG.train.min_count, CFG.train.max_vocab)
-    ref = fit_plain(CFG.model, CFG.train, spec, enc.vocab_sizes, to_arrays(enc.encode(tr)), to_arrays(enc.encode(va)))
+    # the rows in the order the Ray Data stream yields them (files in day, name order)
+    streamed = read_in_stream_order(log_files_for_days(path_, train))
+    assert streamed.num_rows == tr.num_rows
+    ref = fit_plain(CFG.model, CFG.train, spec, enc.vocab_sizes, to_arrays(enc.encode(streamed)),
+                    to_arrays(enc.encode(va)))
     got = torch.load(resumed[2] / WEIGHTS_FILE, weights_only=True)
     assert ref["best_state"].keys() == got.keys()
     for k in got:
@@ -86,3 +94,44 @@ def test_bad_day_split_is_refused(log, tmp_path):
     path_, train, valid = log
     with pytest.raises(ValueError, match="time split"):
         train_foundation_model(CFG, path_, tmp_path, valid, train)
+
+
+@pytest.fixture(scope="module")
+def warm(log, resumed):
+    """Warm start on day 3 (validated on day 4) from the checkpoint trained on days 1-2."""
+    path_, _, _ = log
+    root, base_manifest, base_path, _ = resumed
+    days = log_days(path_)
+    cfg = CFG.model_copy(update={"init_from": str(base_path), "model_version": "v-warm",
+                                 "train": CFG.train.model_copy(update={"epochs": 1})})
+    manifest, path = train_foundation_model(cfg, path_, root, days[2:3], days[3:4])
+    return cfg, base_manifest, base_path, manifest, path, days
+
+
+def test_warm_start_records_lineage_and_keeps_old_vocabulary(warm):
+    _, base_manifest, base_path, manifest, path, days = warm
+    assert manifest.lineage == [f"v-test {base_manifest.data_version}"]
+    assert f"train={days[2]}..{days[2]}" in manifest.data_version
+    assert latest_checkpoint(path.parent) == path
+    old, new = load_checkpoint(base_path).encoder, load_checkpoint(path).encoder
+    for col, values in old.vocabs.items():  # old ids keep their index (aligned with the old rows)
+        assert new.vocabs[col][: len(values)] == values, col
+
+
+def test_warm_start_starts_from_the_old_weights(log, warm):
+    """Equal bit for bit to a plain warm-started run from the old weights, and unlike a
+    cold start with the same seed: the run began from the checkpoint, not from scratch."""
+    path_, _, _ = log
+    cfg, _, base_path, _, path, days = warm
+    base = load_checkpoint(base_path)
+    spec = read_log_spec(path_)
+    tr, va = read_log(path_, days[2:3]), read_log(path_, days[3:4])
+    enc = base.encoder.extend(tr, cfg.train.min_count, cfg.train.max_vocab)
+    tr_arr = to_arrays(enc.encode(read_in_stream_order(log_files_for_days(path_, days[2:3]))))
+    va_arr = to_arrays(enc.encode(va))
+    ref = fit_plain(cfg.model, cfg.train, spec, enc.vocab_sizes, tr_arr, va_arr, init_state=base.model.state_dict())
+    cold = fit_plain(cfg.model, cfg.train, spec, enc.vocab_sizes, tr_arr, va_arr)
+    got = torch.load(path / WEIGHTS_FILE, weights_only=True)
+    for k in got:
+        torch.testing.assert_close(got[k], ref["best_state"][k], rtol=0, atol=0, msg=k)
+    assert any(not torch.equal(got[k], cold["best_state"][k]) for k in got)

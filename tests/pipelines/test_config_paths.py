@@ -1,0 +1,42 @@
+"""Run-root paths: local paths and file:// URIs; object-store URIs refused by name.
+Checkpoint reuse never picks a temp folder left by a killed save."""
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from contracts import RunLayout
+from pipelines import RunConfig
+from pipelines.run import _reusable_checkpoint
+
+
+def test_file_uri_root_is_the_local_path(tmp_path):
+    cfg = RunConfig.model_validate({"root": f"file://{tmp_path}/a%20b"})
+    assert cfg.root == tmp_path / "a b"
+    assert RunConfig.model_validate({"root": "file://localhost/tmp/x"}).root == Path("/tmp/x")
+    assert RunConfig.model_validate({"root": str(tmp_path)}).root == tmp_path
+
+
+@pytest.mark.parametrize("uri", ["s3://bucket/runs/demo", "gs://b/r", "abfss://c@a.dfs.core.windows.net/r"])
+def test_object_store_root_is_refused_naming_the_scheme(uri):
+    with pytest.raises(ValidationError, match=r"root[\s\S]*" + uri.split(":")[0] + r":// is not supported"):
+        RunConfig.model_validate({"root": uri})
+
+
+def test_file_uri_with_a_host_is_refused():
+    with pytest.raises(ValidationError, match="must name a local path"):
+        RunConfig.model_validate({"root": "file://otherhost/tmp/x"})
+
+
+def test_reusable_checkpoint_skips_temp_folders(tmp_path):
+    from contracts import config_hash
+
+    cfg = RunConfig.model_validate({"root": str(tmp_path)})
+    layout = RunLayout(tmp_path)
+    # a killed save leaves .tmp-<version>-<hex> with every file, manifest last
+    tmp = layout.checkpoints / ".tmp-v1-abcd"
+    tmp.mkdir(parents=True)
+    (tmp / "manifest.json").write_text('{"not": "read"}')
+    assert _reusable_checkpoint(layout, cfg, ["2026-01-01"]) is None
+    assert config_hash(cfg.pretrain)  # the lookup key exists for a default config
