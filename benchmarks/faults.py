@@ -55,6 +55,8 @@ from pathlib import Path
 DAYS = ["2026-01-01", "2026-01-02", "2026-01-03", "2026-01-04", "2026-01-05"]
 YESTERDAY, TODAY = DAYS[-2], DAYS[-1]
 
+CASES = ("kill_chain", "kill_pretrain", "corrupt_log_file", "bad_day", "concurrent")
+
 # Where the kill chain dies, in chain order. "before:S"/"after:S" wrap step S (after = the
 # work is done but the ledger still says running); the others die inside a step.
 KILL_CHAIN = [
@@ -342,6 +344,8 @@ def main(argv: list[str] | None = None) -> dict:
                     help="Reuse the clean runs a kept --workdir holds (for reruns of single cases).")
     a = ap.parse_args(argv)
     only = set(filter(None, a.only.split(",")))
+    if only - set(CASES):
+        ap.error(f"--only: unknown case(s) {sorted(only - set(CASES))}; cases are {list(CASES)}")
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
@@ -374,12 +378,15 @@ def main(argv: list[str] | None = None) -> dict:
     # --- the clean run: yesterday, then today ---------------------------------------------
     clean, after_yesterday = work / "clean", work / "after_yesterday"
     if a.reuse_clean and (work / "clean.done").is_file():
-        for case in ("kill_chain", "kill_pretrain", "corrupt_log_file", "bad_day", "concurrent"):
+        for case in CASES:
             if not only or case in only:
                 shutil.rmtree(work / case, ignore_errors=True)
     else:
-        for old in work.iterdir():
-            shutil.rmtree(old) if old.is_dir() else old.unlink()
+        for old in work.iterdir():  # only what an earlier run of this harness made
+            if old.is_dir() and old.name in ("clean", "after_yesterday", *CASES):
+                shutil.rmtree(old)
+            elif old.is_file() and old.suffix in (".log", ".yaml", ".done"):
+                old.unlink()
         rc_y = h.run(clean, ds=YESTERDAY)
         if rc_y != 0:
             raise SystemExit(f"clean run of {YESTERDAY} failed (exit {rc_y}); see {work}")
@@ -533,7 +540,7 @@ def main(argv: list[str] | None = None) -> dict:
         "runs": len(events),
         "workdir": str(work) if a.keep else None,
     }
-    if not a.keep:
+    if not a.keep and a.workdir is None:
         shutil.rmtree(work, ignore_errors=True)
     print(json.dumps(out))
     return out

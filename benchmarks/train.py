@@ -19,7 +19,7 @@ first epoch starts, plus validation and checkpoints) is reported separately as
 ``startup_s_*`` = wall - training time. ``*_steady`` counts epochs after the first only
 (the first also pays the Ray Data worker processes' start-up).
 
-    python -m benchmarks.train [--rows 100000] [--epochs 2] [--plain-threads 2] [--batch-size 512]
+    python -m benchmarks.train [--rows 100000] [--epochs 2] [--plain-threads 2] [--batch-size 512] [--ray-niceness 0]
 
 Last stdout line: JSON with rows, samples_per_s_plain, samples_per_s_ray_1w,
 samples_per_s_ray_2w, ratio_ray_best_over_plain (all epochs) and
@@ -45,9 +45,15 @@ def main() -> None:
     ap.add_argument("--plain-threads", type=int, default=os.cpu_count() or 2, help="threads of plain_mt; 0 skips it")
     ap.add_argument("--batch-size", type=int, default=512)
     ap.add_argument("--skip", nargs="*", default=[], choices=["plain", "ray_1w", "ray_2w"])
+    ap.add_argument("--ray-niceness", type=int, default=0,
+                    help="niceness of Ray's worker processes (Ray's own default is 15; 0 = the plain loop's)")
     args = ap.parse_args()
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    # Ray starts its worker processes (the Train workers included) at nice 15: on a busy
+    # machine they then lose the CPU to every normal process and the comparison measures
+    # the scheduler, not Ray. The raylet reads this from its environment at ray.init.
+    os.environ["RAY_worker_niceness"] = str(args.ray_niceness)
     from datasources import GeneratorConfig, generate_log, log_days, read_log, read_log_spec
     from engines import ensure_ray
     from pretrain import FeatureEncoder, PretrainConfig
@@ -75,8 +81,8 @@ def main() -> None:
                 "epochs": args.epochs, "batch_size": args.batch_size, "patience": args.epochs,
                 "num_workers": workers, "cpus_per_worker": 1, "torch_threads": threads, "diagnostics": False}})
 
-        out: dict[str, float | int] = {"rows": tr.num_rows, "epochs": args.epochs,
-                                       "plain_threads": args.plain_threads, "batch_size": args.batch_size}
+        out: dict[str, float | int] = {"rows": tr.num_rows, "epochs": args.epochs, "plain_threads": args.plain_threads,
+                                       "batch_size": args.batch_size, "ray_niceness": args.ray_niceness}
 
         def record(name: str, state: dict, wall: float) -> None:
             train_s = sum(h["seconds"] for h in state["history"])

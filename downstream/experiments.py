@@ -287,6 +287,10 @@ def _nan_low(x: float) -> float:
     return -math.inf if math.isnan(x) else x
 
 
+def _span(days: list[str]) -> str:
+    return f"{days[0]}..{days[-1]} ({len(days)} days)" if len(days) > 1 else f"{days[0]}"
+
+
 def _write_transfer_report(out: Path, result: dict, spec: DatasetSpec, tasks: list[str]) -> None:
     out.mkdir(parents=True, exist_ok=True)
     rows = {s: r for s, r in result["table"].items() if "methods" in r}
@@ -295,8 +299,8 @@ def _write_transfer_report(out: Path, result: dict, spec: DatasetSpec, tasks: li
         f"# Transfer table: {result['dataset']}",
         "",
         f"Test AUC ({', '.join(tasks)}), mean ± std over seeds {result['seeds']}. "
-        f"Time split: train {result['days']['train'][0]}..{result['days']['train'][-1]}, "
-        f"valid {result['days']['valid']}, test {result['days']['test']}.",
+        f"Time split: train {_span(result['days']['train'])}, valid {_span(result['days']['valid'])}, "
+        f"test {_span(result['days']['test'])}.",
         "",
     ]
     for task in tasks:

@@ -23,7 +23,6 @@ already true of any path Spark itself reads.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +38,7 @@ PARTIAL_DDL = "entity_id string, s binary, n bigint, last_t timestamp"
 CR_DDL = "entity_id string, vector array<float>, updated_at timestamp, sample_count bigint, decayed_sum array<{}>"
 SAMPLES, STATE = 0, 1
 NOTHING = "nothing published"
+OUT_BATCH = 65_536  # rows per Arrow batch handed back to Spark
 
 
 def bad_input(error: BaseException) -> str | None:
@@ -260,7 +260,10 @@ def decayed_cr_rows(spark, sample_uris: list[str], key: str, col: str, dim: int,
     def final(batches):
         batches = [b for b in batches if b.num_rows]
         if batches:
-            yield final_of_partials(pa.Table.from_batches(batches), dim, normalisation, exact_state)
+            # one partition's partials are summed at once: size ``partitions`` so they fit a worker
+            out = final_of_partials(pa.Table.from_batches(batches), dim, normalisation, exact_state)
+            for off in range(0, out.num_rows, OUT_BATCH):
+                yield out.slice(off, OUT_BATCH)
 
     _ship_by_value()
     parts = partitions or int(spark.conf.get("spark.sql.shuffle.partitions"))
@@ -281,7 +284,3 @@ def _ship_by_value() -> None:
     from pyspark import cloudpickle
 
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
-
-
-def decay_between(cutoff: float, prev_cutoff: float, tau: float) -> float:
-    return math.exp(-(cutoff - prev_cutoff) / tau)

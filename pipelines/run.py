@@ -246,7 +246,8 @@ def run_pipeline(
     the same config is skipped (its outputs restored) unless ``force``, so a killed run
     resumes at its first unfinished step. Steps the asked-for ones depend on (ingest,
     pretrain) are reused or run. ``on_start(step, chain)`` is called before each step
-    (``chain``: the steps this call runs, in order), ``on_step(step, seconds)`` after it.
+    (``chain``: the steps this call runs, in order), ``on_step(step, seconds)`` after it
+    (seconds 0.0 for a step reused from the ledger).
     """
     from pipelines.ledger import Ledger
     from pipelines.lock import ds_lock
@@ -284,6 +285,8 @@ def run_pipeline(
                     st.timings[name] = 0.0
                     log.info("step %s already done for ds=%s: reused", name, st.ds,
                              extra={"ds": st.ds, "step": name, "event": "reused"})
+                    if on_step:
+                        on_step(name, 0.0)
                     continue
             if name != "ingest":
                 ledger.start(st.ds, name, hashes[name], {"config_hash": hashes[name], "split": st.split,
