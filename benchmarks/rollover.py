@@ -114,6 +114,8 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     ap.add_argument("--no-centre", action="store_true")
     ap.add_argument("--no-scale", action="store_true")
+    ap.add_argument("--weight", choices=["none", "sample_count"], default=None,
+                    help="Procrustes fit weights (default: RolloverConfig's).")
     ap.add_argument("--workdir", type=Path, default=None)
     args = ap.parse_args()
 
@@ -140,7 +142,8 @@ def main() -> None:
     old_tables, new_tables = RunLayout(work / "v1").root / "tables", RunLayout(work / "v2").root / "tables"
 
     t1 = time.perf_counter()
-    rcfg = RolloverConfig(centre=not args.no_centre, scale=not args.no_scale, force=True)  # defaults otherwise
+    rcfg = RolloverConfig(centre=not args.no_centre, scale=not args.no_scale, force=True,
+                          **({"weight": args.weight} if args.weight else {}))  # defaults otherwise
     published = sorted(st_new.published)
     aligned = {name: {d: publish_aligned(new_tables, name, d, "v2", "v1", rcfg, old_tables_root=old_tables)
                       for d in published} for name in TABLES}

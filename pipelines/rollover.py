@@ -73,6 +73,9 @@ class RolloverConfig(StrictModel):
     method: Literal["procrustes", "least_squares"] = Field(
         "procrustes", description="procrustes: (scaled) orthogonal map; least_squares: any linear map (see docs)."
     )
+    weight: Literal["none", "sample_count"] = Field(
+        "none", description="Weight each fitting entity by its sample_count (the rows it stands for) instead of 1."
+    )
     tables: list[str] = Field(
         default_factory=lambda: ["user_ur", "item_ir", "user_cr", "item_cr"], description="Tables to align."
     )
@@ -151,14 +154,19 @@ class AlignMap:
 
 
 def fit_procrustes(
-    old: np.ndarray, new: np.ndarray, centre: bool = True, scale: bool = False, method: str = "procrustes"
+    old: np.ndarray, new: np.ndarray, centre: bool = True, scale: bool = False, method: str = "procrustes",
+    weights: np.ndarray | None = None,
 ) -> AlignMap:
     """Orthogonal (semi-orthogonal when dims differ) map from ``new`` [N, d_new] onto
     ``old`` [N, d_old]; row i of both is the same entity.
 
     ``method="least_squares"``: an unconstrained linear W = argmin ||A W - B||_F instead
     (lower residual, but neither angles nor norms are kept, and it needs N >> d_new);
-    ``scale`` is then ignored."""
+    ``scale`` is then ignored.
+
+    ``weights`` [N] (>= 0, not all 0): minimise sum_i w_i ||s (a_i W) - b_i||^2 instead,
+    with weighted means (the SVD of A^T diag(w) B). The reported residual stays the
+    unweighted one, so ``max_residual`` means the same with or without weights."""
     old = np.asarray(old, dtype=np.float64)
     new = np.asarray(new, dtype=np.float64)
     if old.ndim != 2 or new.ndim != 2 or old.shape[0] != new.shape[0]:
@@ -167,18 +175,26 @@ def fit_procrustes(
         raise ValueError(f"fit_procrustes: need at least 2 shared entities, got {old.shape[0]}")
     if not (np.isfinite(old).all() and np.isfinite(new).all()):
         raise ValueError("fit_procrustes: NaN/inf in the input vectors")
-    mu_old = old.mean(axis=0) if centre else np.zeros(old.shape[1])
-    mu_new = new.mean(axis=0) if centre else np.zeros(new.shape[1])
+    if weights is None:
+        wt = np.full(old.shape[0], 1.0 / old.shape[0])
+    else:
+        wt = np.asarray(weights, dtype=np.float64).reshape(-1)
+        if wt.shape[0] != old.shape[0] or not np.isfinite(wt).all() or (wt < 0).any() or wt.sum() <= 0:
+            raise ValueError(f"fit_procrustes: weights must be {old.shape[0]} finite values >= 0, not all 0")
+        wt = wt / wt.sum()
+    mu_old = wt @ old if centre else np.zeros(old.shape[1])
+    mu_new = wt @ new if centre else np.zeros(new.shape[1])
     a, b = new - mu_new, old - mu_old
     if method not in ("procrustes", "least_squares"):
         raise ValueError(f"fit_procrustes: method {method!r}, expected 'procrustes' or 'least_squares'")
-    u, sv, vt = np.linalg.svd(a.T @ b, full_matrices=False)  # u [d_new, k], vt [k, d_old]
+    u, sv, vt = np.linalg.svd((a * wt[:, None]).T @ b, full_matrices=False)  # u [d_new, k], vt [k, d_old]
     w = u @ vt
     s = 1.0
     if method == "least_squares":
-        w = np.linalg.lstsq(a, b, rcond=None)[0]
+        r = np.sqrt(wt)[:, None]
+        w = np.linalg.lstsq(a * r, b * r, rcond=None)[0]
     elif scale:
-        na = float(np.sum(a * a))
+        na = float(np.sum(wt[:, None] * a * a))
         s = float(sv.sum() / na) if na > 0 else 1.0
     denom = float(np.linalg.norm(b))
     residual = float(np.linalg.norm(s * (a @ w) - b) / denom) if denom > 0 else 0.0
@@ -321,8 +337,11 @@ def publish_aligned(
             f"({new_model_version}, ds={fit_new['ds'][0].as_py()}) snapshots, need min_shared_entities="
             f"{cfg.min_shared_entities}; nothing published"
         )
+    weights = None
+    if cfg.weight == "sample_count":  # the rows each entity stands for, in the day the map is fitted on
+        weights = np.asarray(fit_new["sample_count"].to_numpy(), dtype=np.float64)[inew]
     amap = fit_procrustes(_vectors(old_snap)[io], _vectors(fit_new)[inew], centre=cfg.centre, scale=cfg.scale,
-                          method=cfg.method)
+                          method=cfg.method, weights=weights)
     if amap.residual > cfg.max_residual:
         raise RolloverError(
             f"{name} ds={ds}: alignment residual {amap.residual:.4f} of {new_model_version} onto {old_model_version} "

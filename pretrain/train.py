@@ -22,9 +22,9 @@ import json
 import math
 import shutil
 import tempfile
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np

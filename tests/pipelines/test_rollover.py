@@ -252,3 +252,24 @@ def test_least_squares_option_matches_numpy_lstsq():
     assert m.residual < fit_procrustes(old, new, centre=True, scale=True).residual
     with pytest.raises(ValueError, match="method"):
         fit_procrustes(old, new, method="cca")
+
+
+def test_weighted_fit_equals_the_fit_on_repeated_rows():
+    """Integer weights = each row repeated that many times (an independent reference)."""
+    from pipelines.rollover import fit_procrustes
+
+    rng = np.random.default_rng(3)
+    new = rng.normal(size=(60, 5))
+    old = new @ np.linalg.qr(rng.normal(size=(5, 4)))[0][:, :4] * 1.7 + rng.normal(scale=0.5, size=(60, 4)) + 2.0
+    w = rng.integers(1, 6, size=60)
+    fit = fit_procrustes(old, new, centre=True, scale=True, weights=w)
+    ref = fit_procrustes(np.repeat(old, w, axis=0), np.repeat(new, w, axis=0), centre=True, scale=True)
+    np.testing.assert_allclose(fit.w, ref.w, atol=1e-10)
+    np.testing.assert_allclose(fit.scale, ref.scale, atol=1e-10)
+    np.testing.assert_allclose(fit.apply(new), ref.apply(new), atol=1e-9)
+    uniform = fit_procrustes(old, new, centre=True, scale=True, weights=np.ones(60))
+    plain = fit_procrustes(old, new, centre=True, scale=True)
+    np.testing.assert_allclose(uniform.w, plain.w, atol=1e-12)
+    assert uniform.residual == pytest.approx(plain.residual)
+    with pytest.raises(ValueError, match="weights"):
+        fit_procrustes(old, new, weights=np.zeros(60))
