@@ -261,7 +261,8 @@ def _transfer_summary(table: dict, spec: DatasetSpec, dcfg: DownstreamConfig, sc
         b = srow["best_method"]
         b_auc = srow["methods"][b]["test_auc"][click]
     else:
-        v_auc = b_auc = float("nan")
+        # The smallest scenario was not among those run: null, not NaN (which is not JSON).
+        v_auc = b_auc = None
         b = None
     result = {
         "dataset": spec.name,
@@ -272,7 +273,7 @@ def _transfer_summary(table: dict, spec: DatasetSpec, dcfg: DownstreamConfig, sc
         "vanilla_auc": v_auc,
         "best_transfer_auc": b_auc,
         "best_method": b,
-        "lift": b_auc - v_auc,
+        "lift": None if b_auc is None else b_auc - v_auc,
         "days": {"train": tr, "valid": va, "test": te},
         "table": table,
     }
@@ -310,11 +311,12 @@ def _write_transfer_report(out: Path, result: dict, spec: DatasetSpec, tasks: li
             cells = [_pm(r["methods"][m], task) if m in r["methods"] else "" for r in rows.values()]
             lines.append(f"| {m} | " + " | ".join(cells) + " |")
         lines.append("")
+    small = (f"Smallest scenario {result['small_scenario']}: not run." if result["lift"] is None else
+             f"Smallest scenario {result['small_scenario']}: vanilla {result['vanilla_auc']:.4f}, best "
+             f"{result['best_method']} {result['best_transfer_auc']:.4f} (lift {result['lift']:+.4f}).")
     lines += [
         f"Scenarios where the best transfer method beats vanilla by more than one (pooled) std: "
-        f"{result['scenarios_improved']} of {len(rows)}. Smallest scenario {result['small_scenario']}: vanilla "
-        f"{result['vanilla_auc']:.4f}, best {result['best_method']} {result['best_transfer_auc']:.4f} "
-        f"(lift {result['lift']:+.4f}).",
+        f"{result['scenarios_improved']} of {len(rows)}. {small}",
         "",
     ]
     (out / "transfer.md").write_text("\n".join(lines))
