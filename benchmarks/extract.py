@@ -350,7 +350,7 @@ def main() -> None:
     ensure_ray(num_cpus=os.cpu_count(), object_store_gb=1.0)
     cfg = ExtractConfig(batch_size=a.batch_size, actor_pool_size=a.pool, num_cpus=a.cpus_per_actor,
                         torch_threads=max(1, a.threads // a.pool), rows_per_unit=a.rows_per_unit, force=True)
-    loops, rays, actor_rss, health_s = [], [], 0.0, 0.0
+    loops, rays, actor_rss, phases = [], [], 0.0, []
     for _ in range(a.repeats):
         t0 = time.perf_counter()
         loop_n = plain_loop(ckpt, uris, work / "loop", a.batch_size, a.loop_rows)
@@ -361,6 +361,7 @@ def main() -> None:
         ray_s = time.perf_counter() - t0
         assert sum(r.rows for r in res.values()) == n and (a.loop_rows or loop_n == n)
         rays.append(n / ray_s)
+        phases.append(next(iter(res.values())).phases)
         actor_rss = max(actor_rss, max(r.worker_peak_rss_mb for r in res.values()))
     rps, loop_rps = max(rays), max(loops)
     driver_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -376,6 +377,7 @@ def main() -> None:
         "ray_seconds_best": round(n / rps, 2), "pool": a.pool, "cpus_per_actor": a.cpus_per_actor,
         "threads": a.threads, "batch_size": a.batch_size, "rows_per_unit": a.rows_per_unit,
         "shards": sum(len(r.shards) for r in res.values()), "build_s": round(build_s, 1),
+        "ray_phases_best": phases[rays.index(rps)],
         "load_avg_1m_start": round(load_start, 2), "load_avg_1m_end": round(os.getloadavg()[0], 2),
         "note": "peak_rss_mb = max(driver, Ray actor); forward/naive (and loop when loop_rows_measured < rows) "
                 "are rates on a prefix of the log",

@@ -78,3 +78,32 @@ def numpy_decayed(tables: list[pa.Table], key: str, cutoff: float, tau: float) -
             t_prev = ts[k]
         out[e] = state * np.exp(-(cutoff - t_prev) / tau)
     return out
+
+
+def tiny_checkpointed_run(root: Path, model_version: str, num_users: int, num_items: int, rows_per_day: int,
+                          seq_len: int):
+    """A 2-day generated log under ``RunLayout(root)`` and an untrained (random-weight) checkpoint
+    saved through pretrain's save path: extraction needs a real checkpoint folder, not a trained
+    model. Returns ``(layout, checkpoint_dir, manifest, days)``."""
+    from datetime import date
+
+    from contracts import RunLayout
+    from datasources import GeneratorConfig, generate_log, read_log
+    from pretrain import FeatureEncoder, FoundationModel, ModelConfig
+    from pretrain.checkpoint import save_checkpoint
+
+    layout = RunLayout(root)
+    gen = GeneratorConfig(num_users=num_users, num_items=num_items, days=2, rows_per_day=rows_per_day,
+                          seq_len=seq_len, windows_per_day=2, start_date=date(2026, 1, 1))
+    spec = generate_log(gen, layout.log)
+    encoder = FeatureEncoder.fit(read_log(layout.log), spec, 1, None)
+    mcfg = ModelConfig(embed_dim=8, d_model=8, num_heads=2, user_layers=1, ur_dim=8, ir_dim=8,
+                       item_hidden=16, cross_layers=1, mlp_dims=[16, 8])
+    model = FoundationModel(mcfg, spec, encoder.vocab_sizes).eval()
+    manifest = CheckpointManifest(
+        model_version=model_version, created_at=datetime.now(timezone.utc), dataset=spec.canonical(),
+        model_config_data=mcfg.model_dump(mode="json"), config_hash=model_version, data_version="test",
+        vocab_sizes=encoder.vocab_sizes, layers=model.layer_infos(), default_cr_layer=model.default_cr_layer,
+    )
+    ckpt = save_checkpoint(layout.checkpoints, model, encoder, manifest)
+    return layout, ckpt, manifest, ["2026-01-01", "2026-01-02"]

@@ -1,6 +1,5 @@
 """End to end: a small generated log through every stage, on the real engines."""
 
-import json
 import subprocess
 import sys
 

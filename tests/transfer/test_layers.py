@@ -5,39 +5,24 @@ plain-loop decayed sum."""
 from __future__ import annotations
 
 import math
-from datetime import date, datetime, timezone
+from datetime import datetime, timezone
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from contracts import CheckpointManifest, RunLayout
+from contracts import RunLayout
+from tests.extract.helpers import tiny_checkpointed_run
 
 TAU = 7 * 86400.0
 
 
 @pytest.fixture(scope="module")
 def run_with_daily_tables(tmp_path_factory, ray_cluster, spark):
-    from datasources import GeneratorConfig, generate_log, read_log
     from extract import AggregateConfig, ExtractConfig, aggregate_day, extract_days
-    from pretrain import FeatureEncoder, FoundationModel, ModelConfig
-    from pretrain.checkpoint import save_checkpoint
 
-    layout = RunLayout(tmp_path_factory.mktemp("layers"))
-    gen = GeneratorConfig(num_users=40, num_items=30, days=2, rows_per_day=200, seq_len=4,
-                          windows_per_day=2, start_date=date(2026, 1, 1))
-    spec = generate_log(gen, layout.log)
-    encoder = FeatureEncoder.fit(read_log(layout.log), spec, 1, None)
-    mcfg = ModelConfig(embed_dim=8, d_model=8, num_heads=2, user_layers=1, ur_dim=8, ir_dim=8,
-                       item_hidden=16, cross_layers=1, mlp_dims=[16, 8])
-    model = FoundationModel(mcfg, spec, encoder.vocab_sizes).eval()
-    manifest = CheckpointManifest(
-        model_version="lay-v1", created_at=datetime.now(timezone.utc), dataset=spec.canonical(),
-        model_config_data=mcfg.model_dump(mode="json"), config_hash="lay", data_version="test",
-        vocab_sizes=encoder.vocab_sizes, layers=model.layer_infos(), default_cr_layer=model.default_cr_layer,
-    )
-    ckpt = save_checkpoint(layout.checkpoints, model, encoder, manifest)
-    days = ["2026-01-01", "2026-01-02"]
+    layout, ckpt, manifest, days = tiny_checkpointed_run(tmp_path_factory.mktemp("layers"), "lay-v1", num_users=40,
+                                                         num_items=30, rows_per_day=200, seq_len=4)
     # the daily job: the default layer only
     extract_days(ckpt, layout.log, days, {d: layout.samples(d) for d in days}, ExtractConfig())
     for d in days:
