@@ -17,6 +17,12 @@ the per-pair ratios, ``spark_s``/``duckdb_s`` the medians of the runs.
 
     python -m benchmarks.aggregate [--rows 2000000] [--users 20000] [--dim 64] [--repeats 3]
 
+Experiments (the headline stays the default job unless these are given, and the JSON's
+``knobs`` says which were): ``--tasks-per-core``, ``--partitions``, ``--target-rows``
+override ``decayed_cr_rows``'s defaults, ``--conf KEY=VALUE`` sets a Spark SQL setting for
+the timed runs; ``--compare`` also runs the default job in every pair and reports
+``ratio_knobs_over_default`` (median of per-pair ratios, runs seconds apart).
+
 Last stdout line: JSON with rows, spark_s, duckdb_s, numpy_s, ratio_spark_over_duckdb,
 max_abs_diff (over every engine against numpy), peak_rss_mb (the driver process),
 spark_tree_rss_mb (RSS of the JVM and its Python workers after the last run), and the
@@ -61,12 +67,15 @@ def make_samples(folder: Path, rows: int, users: int, dim: int, files: int = 4, 
         pq.write_table(table, folder / f"part-{f:03d}.parquet", row_group_size=262_144)
 
 
-def run_spark(spark, src: Path, out: Path, dim: int) -> float:
-    """The ``arrow`` formulation (``aggregate_day``'s)."""
+def run_spark(spark, src: Path, out: Path, dim: int, **knobs) -> float:
+    """The ``arrow`` formulation (``aggregate_day``'s); ``knobs`` (tasks_per_core,
+    partitions, target_rows) override ``decayed_cr_rows``'s defaults when not None."""
     from extract.aggregate_arrow import decayed_cr_rows, parquet_files
 
+    knobs = {k: v for k, v in knobs.items() if v is not None}
     t = time.perf_counter()
-    rows = decayed_cr_rows(spark, parquet_files(src), "user_id", "cr", dim, CUTOFF, TAU, "none", exact_state=True)
+    rows = decayed_cr_rows(spark, parquet_files(src), "user_id", "cr", dim, CUTOFF, TAU, "none", exact_state=True,
+                           **knobs)
     rows.select("entity_id", rows["decayed_sum"].alias("s")).write.mode("overwrite").parquet(str(out))
     return time.perf_counter() - t
 
@@ -174,7 +183,15 @@ def main() -> None:
     p.add_argument("--workdir", default=None)
     p.add_argument("--repeats", type=int, default=3, help="interleaved (DuckDB, Spark) pairs")
     p.add_argument("--columns-runs", type=int, default=1, help="runs of the Spark SQL formulation (0: skip)")
+    p.add_argument("--tasks-per-core", type=int, default=None, help="override decayed_cr_rows' default")
+    p.add_argument("--partitions", type=int, default=None, help="shuffle partitions of the partials (override)")
+    p.add_argument("--target-rows", type=int, default=None, help="rows per fragment (override)")
+    p.add_argument("--conf", action="append", default=[], metavar="KEY=VALUE",
+                   help="a Spark SQL setting for the session (spark.conf.set), for experiments")
+    p.add_argument("--compare", action="store_true",
+                   help="with knobs/--conf: also run the default Spark job in every pair (A/B seconds apart)")
     a = p.parse_args()
+    knobs = {"tasks_per_core": a.tasks_per_core, "partitions": a.partitions, "target_rows": a.target_rows}
     work = Path(a.workdir or tempfile.mkdtemp(prefix="bench-agg-"))
     src = work / "samples"
     shutil.rmtree(src, ignore_errors=True)
@@ -185,18 +202,36 @@ def main() -> None:
     times: dict = {"numpy_s": run_numpy(src, work / "numpy.parquet", a.dim)}
     t = time.perf_counter()
     spark = get_spark()
+    confs = [kv.split("=", 1) for kv in a.conf]
+    defaults = {k: spark.conf.get(k, None) for k, _ in confs}
+
+    def variant(on: bool) -> None:
+        for k, v in confs:
+            if on:
+                spark.conf.set(k, v)
+            elif defaults[k] is None:
+                spark.conf.unset(k)
+            else:
+                spark.conf.set(k, defaults[k])
+
+    variant(True)
     spark.range(10).count()
     times["spark_startup_s"] = time.perf_counter() - t
-    times["spark_first_s"] = run_spark(spark, src, work / "spark", a.dim)
-    duck, spk = [], []
+    times["spark_first_s"] = run_spark(spark, src, work / "spark", a.dim, **knobs)
+    duck, spk, base = [], [], []
     for _ in range(a.repeats):
         duck.append(run_duckdb(src, work / "duckdb.parquet", a.dim))
-        spk.append(run_spark(spark, src, work / "spark", a.dim))
+        spk.append(run_spark(spark, src, work / "spark", a.dim, **knobs))
+        if a.compare:
+            variant(False)
+            base.append(run_spark(spark, src, work / "spark_default", a.dim))
+            variant(True)
     cols = [run_spark_columns(spark, src, work / "spark_columns", a.dim) for _ in range(a.columns_runs)]
     spark_rss = tree_rss_mb()
     ids, ref = load(work / "numpy.parquet", a.dim)
     diff = 0.0
-    for other in [work / "duckdb.parquet", work / "spark"] + ([work / "spark_columns"] if cols else []):
+    for other in ([work / "duckdb.parquet", work / "spark"] + ([work / "spark_columns"] if cols else [])
+                  + ([work / "spark_default"] if base else [])):
         oids, vals = load(other, a.dim)
         assert oids == ids, f"{other}: different entity set"
         diff = max(diff, float(np.abs(vals - ref).max()))
@@ -209,7 +244,11 @@ def main() -> None:
               "spark_startup_s": round(times["spark_startup_s"], 3), "spark_first_s": round(times["spark_first_s"], 3),
               "spark_runs_s": [round(x, 3) for x in spk], "duckdb_runs_s": [round(x, 3) for x in duck],
               "spark_columns_s": round(min(cols), 3) if cols else None,
+              **({"spark_default_runs_s": [round(x, 3) for x in base],
+                  "ratio_knobs_over_default": round(float(np.median(np.array(spk) / np.array(base))), 3)}
+                 if base else {}),
               "load_avg_1m": round(os.getloadavg()[0], 2),
+              "knobs": {k: v for k, v in knobs.items() if v is not None} | dict(kv.split("=", 1) for kv in a.conf),
               "note": "spark_s: arrow formulation (aggregate_day's); peak_rss_mb: the Python driver only"}
     if not a.workdir:
         shutil.rmtree(work, ignore_errors=True)

@@ -33,7 +33,8 @@ The checkpoint has random weights: throughput does not depend on training. ``--m
 small`` is a much cheaper model (the pipeline's own costs weigh more). Last stdout line:
 JSON with rows, rows_per_s, loop_rows_per_s, forward_rows_per_s, naive_rows_per_s,
 ratio_vs_loop, ratio_vs_forward, speedup_vs_naive, peak_rss_mb (max of the driver and the
-Ray actor; the driver's excludes the build).
+Ray actor; the driver's excludes the build), and ``ray_phases_best`` (the best Ray run's
+``ExtractResult.phases``: start-up, actor constructor, busy time, finalise, actor niceness).
 """
 
 from __future__ import annotations

@@ -30,6 +30,9 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None, object_s
         ignore_reinit_error=True,
         log_to_driver=False,
         configure_logging=False,
+        # Ray nices its workers to 15 by default: on a shared machine an actor then yields the
+        # CPU to anything at nice 0-14, e.g. a driver-side loop (docs/extract.md, extraction).
+        _system_config={"worker_niceness": int(os.environ.get("LFM4ADS_RAY_WORKER_NICENESS", "0"))},
     )
     ctx = ray.data.DataContext.get_current()
     # Progress bars from every operator flood CI logs; our own rich bars say enough.

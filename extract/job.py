@@ -57,6 +57,7 @@ class ExtractResult:
     seconds: float = 0.0
     health: dict = field(default_factory=dict)
     worker_peak_rss_mb: float = 0.0  # the largest actor's peak RSS in the job that extracted it
+    phases: dict = field(default_factory=dict)  # seconds per phase of the call (see _phases)
 
 
 @dataclass
@@ -166,6 +167,7 @@ def extract_days(
     from datasources import read_log_spec
 
     t0 = time.perf_counter()
+    wall0 = time.time()
     cfg = cfg or ExtractConfig()
     checkpoint_dir = Path(checkpoint_dir).resolve()
     if len(set(days)) != len(days):
@@ -224,7 +226,9 @@ def extract_days(
         p.todo = [{**u, "out": str(p.work)} for u in p.units if u["shard"] not in done]
 
     todo = [u for p in plans for u in p.todo]
-    worker_rss = _run_units(checkpoint_dir, layers, todo, cfg) if todo else 0.0
+    t_run = time.time()
+    worker_rss, reports = _run_units(checkpoint_dir, layers, todo, cfg) if todo else (0.0, [])
+    t_ran = time.time()
 
     # --- finalise each day ----------------------------------------------------------
     from extract.health import STATS_DIR, samples_health
@@ -260,8 +264,10 @@ def extract_days(
                                       resumed_shards=len(p.units) - len(p.todo), health=health,
                                       worker_peak_rss_mb=worker_rss)
     seconds = time.perf_counter() - t0
+    phases = _phases(wall0, t_run, t_ran, time.time(), reports) if plans else {}
     for r in results.values():
         r.seconds = seconds
+        r.phases = phases
     return {d: results[d] for d in days}
 
 
@@ -304,8 +310,29 @@ def packet_rows(total: int, pool: int) -> int:
     return max(1, math.ceil(total / (1 if pool == 1 else 2 * pool)))
 
 
-def _run_units(checkpoint_dir: Path, layers: list[str], units: list[dict], cfg: ExtractConfig) -> float:
-    """Run ``units`` through ONE actor-pool job; returns the largest actor peak RSS (MB)."""
+def _phases(t0: float, t_run: float, t_ran: float, t_end: float, reports: list[dict]) -> dict:
+    """Where the call's wall time went (seconds, wall clock; actor times from its reports):
+    plan (checks, footers, folders), Ray Data start until the first actor's constructor
+    runs, the constructor (torch import, checkpoint load), the wait from a ready actor to its
+    first packet, packets being processed (``busy``, summed over actors), the tail from the
+    last packet to ``take_all`` returning, and finalising the days."""
+    out = {"plan_s": t_run - t0, "run_s": t_ran - t_run, "finalise_s": t_end - t_ran, "total_s": t_end - t0}
+    if reports:
+        first = min(reports, key=lambda r: r["t_init"])
+        out.update(
+            to_actor_init_s=first["t_init"] - t_run, actor_init_s=first["t_ready"] - first["t_init"],
+            ready_to_first_packet_s=min(r["t_call"] for r in reports) - first["t_ready"],
+            busy_s=sum(r["t_done"] - r["t_call"] for r in reports),
+            tail_s=t_ran - max(r["t_done"] for r in reports),
+            actors=len({r["pid"] for r in reports}), actor_nice=int(max(r["nice"] for r in reports)),
+        )
+    return {k: round(v, 3) if isinstance(v, float) else v for k, v in out.items()}
+
+
+def _run_units(checkpoint_dir: Path, layers: list[str], units: list[dict],
+               cfg: ExtractConfig) -> tuple[float, list[dict]]:
+    """Run ``units`` through ONE actor-pool job; returns the largest actor peak RSS (MB) and
+    one timing report per packet (the actor's wall-clock timestamps, pid, niceness)."""
     import ray
 
     from engines import ensure_ray
@@ -332,4 +359,6 @@ def _run_units(checkpoint_dir: Path, layers: list[str], units: list[dict], cfg: 
     written = out.take_all()
     if len(written) != len(units):
         raise RuntimeError(f"{len(written)} of {len(units)} units reported back")
-    return float(max(r["peak_rss_mb"] for r in written))
+    keys = ("pid", "nice", "t_init", "t_ready", "t_call", "t_done")
+    reports = list({(r["pid"], r["t_call"]): {k: float(r[k]) for k in keys} for r in written}.values())
+    return float(max(r["peak_rss_mb"] for r in written)), reports

@@ -25,6 +25,7 @@ import os
 import queue
 import resource
 import threading
+import time
 import uuid
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -170,6 +171,7 @@ class ExtractWorker:
 
     def __init__(self, checkpoint_dir: str, layers: list[str], batch_size: int, torch_threads: int,
                  use_gpu: bool = False):
+        self.t_init = time.time()  # wall clock: the driver compares it with the job's start
         import torch
 
         from pretrain import load_checkpoint
@@ -188,6 +190,7 @@ class ExtractWorker:
         needed = [*spec.categorical_columns, "scenario", "sample_type", "hist_seq", *ID_COLUMNS]
         self.columns = list(dict.fromkeys(needed))
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard-writer")
+        self.t_ready = time.time()
 
     def forward(self, batch: dict) -> dict[str, np.ndarray]:
         """Encoded batch [B] -> {layer: float32 [B, d]} for UR, IR and the requested layers."""
@@ -270,11 +273,16 @@ class ExtractWorker:
                                 "shard": shard, "out": out}])[0]
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        t_call = time.time()
         shards, rows = [], []
         for packet in batch["packet"]:
             for run in runs_of(json.loads(str(packet))):
                 rows += self.run_units(run)
                 shards += [u["shard"] for u in run]
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+        n = len(shards)
+        # per-packet timestamps (time.time(), seconds) for the job's phase profile
+        times = {"t_init": self.t_init, "t_ready": self.t_ready, "t_call": t_call, "t_done": time.time()}
         return {"shard": np.asarray(shards), "rows": np.asarray(rows, dtype=np.int64),
-                "peak_rss_mb": np.full(len(shards), rss)}
+                "peak_rss_mb": np.full(n, rss), "pid": np.full(n, os.getpid()),
+                "nice": np.full(n, os.nice(0)), **{k: np.full(n, v) for k, v in times.items()}}

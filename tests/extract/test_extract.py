@@ -68,6 +68,19 @@ def test_outputs_equal_a_direct_forward_pass(extracted):
         assert health["columns"]["cr"]["effective_rank"] > 1
 
 
+def test_the_job_reports_its_phases_and_its_actor_runs_at_nice_0(extracted):
+    """The phase profile adds up (timestamps from the actor vs the driver's clock), and the
+    actor runs at niceness 0 (Ray's default 15 starves it on a shared machine)."""
+    _, _, _, results = extracted
+    ph = results[0].phases
+    assert all(r.phases == ph for r in results)  # one job for both days
+    assert ph["actors"] == 1 and ph["actor_nice"] == 0
+    assert min(ph["plan_s"], ph["to_actor_init_s"], ph["actor_init_s"], ph["busy_s"], ph["finalise_s"]) >= 0
+    parts = ph["plan_s"] + ph["run_s"] + ph["finalise_s"]
+    assert abs(parts - ph["total_s"]) < 0.01 and ph["busy_s"] <= ph["run_s"] + 0.01
+    assert ph["to_actor_init_s"] + ph["actor_init_s"] + ph["ready_to_first_packet_s"] <= ph["run_s"] + 0.01
+
+
 def test_units_and_packets_are_a_function_of_the_input(extracted, tmp_path):
     layout, ckpt, days, results = extracted
     r = results[0]
