@@ -11,7 +11,8 @@ through ``extract.publish`` (contract schema, validation, atomic commit). The ti
 decayed sum itself is computed here in numpy instead of by ``extract.aggregate_day``
 (Spark): on the shared 2-core machine one Spark aggregation of one layer and one day
 took about 6 minutes under load, one numpy pass over all of a small log's days takes
-seconds. The formula is the daily job's: at the cutoff ``c`` of day ``ds`` (end of the
+seconds. The formula and its kernels (cutoff, weighted segment sum, normalisation) are the
+daily job's own (``extract.aggregate``, ``extract.aggregate_arrow``): at the cutoff ``c`` of day ``ds`` (end of the
 UTC day), ``decayed_sum(e) = sum over e's samples before c of exp((t - c) / tau) * cr``,
 ``vector`` = its normalisation (the daily table's ``normalisation`` and ``tau``);
 ``tests/transfer/test_layers.py`` checks it against the Spark-published daily tables.
@@ -22,7 +23,6 @@ Shapes: ``N`` samples, ``d`` the layer's width, ``E`` entities.
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import numpy as np
@@ -30,11 +30,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from contracts import REPRESENTATION_TABLES, RunLayout, TableProperties
+# The daily job's own cutoff, normalisation and weighted segment sum: one formula, not two.
+from extract.aggregate import cutoff_seconds
+from extract.aggregate_arrow import normalise, segment_sum
 
 LAYERS_DIR = "layers"
 LAYER_SAMPLES_DIR = "samples"
 CR_TABLES = {"user_cr": "user_id", "item_cr": "item_id"}
-LN_EPS, L2_EPS = 1e-5, 1e-12
 
 
 def layer_root(run_root: str | Path, layer: str) -> Path:
@@ -49,22 +51,6 @@ def layer_rep_paths(run_root: str | Path, layer_dir: str | Path, reps: list[str]
     return {r: (lay.table(r) if r in CR_TABLES else daily.table(r)) for r in reps}
 
 
-def _cutoff(ds: str) -> float:
-    return (datetime.strptime(ds, "%Y-%m-%d").replace(tzinfo=timezone.utc) + timedelta(days=1)).timestamp()
-
-
-def normalise(s: np.ndarray, how: str) -> np.ndarray:
-    """``[E, d] -> [E, d]`` as the daily CR tables: none, l2 or layernorm (no affine)."""
-    if how == "none":
-        return s
-    if how == "l2":
-        return s / np.maximum(np.linalg.norm(s, axis=1, keepdims=True), L2_EPS)
-    if how == "layernorm":
-        mu = s.mean(1, keepdims=True)
-        return (s - mu) / np.sqrt(((s - mu) ** 2).mean(1, keepdims=True) + LN_EPS)
-    raise ValueError(f"normalisation must be none, l2 or layernorm, got {how!r}")
-
-
 def decayed_snapshot(keys: np.ndarray, t: np.ndarray, v: np.ndarray, cutoff: float, tau: float):
     """Per-entity state at ``cutoff`` from samples ``keys [N]``, ``t [N]`` (seconds),
     ``v [N, d]`` (only rows with ``t < cutoff`` count). Returns (entities [E], decayed
@@ -72,9 +58,7 @@ def decayed_snapshot(keys: np.ndarray, t: np.ndarray, v: np.ndarray, cutoff: flo
     m = t < cutoff
     keys, t, v = keys[m], t[m], v[m]
     ents, inv = np.unique(keys, return_inverse=True)
-    w = np.exp((t - cutoff) / tau)
-    s = np.zeros((len(ents), v.shape[1]))
-    np.add.at(s, inv, w[:, None] * v.astype(np.float64))
+    s = segment_sum(inv, v, len(ents), np.exp((t - cutoff) / tau))
     n = np.bincount(inv, minlength=len(ents))
     last = np.full(len(ents), -np.inf)
     np.maximum.at(last, inv, t)
@@ -163,7 +147,7 @@ def publish_layer_tables(
                                 tau_seconds=tau)
         for d in snap_days:
             for name, key in CR_TABLES.items():
-                ents, s, n, last = decayed_snapshot(rows[key].to_numpy(zero_copy_only=False), t, v, _cutoff(d), tau)
+                ents, s, n, last = decayed_snapshot(rows[key].to_numpy(zero_copy_only=False), t, v, cutoff_seconds(d), tau)
                 schema = REPRESENTATION_TABLES[name].arrow_schema(v.shape[1])
                 vec = lambda x: pa.FixedSizeListArray.from_arrays(pa.array(x.astype(np.float32).ravel()), x.shape[1])  # noqa: E731
                 data = pa.table({
