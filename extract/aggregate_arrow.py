@@ -86,22 +86,17 @@ def fragments(uris: list[str], kind: int, target_rows: int = 262_144) -> list[tu
 
 
 # --- numpy kernels ---------------------------------------------------------------------
-def segment_sum(codes: np.ndarray, x: np.ndarray, k: int, w: np.ndarray | None = None,
-                block: int = 8192) -> np.ndarray:
+def segment_sum(codes: np.ndarray, x: np.ndarray, k: int, w: np.ndarray | None = None) -> np.ndarray:
     """``out[c] = sum_{i: codes[i] = c} w[i] * x[i]`` in float64: [k, d] from codes [n],
-    x [n, d], w [n]. One ``np.bincount`` per dimension over a weighted, transposed copy
-    made ``block`` rows at a time (a plain ``x.T`` copy thrashes the cache: 3x slower)."""
-    n, d = x.shape
-    xt = np.empty((d, n), np.float64)
-    for a in range(0, n, block):
-        chunk = x[a:a + block].astype(np.float64)
-        if w is not None:
-            chunk *= w[a:a + block, None]
-        xt[:, a:a + block] = chunk.T
-    out = np.empty((k, d), np.float64)
-    for j in range(d):
-        out[:, j] = np.bincount(codes, weights=xt[j], minlength=k)
-    return out
+    x [n, d], w [n] (default 1). One sparse product ``M @ x`` with ``M[codes[i], i] = w[i]``,
+    built as CSC (one entry per column, so no sort): 2.7x faster than a weighted
+    ``np.bincount`` per dimension, measured at 262k x 64 (docs/tables.md)."""
+    from scipy.sparse import csc_matrix
+
+    n = len(codes)
+    data = np.ones(n) if w is None else np.asarray(w, np.float64)
+    m = csc_matrix((data, np.asarray(codes, np.int64), np.arange(n + 1, dtype=np.int64)), shape=(k, n))
+    return np.asarray(m @ x, np.float64).reshape(k, x.shape[1])
 
 
 def group_max(codes: np.ndarray, t: np.ndarray, k: int) -> np.ndarray:

@@ -201,7 +201,12 @@ def test_arrow_kernels_against_plain_loops():
     ref = np.zeros((k, d))
     for i in range(n):
         ref[codes[i]] += w[i] * x[i].astype(np.float64)
-    np.testing.assert_allclose(A.segment_sum(codes, x, k, w, block=64), ref, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(A.segment_sum(codes, x, k, w), ref, rtol=1e-12, atol=1e-12)
+    unweighted = np.zeros((k, d))
+    for i in range(n):
+        unweighted[codes[i]] += x[i]
+    np.testing.assert_allclose(A.segment_sum(codes, x, k), unweighted, rtol=1e-12, atol=1e-12)
+    assert A.segment_sum(codes[:0], x[:0], 3).shape == (3, d)
     s = rng.standard_normal((k, d))
     np.testing.assert_array_equal(A._from_binary(A._binary(s), d), s)
     ln = A.normalise(s, "layernorm")
