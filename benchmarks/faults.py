@@ -1,7 +1,7 @@
 """Fault injection for the daily job: kill it, corrupt its input, feed it a bad day, run it twice.
 
     python -m benchmarks.faults [--rows-per-day 1500] [--users 300] [--items 150] [--workdir DIR]
-                                [--only CASE[,CASE...]] [--keep] [--reuse-clean]
+                                [--only CASE[,CASE...]] [--jobs 2] [--keep] [--reuse-clean]
 
 Every run is a real ``lfm4ads run`` in its own process (the CLI, so exit codes are the
 product's), on a tiny generated log of 5 days (train 2, validation 1, test 2), 1 epoch.
@@ -11,9 +11,9 @@ hooks. Cases (each on its own copy of a run root):
 
 - ``kill_chain``: yesterday done; today's run killed at every step boundary and at four
   points inside steps (after extraction, with Spark's files staged but not committed,
-  with 2 of the day's 4 tables committed, with the index built but ``CURRENT`` not
-  moved); each kill is followed by a rerun that resumes and is itself killed at the
-  next point, until a rerun finishes. After every kill each published partition must be
+  right after a table commit with today's other tables not yet committed, with the
+  index built but ``CURRENT`` not moved); each kill is followed by a rerun that resumes
+  and is itself killed at the next point, until a rerun finishes. After every kill each published partition must be
   exactly the clean run's (nothing half-published); each kill point counts as one case.
 - ``kill_pretrain``: a fresh root without a checkpoint, killed when training has finished
   but the checkpoint is not yet written; the rerun must retrain and leave exactly one
@@ -34,8 +34,12 @@ under the root (the log and the four representation tables; rows per ``ds``, key
 ``bad_publishes`` counts partitions or index swaps that should not exist (a failed day
 published, a partition differing from the clean run's, a half-built index live).
 
+Cases run in two lanes at once (``--jobs 2``, the default): the kill chain in one, the
+other cases in the other, each on its own root (``--jobs 1``: one after another). Most
+of a run is Spark/Ray start-up and per-job latency, which leave the second core idle.
+
 Last stdout line: JSON with cases, passed, rows_lost, rows_duplicated, bad_publishes,
-total_s and per-case details.
+total_s, wall seconds per case (``case_s``; overlapping in lanes) and failed cases.
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -64,7 +69,7 @@ KILL_CHAIN = [
     "after:pretrain",
     "extract:after-samples",      # today extracted, nothing published
     "extract:staged:2",           # 2nd table commit: Spark's Parquet staged, not committed
-    "extract:committed:2",        # today has 2 of its 4 tables
+    "extract:committed:2",        # right after this run's 2nd table commit (today: 3 of 4 tables)
     "after:extract",
     "after:rollover",
     "after:downstream",
@@ -340,6 +345,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--workdir", type=Path, default=None)
     ap.add_argument("--only", default="", help="Comma-separated case names (default: all).")
     ap.add_argument("--keep", action="store_true", help="Keep the work folder.")
+    ap.add_argument("--jobs", type=int, default=2, choices=(1, 2),
+                    help="2 (default): the kill chain runs in one lane while the other cases run in a "
+                         "second, at the same time (each case on its own root); 1: every case in turn.")
     ap.add_argument("--reuse-clean", action="store_true",
                     help="Reuse the clean runs a kept --workdir holds (for reruns of single cases).")
     a = ap.parse_args(argv)
@@ -367,6 +375,7 @@ def main(argv: list[str] | None = None) -> dict:
     h = Harness(work, base_cfg, events)
     t0 = time.perf_counter()
     results: dict[str, dict] = {}
+    case_s: dict[str, float] = {}  # wall seconds per case (in lanes they overlap)
 
     def record(name: str, ok: bool, cmp: dict | None = None, **extra) -> None:
         cmp = cmp or {"rows_lost": 0, "rows_duplicated": 0, "bad_publishes": 0, "problems": []}
@@ -377,7 +386,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     # --- the clean run: yesterday, then today ---------------------------------------------
     clean, after_yesterday = work / "clean", work / "after_yesterday"
-    if a.reuse_clean and (work / "clean.done").is_file():
+    reuse = a.reuse_clean and (work / "clean.done").is_file()
+    if reuse:
         for case in CASES:
             if not only or case in only:
                 shutil.rmtree(work / case, ignore_errors=True)
@@ -387,22 +397,32 @@ def main(argv: list[str] | None = None) -> dict:
                 shutil.rmtree(old)
             elif old.is_file() and old.suffix in (".log", ".yaml", ".done"):
                 old.unlink()
+        t1 = time.perf_counter()
         rc_y = h.run(clean, ds=YESTERDAY)
+        case_s["clean"] = round(time.perf_counter() - t1, 1)
         if rc_y != 0:
             raise SystemExit(f"clean run of {YESTERDAY} failed (exit {rc_y}); see {work}")
         shutil.copytree(clean, after_yesterday, symlinks=True)
-        if h.run(clean, ds=TODAY) != 0:
-            raise SystemExit(f"clean run of {TODAY} failed; see {work}")
-        (work / "clean.done").write_text("")
     base_y = snapshot(after_yesterday)
-    want = snapshot(clean)
-    ckpts = [p for p in (clean / "checkpoints").iterdir() if not p.name.startswith(".")]
+    want: dict = {}  # the clean run's final state: set by clean_today()
+    ckpts = [p for p in (after_yesterday / "checkpoints").iterdir() if not p.name.startswith(".")]
+
+    def clean_today() -> None:
+        nonlocal want
+        if not reuse:
+            t1 = time.perf_counter()
+            if h.run(clean, ds=TODAY) != 0:
+                raise SystemExit(f"clean run of {TODAY} failed; see {work}")
+            (work / "clean.done").write_text("")
+            case_s["clean"] = round(case_s.get("clean", 0.0) + time.perf_counter() - t1, 1)
+        want = snapshot(clean)
 
     def fresh_root(name: str, with_checkpoint: bool) -> Path:
-        """A new root with the clean run's log (and checkpoint): nothing else of it."""
+        """A new root with the clean run's log (and checkpoint): nothing else of it (the
+        log is complete after yesterday's run and never rewritten)."""
         root = work / name
         root.mkdir()
-        shutil.copytree(clean / "log", root / "log")
+        shutil.copytree(after_yesterday / "log", root / "log")
         if with_checkpoint:
             (root / "checkpoints").mkdir()
             for c in ckpts:
@@ -415,7 +435,7 @@ def main(argv: list[str] | None = None) -> dict:
         return root
 
     # --- kill chain ------------------------------------------------------------------
-    if not only or "kill_chain" in only:
+    def case_kill_chain() -> None:
         root = copy_after_yesterday("kill_chain")
         per_point = {}
         for point in KILL_CHAIN:
@@ -439,7 +459,7 @@ def main(argv: list[str] | None = None) -> dict:
             record(f"kill:{point}", ok, cmp)
 
     # --- kill during pretraining -------------------------------------------------------
-    if not only or "kill_pretrain" in only:
+    def case_kill_pretrain() -> None:
         root = fresh_root("kill_pretrain", with_checkpoint=False)
         rc1 = h.run(root, "pretrain:before-save", command="pretrain")
         left = sorted(x.name for x in (root / "checkpoints").glob("*")) if (root / "checkpoints").exists() else []
@@ -459,7 +479,7 @@ def main(argv: list[str] | None = None) -> dict:
                                                             "bad_publishes": 0, "problems": problems})
 
     # --- a corrupt input file ---------------------------------------------------------
-    if not only or "corrupt_log_file" in only:
+    def case_corrupt_log_file() -> None:
         from engines import delta_io
 
         root = copy_after_yesterday("corrupt_log_file")
@@ -486,7 +506,7 @@ def main(argv: list[str] | None = None) -> dict:
                                                       bad_publishes=bad + final["bad_publishes"]), exit_code=rc1)
 
     # --- a day of bad rows --------------------------------------------------------------
-    if not only or "bad_day" in only:
+    def case_bad_day() -> None:
         import pyarrow as pa
 
         from datasources import read_log, read_log_spec
@@ -516,17 +536,64 @@ def main(argv: list[str] | None = None) -> dict:
                                              bad_publishes=bad + final["bad_publishes"]), exit_code=rc1)
 
     # --- two (three) runs at once -------------------------------------------------------
-    if not only or "concurrent" in only:
+    def case_concurrent() -> None:
         root = copy_after_yesterday("concurrent")
         t1 = time.perf_counter()
         procs = [h.start(root, tag="-a"), h.start(root, tag="-b"), h.start(root, extra=["--wait"], tag="-c")]
         rcs = [h.wait(p) for p in procs]
         events.append({"root": "concurrent", "rc": rcs, "s": round(time.perf_counter() - t1, 1)})
+        print(json.dumps(events[-1]), file=sys.stderr, flush=True)
         final = compare(snapshot(root), want)
         problems = list(final["problems"])
         if sorted(set(rcs[:2])) not in ([0, 4], [4]) or rcs[2] != 0:
             problems.append(f"exit codes {rcs}: want one plain run 0 and one 4 (or both 4 behind --wait), --wait 0")
         record("concurrent", not problems, dict(final, problems=problems), exit_codes=rcs)
+
+    cases = {"kill_chain": case_kill_chain, "kill_pretrain": case_kill_pretrain,
+             "corrupt_log_file": case_corrupt_log_file, "bad_day": case_bad_day, "concurrent": case_concurrent}
+    selected = [c for c in CASES if not only or c in only]
+
+    def timed(case: str) -> None:
+        t1 = time.perf_counter()
+        cases[case]()
+        case_s[case] = round(time.perf_counter() - t1, 1)
+
+    lane_b = [c for c in selected if c != "kill_chain"]
+    if a.jobs == 1 or "kill_chain" not in selected or not lane_b:
+        clean_today()
+        for case in selected:
+            timed(case)
+    else:
+        # Two lanes, each case on its own root: the kill chain (about half the runs) here,
+        # the other cases in a thread; kill_pretrain needs only the log, so it overlaps
+        # the clean run of today, the others wait for that reference.
+        ready, abort, errors = threading.Event(), threading.Event(), []
+
+        def lane() -> None:
+            try:
+                for case in lane_b:
+                    if case != "kill_pretrain":
+                        ready.wait()
+                    if abort.is_set():
+                        return
+                    timed(case)
+            except BaseException as e:  # re-raised by the main thread
+                errors.append(e)
+
+        worker = threading.Thread(target=lane, name="faults-lane-b")
+        worker.start()
+        try:
+            try:
+                clean_today()
+            finally:
+                if not want:
+                    abort.set()
+                ready.set()
+            timed("kill_chain")
+        finally:
+            worker.join()
+        if errors:
+            raise errors[0]
 
     out = {
         "cases": len(results),
@@ -538,6 +605,8 @@ def main(argv: list[str] | None = None) -> dict:
         "rows_per_day": a.rows_per_day,
         "failed": {k: v["problems"] for k, v in results.items() if not v["passed"]},
         "runs": len(events),
+        "jobs": a.jobs,
+        "case_s": case_s,
         "workdir": str(work) if a.keep else None,
     }
     if not a.keep and a.workdir is None:

@@ -3,6 +3,12 @@
 Every write here is one Delta commit, so a reader sees a day either wholly before or
 wholly after it. ``app_id``/``app_version`` record an application transaction so a
 retried job can ask :func:`committed_version` whether its commit already happened.
+
+A ``path`` is a local folder, a URI (``s3://bucket/prefix/table``) or a local folder
+under a mount of :mod:`engines.storage` (the run's ``root/tables`` mounted on
+``storage.tables_uri``): :func:`engines.storage.locate` turns it into the location and
+``storage_options`` delta-rs opens. On S3, delta-rs 1.x commits ``_delta_log/<n>.json``
+with a conditional PUT (``If-None-Match``), so two writers never both win one version.
 """
 
 from __future__ import annotations
@@ -13,24 +19,36 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 
+from engines import storage
+
 DS = "ds"
 
 
+def _dt(path, version: int | None = None) -> DeltaTable:
+    loc, opts = storage.locate(path)
+    return DeltaTable(loc, version=version, storage_options=opts or None)
+
+
 def exists(path: str | Path) -> bool:
-    return DeltaTable.is_deltatable(str(path))
+    loc, opts = storage.locate(path)
+    return DeltaTable.is_deltatable(loc, storage_options=opts or None)
 
 
 def open_table(path: str | Path, version: int | None = None) -> DeltaTable:
-    if not exists(path):
-        raise FileNotFoundError(f"{path}: not a Delta table")
-    return DeltaTable(str(path), version=version)
+    from deltalake.exceptions import TableNotFoundError
+
+    try:  # one listing of the log, not an is_deltatable check first (each is a round trip on S3)
+        return _dt(path, version)
+    except TableNotFoundError:
+        raise FileNotFoundError(f"{path}: not a Delta table") from None
 
 
 def list_days(path: str | Path) -> list[str]:
     """Sorted ``ds`` values that have at least one file."""
-    if not exists(path):
+    try:
+        return sorted({p[DS] for p in open_table(path).partitions()})
+    except FileNotFoundError:
         return []
-    return sorted({p[DS] for p in DeltaTable(str(path)).partitions()})
 
 
 def read_days(
@@ -68,9 +86,10 @@ def replace_day(
     if app_id is not None:
         props = CommitProperties(app_transactions=[Transaction(app_id=app_id, version=int(app_version or 0))])
     ensure_table(path, data.schema, configuration)
-    _retrying(lambda: write_deltalake(str(path), data, mode="overwrite", predicate=f"{DS} = '{ds}'",
-                                      commit_properties=props), retries)
-    return DeltaTable(str(path)).version()
+    loc, opts = storage.locate(path)
+    _retrying(lambda: write_deltalake(loc, data, mode="overwrite", predicate=f"{DS} = '{ds}'",
+                                      commit_properties=props, storage_options=opts or None), retries)
+    return _dt(path).version()
 
 
 def _retrying(commit, retries: int) -> None:
@@ -97,17 +116,20 @@ def ensure_table(path: str | Path, schema: pa.Schema, configuration: dict[str, s
     """
     if exists(path):
         return
-    Path(path).mkdir(parents=True, exist_ok=True)
-    dt = DeltaTable.create(str(path), schema=schema, partition_by=[DS], mode="ignore")
+    loc, opts = storage.locate(path)
+    if not storage.is_remote(path):
+        Path(path).mkdir(parents=True, exist_ok=True)
+    dt = DeltaTable.create(loc, schema=schema, partition_by=[DS], mode="ignore", storage_options=opts or None)
     if configuration:
         dt.alter.set_table_properties(dict(configuration), raise_if_not_exists=False)
 
 
 def committed_version(path: str | Path, app_id: str) -> int | None:
     """The last ``app_version`` recorded for ``app_id``, or None."""
-    if not exists(path):
+    try:
+        return open_table(path).transaction_version(app_id)
+    except FileNotFoundError:
         return None
-    return DeltaTable(str(path)).transaction_version(app_id)
 
 
 def table_configuration(path: str | Path) -> dict[str, str]:
@@ -115,8 +137,30 @@ def table_configuration(path: str | Path) -> dict[str, str]:
 
 
 def day_file_uris(path: str | Path, ds: str, version: int | None = None) -> list[str]:
-    """URIs of the Parquet files holding partition ``ds`` (the files lack the ``ds`` column)."""
-    return sorted(open_table(path, version).file_uris(partition_filters=[(DS, "=", ds)]))
+    """URIs of the Parquet files holding partition ``ds`` (the files lack the ``ds`` column).
+
+    For a table in an object store these are the paths of local copies in the
+    mount's cache (Delta data files are immutable, so a cached copy never goes stale):
+    Spark here has no ``s3a`` connector, and its tasks read these files with the Parquet
+    reader or ``pyarrow`` like any local file. On a cluster the cache must be on the
+    shared run root (its default)."""
+    dt = open_table(path, version)
+    uris = sorted(dt.file_uris(partition_filters=[(DS, "=", ds)]))
+    if not storage.is_remote(path):
+        return uris
+    loc, opts = storage.locate(path)
+    cache = storage.cache_dir(path) / "tables" / loc.split("://", 1)[1]
+    adds = pa.table(dt.get_add_actions(flatten=True))
+    sizes = dict(zip(adds["path"].to_pylist(), adds["size_bytes"].to_pylist()))
+    out = []
+    for uri in uris:
+        rel = uri[len(loc) + 1:] if uri.startswith(loc + "/") else uri.split("://", 1)[1]
+        from urllib.parse import unquote
+
+        key = unquote(rel)
+        local = storage.download(uri, cache / key, opts, sizes.get(key, sizes.get(rel)))
+        out.append(str(local.resolve()))  # a plain path, like delta-rs gives for a local table
+    return out
 
 
 def commit_files(
@@ -130,50 +174,70 @@ def commit_files(
     app_version: int | None = None,
     retries: int = 3,
 ) -> int:
-    """Replace partition ``ds`` with Parquet ``files`` already written *inside* the table folder.
+    """Replace partition ``ds`` with Parquet ``files`` in one commit; returns the new version.
 
-    The files (e.g. written by Spark executors with ``mode("append")``) become the whole
-    partition in one commit; the partition's previous files are logically removed (vacuum
-    deletes them later). The files must not contain the ``ds`` column. A concurrent
-    commit to the same table is retried ``retries`` times (a partition replace is
-    idempotent: last writer wins), then the error is raised. Returns the new version.
+    Local table: the files must already be *inside* the table folder (e.g. written by
+    Spark executors with ``mode("append")``). Table in an object store: the files are
+    local (staged by Spark on local disk) and are uploaded first, each with one PUT, to
+    ``ds=<ds>/w-<uuid>/`` of the table; only then is the commit written, so a reader
+    never sees a file before it is complete. Files uploaded by a failed commit are
+    deleted (or, after a crash, left unreferenced for vacuum).
+
+    The files become the whole partition; its previous files are logically removed
+    (vacuum deletes them later). The files must not contain the ``ds`` column. A
+    concurrent commit to the same table is retried ``retries`` times (a partition
+    replace is idempotent: last writer wins), then the error is raised.
     """
     import json
+    import uuid
 
     import pyarrow.parquet as pq
     from deltalake.transaction import AddAction
 
-    root = Path(path).resolve()
+    remote = storage.is_remote(path)
+    root = storage.as_location(path) if remote else Path(path).resolve()
+    loc, opts = storage.locate(root)
     ensure_table(root, schema, configuration)
-    adds = []
-    for f in files:
-        f = Path(f).resolve()
-        rel = f.relative_to(root).as_posix()
-        meta = pq.read_metadata(f)
-        if DS in meta.schema.names:
-            raise ValueError(f"{f}: data files must not hold the partition column {DS!r}")
-        st = f.stat()
-        adds.append(
-            AddAction(
-                path=rel,
-                size=st.st_size,
-                partition_values={DS: ds},
-                modification_time=int(st.st_mtime * 1000),
-                data_change=True,
-                stats=json.dumps({"numRecords": meta.num_rows}),
+    folder = f"{DS}={ds}/w-{uuid.uuid4().hex}"
+    adds, uploaded = [], []
+    try:
+        for f in files:
+            f = Path(f).resolve()
+            meta = pq.read_metadata(f)
+            if DS in meta.schema.names:
+                raise ValueError(f"{f}: data files must not hold the partition column {DS!r}")
+            if remote:
+                rel = f"{folder}/{f.name}"
+                storage.upload(f, f"{loc}/{rel}", opts)
+                uploaded.append(rel)
+            else:
+                rel = f.relative_to(root).as_posix()
+            st = f.stat()
+            adds.append(
+                AddAction(
+                    path=rel,
+                    size=st.st_size,
+                    partition_values={DS: ds},
+                    modification_time=int(st.st_mtime * 1000),
+                    data_change=True,
+                    stats=json.dumps({"numRecords": meta.num_rows}),
+                )
             )
-        )
-    props = None
-    if app_id is not None:
-        props = CommitProperties(app_transactions=[Transaction(app_id=app_id, version=int(app_version or 0))])
+        props = None
+        if app_id is not None:
+            props = CommitProperties(app_transactions=[Transaction(app_id=app_id, version=int(app_version or 0))])
 
-    def commit():
-        dt = DeltaTable(str(root))  # the newest version: a retry rebases onto the winner's commit
-        dt.create_write_transaction(adds, mode="overwrite", schema=dt.schema(), partition_by=[DS],
-                                    partition_filters=[(DS, "=", ds)], commit_properties=props)
+        def commit():
+            dt = _dt(root)  # the newest version: a retry rebases onto the winner's commit
+            dt.create_write_transaction(adds, mode="overwrite", schema=dt.schema(), partition_by=[DS],
+                                        partition_filters=[(DS, "=", ds)], commit_properties=props)
 
-    _retrying(commit, retries)
-    return DeltaTable(str(root)).version()
+        _retrying(commit, retries)
+    except BaseException:
+        if uploaded:  # never committed: invisible to readers; remove them now
+            storage.delete_dir(f"{loc}/{folder}", opts)
+        raise
+    return _dt(root).version()
 
 
 def compact(path: str | Path, days: list[str] | None = None, target_size: int | None = None) -> dict:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 
-import ray
-
 
 def ensure_ray(address: str | None = None, num_cpus: int | None = None, object_store_gb: float = 1.0) -> None:
     """Idempotent ``ray.init``. ``address`` joins an existing cluster (e.g. ``ray://`` or ``auto``).
@@ -13,6 +11,11 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None, object_s
     Workers import the project from the installed package, so it must be installed
     (``pip install -e .``) on every node.
     """
+    # imported here: a run whose remaining steps need no Ray (resumed after extraction)
+    # should not pay Ray's import, let alone its start-up
+    import ray
+    import ray.data
+
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")

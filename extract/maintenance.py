@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from contracts import REPRESENTATION_TABLES
-from engines import delta_io
+from engines import delta_io, storage
 
 
 def maintain_tables(tables_root: str | Path, retention_hours: int = 168, days: list[str] | None = None,
@@ -17,7 +17,7 @@ def maintain_tables(tables_root: str | Path, retention_hours: int = 168, days: l
         raise ValueError(f"retention_hours={retention_hours}: keep at least 7 days (168 h) of history")
     out = {}
     for name in REPRESENTATION_TABLES:
-        path = Path(tables_root) / name
+        path = storage.join(tables_root, name)  # a local folder, a mounted one or a URI
         if not delta_io.exists(path):
             continue
         m = {"compact": {}} if dry_run else {"compact": delta_io.compact(path, days)}

@@ -51,6 +51,8 @@ def read_asof(
     """Snapshot a sample of day ``ds`` may see: the newest partition strictly before ``ds``
     (``inclusive=True``: at or before). Empty table (right schema) when none exists yet.
 
+    ``table_path``: a local folder, an object-store URI or a path under a mount of
+    :mod:`engines.storage` (storage options come from the mount).
     ``version``: read the table as it was at that Delta version (time travel by version;
     ``ds`` is time travel by day). Vectors come back as ``fixed_size_list<float32, dim>``
     (``dim`` from the table properties). Raises ValueError when the table's columns break

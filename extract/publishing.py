@@ -21,6 +21,12 @@ Write paths (``write_path``):
 - ``spark_delta``: Spark's own ``format("delta")`` with ``replaceWhere`` and
   ``txnAppId``/``txnVersion``, chosen by ``auto`` when :func:`engines.spark_has_delta`.
 - ``arrow``: a ``pyarrow.Table`` written by delta-rs (:func:`engines.delta_io.replace_day`).
+
+A table in an object store (a URI, or a path under a mount of :mod:`engines.storage`):
+``arrow`` writes straight to the store through delta-rs; ``parquet_commit`` has Spark
+write the Parquet files into a local staging folder (the mount's cache; Spark has no
+``s3a`` connector here), then :func:`engines.delta_io.commit_files` uploads them and
+commits. ``auto`` picks ``parquet_commit`` for such tables; ``spark_delta`` is refused.
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from contracts import REPRESENTATION_TABLES, TableProperties
-from engines import delta_io
+from engines import delta_io, storage
 
 VECTOR_COLUMNS = ("vector", "decayed_sum")
 
@@ -62,9 +68,10 @@ def already_published(table_path: str | Path, name: str, model_version: str, ds:
 
 def check_table_properties(table_path: str | Path, props: TableProperties) -> None:
     """Refuse to publish into a table made by another model, dimension or normalisation."""
-    if not delta_io.exists(table_path):
+    try:
+        have = TableProperties.from_delta(delta_io.table_configuration(table_path))
+    except FileNotFoundError:  # a new table
         return
-    have = TableProperties.from_delta(delta_io.table_configuration(table_path))
     for key in ("dim", "source_checkpoint", "normalisation", "tau_seconds"):
         if getattr(have, key) != getattr(props, key):
             raise PublishError(
@@ -77,7 +84,7 @@ def check_table_properties(table_path: str | Path, props: TableProperties) -> No
 class PreparedPublish:
     """A validated, not yet committed publish (see :func:`prepare_publish`)."""
 
-    table_path: Path
+    table_path: Path | str  # a str only for a URI
     name: str
     ds: str
     data: object  # validated pa.Table, or a persisted Spark DataFrame
@@ -105,17 +112,21 @@ def prepare_publish(
     nothing. A Spark frame is persisted so validation and write compute it once."""
     if name not in REPRESENTATION_TABLES:
         raise PublishError(f"unknown table {name!r}; valid: {sorted(REPRESENTATION_TABLES)}")
-    table_path = Path(table_path)
+    table_path = storage.as_location(table_path)
     check_table_properties(table_path, props)
     schema = REPRESENTATION_TABLES[name].arrow_schema(props.dim)
     txn = dict(app_id=app_id(name, props.source_checkpoint, ds), app_version=int(time.time() * 1000))
     if isinstance(data, pa.Table):
         return PreparedPublish(table_path, name, ds, validate_arrow(name, ds, data, schema, props), props, schema,
                                "arrow", txn)
+    remote = storage.is_remote(table_path)
     if write_path == "auto":
         from engines import spark_has_delta
 
-        write_path = "spark_delta" if spark_has_delta(data.sparkSession) else "parquet_commit"
+        write_path = "spark_delta" if not remote and spark_has_delta(data.sparkSession) else "parquet_commit"
+    if write_path == "spark_delta" and remote:
+        raise ValueError(f"{table_path}: write_path spark_delta cannot write to an object store here (no s3a "
+                         "connector); use auto, parquet_commit or arrow")
     if write_path not in ("spark_delta", "parquet_commit", "arrow"):
         raise ValueError(f"write_path {write_path!r}: expected auto, parquet_commit, spark_delta or arrow")
     if write_path == "arrow":
@@ -288,9 +299,14 @@ def _spark_columns(df, schema: pa.Schema):
 
 
 def _write_parquet_commit(table_path, ds: str, df, schema: pa.Schema, props: TableProperties, txn: dict) -> int:
-    root = Path(table_path).resolve()
+    remote = storage.is_remote(table_path)
+    root = table_path if remote else Path(table_path).resolve()
     delta_io.ensure_table(root, schema, props.to_delta())
-    staging = root / f"ds={ds}" / f"w-{uuid.uuid4().hex}"
+    if remote:  # staged on local disk, uploaded by commit_files
+        name = str(table_path).rstrip("/").rsplit("/", 1)[-1]
+        staging = storage.cache_dir(table_path) / "staging" / f"{name}-ds={ds}-{uuid.uuid4().hex}"
+    else:
+        staging = root / f"ds={ds}" / f"w-{uuid.uuid4().hex}"
     try:
         # append into a fresh folder: Spark never lists or deletes anything of the table
         _spark_columns(df, schema).drop("ds").write.mode("append").parquet(str(staging))
@@ -299,7 +315,10 @@ def _write_parquet_commit(table_path, ds: str, df, schema: pa.Schema, props: Tab
             marker.unlink() if marker.is_file() else shutil.rmtree(marker, ignore_errors=True)
         for crc in staging.glob(".*.crc"):
             crc.unlink()
-        return delta_io.commit_files(root, files, ds, schema, configuration=props.to_delta(), **txn)
+        version = delta_io.commit_files(root, files, ds, schema, configuration=props.to_delta(), **txn)
+        if remote:
+            shutil.rmtree(staging, ignore_errors=True)
+        return version
     except BaseException:
         # not committed: the staged files are invisible to readers; remove them now
         shutil.rmtree(staging, ignore_errors=True)

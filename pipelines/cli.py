@@ -68,6 +68,7 @@ def _run(config, root, ds, steps, force, wait: bool = False, log_format: str = "
         console.print(f"[red]config error[/red]\n{e}")
         raise typer.Exit(2)
     from pipelines.gates import GateFailed
+    from engines.storage import StorageError
     from pipelines.lock import RunLocked
     from pipelines.preflight import InputFileError
 
@@ -92,6 +93,9 @@ def _run(config, root, ds, steps, force, wait: bool = False, log_format: str = "
     except RunLocked as e:
         console.print(f"[red]{e}[/red]")
         raise typer.Exit(4)
+    except StorageError as e:  # a missing bucket or unreachable store: a config problem
+        console.print(f"[red]{e}[/red]", soft_wrap=True)
+        raise typer.Exit(2)
     except GateFailed as e:
         console.print(f"[red]{e}[/red]\nnothing of ds={e.ds} was published; report: {Path(cfg.root) / 'reports'}")
         raise typer.Exit(3)
@@ -100,8 +104,8 @@ def _run(config, root, ds, steps, force, wait: bool = False, log_format: str = "
         raise typer.Exit(5)
     layout_root = Path(cfg.root)
     console.print(f"log:     {layout_root / 'log'}")
-    console.print(f"tables:  {layout_root / 'tables'}")
-    console.print(f"indexes: {layout_root / 'indexes'}")
+    console.print(f"tables:  {cfg.storage.tables_uri or layout_root / 'tables'}")
+    console.print(f"indexes: {cfg.storage.index_uri or layout_root / 'indexes'}")
     if st.report:
         console.print(f"report:  {st.report}")
     print(json.dumps({"ds": st.ds, "timings": st.timings, "report": str(st.report) if st.report else None,
@@ -233,10 +237,12 @@ def serve_retrieval(
     """HTTP top-K service over the live index (reloads when CURRENT changes)."""
     from contracts import RunLayout
     from engines import delta_io
+    from engines.storage import mount_run
     from retrieval import serve
 
     cfg = _load(config, root, None)
     layout = RunLayout(cfg.root)
+    mount_run(cfg.storage, layout.root)  # tables / index in an object store: read them there
     users = layout.table(user_table)
     console.print(f"serving {layout.indexes} on http://{host}:{port}/search")
     serve(layout.indexes, users if delta_io.exists(users) else None, host, port)

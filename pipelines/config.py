@@ -9,6 +9,7 @@ from pydantic import Field, field_validator, model_validator
 from contracts import StrictModel
 from datasources import GeneratedSource, SourceConfig
 from downstream import DownstreamConfig
+from engines.storage import ObjectStoreConfig
 from extract.config import AggregateConfig, ExtractConfig
 from pipelines.gates import GateConfig
 from pipelines.rollover import RolloverConfig
@@ -60,11 +61,20 @@ class SplitConfig(StrictModel):
 
 
 class RunConfig(StrictModel):
-    """Everything one run needs; every artefact lands under ``root`` (see RunLayout)."""
+    """Everything one run needs; every artefact lands under ``root`` (see RunLayout), except
+    the tables and index versions when ``storage`` names an object store."""
+
+    # a refused credential in storage.options must not be echoed back by a validation error
+    model_config = {**StrictModel.model_config, "hide_input_in_errors": True}
 
     root: Path = Field(
         Path("runs/demo"),
-        description="Run root: a local path or a file:// URI (object-store URIs are refused: docs/pipelines.md).",
+        description="Run root: a local or shared path or a file:// URI (ledger, locks, samples, checkpoints); "
+        "tables and indexes can go to an object store with storage.tables_uri / storage.index_uri.",
+    )
+    storage: ObjectStoreConfig = Field(
+        default_factory=ObjectStoreConfig,
+        description="Publish the tables / index versions to an object store (docs/pipelines.md 'Storage paths').",
     )
     source: SourceConfig = Field(default_factory=GeneratedSource)
     ds: str | None = Field(None, description="The day the run is for; None = the log's last day.")
@@ -102,5 +112,6 @@ class RunConfig(StrictModel):
             return Path(unquote(url.path))
         raise ValueError(
             f"{text}: the run root must be a local or mounted path or a file:// URI; {url.scheme}:// is not "
-            "supported (the ledger, locks and index builds need a POSIX filesystem; see docs/pipelines.md)"
+            "supported (the ledger, locks and index builds need a POSIX filesystem); to publish tables and "
+            "indexes to an object store set storage.tables_uri / storage.index_uri (docs/pipelines.md)"
         )

@@ -108,13 +108,19 @@ def step_extract_aggregate(cfg: RunConfig, layout: RunLayout, st: RunState, forc
     agg_cfg = cfg.aggregate.model_copy(update={"force": force or cfg.aggregate.force})
     targets = publish_days(cfg, st)
     days = [d for d in st.days if d <= st.ds]
-    spark = get_spark(cfg.spark_master or cfg.aggregate.spark_master)  # already up: see run_pipeline
     from pipelines.preflight import check_log_files
 
     clock = {"extract": 0.0, "gate": 0.0, "aggregate_publish": 0.0}
     st.substeps = clock
     t0 = time.perf_counter()
     check_log_files(layout.log, days)  # a truncated/replaced log file: named here, not deep in a Ray task
+    pending = [d for d in targets if agg_cfg.force or not all(
+        already_published(layout.table(n), n, st.manifest.model_version, d)
+        for n in ("user_ur", "item_ir", "user_cr", "item_cr"))]
+    # Spark only when a day is still to be published, and launched before extraction may
+    # start Ray in this process (a JVM launched while a Ray driver is up hung or crashed
+    # Ray's GCS client: docs/pipelines.md); already up when pretraining ran here.
+    spark = get_spark(cfg.spark_master or cfg.aggregate.spark_master) if pending else None
     extract_days(st.checkpoint, layout.log, days, {d: layout.samples(d) for d in days}, extract_cfg)
     clock["extract"] = round(time.perf_counter() - t0, 2)
     previous = None
@@ -128,9 +134,7 @@ def step_extract_aggregate(cfg: RunConfig, layout: RunLayout, st: RunState, forc
         previous = health
         if d not in targets:
             continue
-        done = all(already_published(layout.table(n), n, st.manifest.model_version, d)
-                   for n in ("user_ur", "item_ir", "user_cr", "item_cr"))
-        if done and not agg_cfg.force:
+        if d not in pending:  # published by an earlier (maybe killed) run
             st.published[d] = {n: -1 for n in ("user_ur", "item_ir", "user_cr", "item_cr")}
             continue
         t0 = time.perf_counter()
@@ -232,6 +236,19 @@ def _restore(name: str, st: RunState, out: dict) -> None:
         st.index = out["index"]
 
 
+def _spark_before_training(cfg: RunConfig, layout: RunLayout, st: RunState, force: bool) -> None:
+    """Launch Spark now if pretraining is about to train (Ray Train starts Ray in this
+    process) and extraction follows: a new model version publishes every target day, so
+    Spark will be needed, and its JVM must not be launched while a Ray driver is up (it
+    hung or crashed Ray's GCS client, docs/pipelines.md). A reused checkpoint starts no
+    Ray, and the extract step then starts Spark itself, only if a day is left to publish."""
+    if not force and _reusable_checkpoint(layout, cfg, st.split["train"]) is not None:
+        return
+    from engines import get_spark
+
+    get_spark(cfg.spark_master or cfg.aggregate.spark_master)
+
+
 def run_pipeline(
     cfg: RunConfig,
     steps: list[str] | None = None,
@@ -254,6 +271,9 @@ def run_pipeline(
 
     layout = RunLayout(cfg.root)
     layout.root.mkdir(parents=True, exist_ok=True)
+    from engines.storage import mount_run
+
+    mount_run(cfg.storage, layout.root)  # root/tables, root/indexes -> storage URIs (no-op when unset)
     wanted = steps or list(STEPS)
     unknown = [s for s in wanted if s not in STEPS]
     if unknown:
@@ -266,12 +286,8 @@ def run_pipeline(
     st = RunState()
     # One run per root at a time: days of one root share incremental state (CR tables).
     with ds_lock(layout.root, "run", wait=wait):
-        if "extract" in wanted:
-            # Launch Spark's JVM before Ray starts in this process: a JVM launched while a
-            # Ray driver was up hung or crashed Ray's GCS client (docs/pipelines.md).
-            from engines import get_spark
-
-            get_spark(cfg.spark_master or cfg.aggregate.spark_master)
+        # Engines start lazily, inside the step that needs them: a run resumed after
+        # extraction starts neither Spark nor Ray (see _spark_before_training for the order).
         chain = [n for n in order[: last + 1] if n in wanted or n in needed]
         for name in chain:
             if on_start:
@@ -288,6 +304,8 @@ def run_pipeline(
                     if on_step:
                         on_step(name, 0.0)
                     continue
+            if name == "pretrain" and "extract" in chain:
+                _spark_before_training(cfg, layout, st, redo)
             if name != "ingest":
                 ledger.start(st.ds, name, hashes[name], {"config_hash": hashes[name], "split": st.split,
                                                          "checkpoint": str(st.checkpoint)})

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from contracts import IndexManifest
+from engines import storage
 from retrieval import evaluate, faiss_index, store
 from retrieval.config import RetrievalConfig
 from retrieval.source import SourceError, check_vectors, read_snapshot
@@ -114,7 +115,7 @@ def build_index(
         query_source="given" if queries is not None else "sampled_items",
         qps=round((len(q) - half) / secs, 1),
         recall_target=cfg.recall_target,
-        source_path=str(table_path),
+        source_path=storage.locate(table_path)[0],  # the store URI when the table lives there
     )
     manifest = IndexManifest(
         version=version,

@@ -53,7 +53,9 @@ class IndexWatcher:
     """Holds the live :class:`LoadedIndex`; a daemon thread reloads it when CURRENT changes."""
 
     def __init__(self, index_root: str | Path, poll_s: float = 0.5, use_gpu: bool = True):
-        self.root = Path(index_root)
+        from engines.storage import as_location
+
+        self.root = as_location(index_root)  # a local folder or an object-store URI
         self.poll_s = poll_s
         self.use_gpu = use_gpu
         self.loaded: store.LoadedIndex | None = None

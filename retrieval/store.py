@@ -10,6 +10,15 @@ Layout::
 A version folder appears by ``rename`` of a complete temp folder, and ``CURRENT`` changes
 by ``os.replace`` of a complete temp file, so a reader sees either the old or the new
 index, never a mix. Version names start with a UTC timestamp: name order = build order.
+
+Object store (``storage.index_uri``, an ``index_root`` under a mount of
+:mod:`engines.storage`): the build still happens in the local folder above; then
+:func:`set_current` uploads the version's files (``manifest.json`` last) under
+``<index_uri>/<version>/`` and switches the ``<index_uri>/CURRENT`` object with one PUT
+(atomic on S3: a reader gets the old or the new text, never a mix), and only then
+the local ``CURRENT``. Readers (:func:`read_current`, :func:`load_current`, also given
+the URI itself) resolve the store's ``CURRENT`` and load that version from the local
+build folder when it is there, else from a download cache (versions never change).
 """
 
 from __future__ import annotations
@@ -30,6 +39,7 @@ import pyarrow.parquet as pq
 
 from contracts import IndexManifest
 from contracts.index import IDS_FILE, INDEX_FILE, INDEX_MANIFEST_FILE
+from engines import storage
 from retrieval import faiss_index
 
 CURRENT = "CURRENT"
@@ -95,8 +105,16 @@ def publish(tmp: Path, index_root: Path, version: str) -> Path:
     return final
 
 
+VERSION_FILES = (INDEX_FILE, IDS_FILE, INDEX_MANIFEST_FILE)  # upload order: the manifest completes a version
+
+
 def read_current(index_root: str | Path) -> str | None:
-    """The live version name, or None when nothing was published yet."""
+    """The live version name, or None when nothing was published yet (in the object store
+    when ``index_root`` is a URI or mounted on one)."""
+    if storage.is_remote(index_root):
+        uri, opts = storage.locate(index_root)
+        text = storage.get_text(f"{uri}/{CURRENT}", opts)
+        return (text or "").strip() or None
     p = Path(index_root) / CURRENT
     try:
         name = p.read_text().strip()
@@ -106,10 +124,20 @@ def read_current(index_root: str | Path) -> str | None:
 
 
 def set_current(index_root: str | Path, version: str) -> None:
-    """Point CURRENT at ``version`` atomically (temp file + fsync + ``os.replace``)."""
+    """Point CURRENT at ``version`` atomically (temp file + fsync + ``os.replace``).
+
+    Mounted on an object store: upload the version first, then PUT the store's CURRENT,
+    then switch the local one; a failed upload leaves both pointers where they were."""
+    if storage.is_uri(index_root):
+        raise ValueError(f"{index_root}: build into a local index root mounted on the store, not the URI itself")
     root = Path(index_root)
     if not (root / version / INDEX_MANIFEST_FILE).is_file():
         raise IndexLoadError(f"{root / version}: not a complete index version")
+    if storage.is_remote(root):
+        uri, opts = storage.locate(root)
+        for name in VERSION_FILES:
+            storage.upload(root / version / name, f"{uri}/{version}/{name}", opts)
+        storage.put_text(f"{uri}/{CURRENT}", version + "\n", opts)
     tmp = root / f"{TMP_PREFIX}{CURRENT}-{uuid.uuid4().hex}"
     with open(tmp, "w") as f:
         f.write(version + "\n")
@@ -134,8 +162,11 @@ def prune(index_root: str | Path, keep: int, stale_tmp_s: float = 3600.0) -> lis
     versions = list_versions(root)
     keep_set = set(versions[-keep:]) | ({live} if live else set())
     gone = []
+    remote = storage.locate(root) if storage.is_remote(root) else None
     for v in versions:
         if v not in keep_set:
+            if remote:  # the store's copy first: a version is never in the store without its build
+                storage.delete_dir(f"{remote[0]}/{v}", remote[1])
             shutil.rmtree(root / v, ignore_errors=True)
             gone.append(v)
     now = time.time()
@@ -180,6 +211,8 @@ def load_version(folder: str | Path, use_gpu: bool = False) -> LoadedIndex:
 
 def load_current(index_root: str | Path, use_gpu: bool = False) -> LoadedIndex:
     """The live index. A version pruned between reading CURRENT and opening it is retried."""
+    if storage.is_remote(index_root):
+        return _load_current_remote(index_root, use_gpu)
     root = Path(index_root)
     for attempt in range(3):
         version = read_current(root)
@@ -191,6 +224,23 @@ def load_current(index_root: str | Path, use_gpu: bool = False) -> LoadedIndex:
         if read_current(root) == version:
             break
     raise IndexLoadError(f"{root / CURRENT} names {version!r}, but {folder} does not exist")
+
+
+def _load_current_remote(index_root, use_gpu: bool) -> LoadedIndex:
+    """The store's live version: from the local build folder when complete, else downloaded."""
+    uri, opts = storage.locate(index_root)
+    version = read_current(index_root)
+    if version is None:
+        raise IndexLoadError(f"{uri}/{CURRENT}: no index published yet")
+    if not storage.is_uri(index_root) and (Path(index_root) / version / INDEX_MANIFEST_FILE).is_file():
+        return load_version(Path(index_root) / version, use_gpu)
+    folder = storage.cache_dir(index_root) / "indexes" / uri.split("://", 1)[1] / version
+    try:
+        for name in VERSION_FILES:
+            storage.download(f"{uri}/{version}/{name}", folder / name, opts)
+    except FileNotFoundError:
+        raise IndexLoadError(f"{uri}/{CURRENT} names {version!r}, but {uri}/{version} is incomplete") from None
+    return load_version(folder, use_gpu)
 
 
 def search(loaded: LoadedIndex, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

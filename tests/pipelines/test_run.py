@@ -81,3 +81,67 @@ def test_example_configs_validate():
     for path in sorted(Path("configs").glob("*.yaml")):
         if path.name in ("demo.yaml", "movielens.yaml") or path.name.startswith("cluster"):
             load_config(path, RunConfig)
+
+
+# --- engines start lazily: only a step that still has work for them starts them --------------
+_RERUN = """
+import json, sys
+import ray
+from engines import spark_session
+from pipelines import RunConfig, run_pipeline
+st = run_pipeline(RunConfig.model_validate_json(sys.argv[1]), json.loads(sys.argv[2]))
+print(json.dumps({"ray": ray.is_initialized(), "spark": spark_session._SESSION is not None,
+                  "timings": st.timings}))
+"""
+
+
+def _rerun_in_fresh_process(cfg, root, steps=None) -> dict:
+    """run_pipeline(steps) on ``root`` in a new interpreter (no engine of this test
+    session); returns whether Ray / Spark were started there, and the step timings."""
+    import json
+
+    cfg2 = cfg.model_copy(update={"root": str(root)})
+    proc = subprocess.run([sys.executable, "-c", _RERUN, cfg2.model_dump_json(), json.dumps(steps)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _rows(path, days):
+    t = DeltaTable(str(path)).to_pyarrow_table().sort_by([("ds", "ascending"), ("entity_id", "ascending")])
+    return [r for r in t.select(["ds", "entity_id", "vector", "sample_count"]).to_pylist() if r["ds"] in days]
+
+
+def test_run_without_engine_work_left_starts_neither_spark_nor_ray(finished_run, tmp_path):
+    """Ledger gone: every step runs again, but the checkpoint, the extracted days and the
+    published days are recognised, so no step has work for Spark or Ray."""
+    import shutil
+
+    cfg, st = finished_run
+    root = tmp_path / "root"
+    shutil.copytree(cfg.root, root, ignore=shutil.ignore_patterns("ledger.sqlite", "*.lock"))
+    versions = {n: DeltaTable(str(RunLayout(root).table(n))).version() for n in REPRESENTATION_TABLES}
+    out = _rerun_in_fresh_process(cfg, root)
+    assert out["ray"] is False and out["spark"] is False
+    assert out["timings"]["extract"] > 0 and out["timings"]["downstream"] > 0  # ran, not reused
+    assert {n: DeltaTable(str(RunLayout(root).table(n))).version() for n in REPRESENTATION_TABLES} == versions
+
+
+def test_run_with_only_publishing_left_starts_spark_not_ray(finished_run, tmp_path):
+    """One table lost (and the ledger): the extract step must publish it again for every
+    day, from the extracted samples (Spark), without extracting again (no Ray); same rows."""
+    import shutil
+
+    cfg, st = finished_run
+    root = tmp_path / "root"
+    shutil.copytree(cfg.root, root, ignore=shutil.ignore_patterns("ledger.sqlite", "*.lock"))
+    shutil.rmtree(RunLayout(root).table("item_cr"))
+    out = _rerun_in_fresh_process(cfg, root, ["extract"])
+    assert out["spark"] is True and out["ray"] is False
+    days = st.days
+    got, want = _rows(RunLayout(root).table("item_cr"), days), _rows(RunLayout(cfg.root).table("item_cr"), days)
+    assert {r["ds"] for r in got} == set(days)
+    assert [(r["ds"], r["entity_id"], r["sample_count"]) for r in got] == \
+           [(r["ds"], r["entity_id"], r["sample_count"]) for r in want]
+    for g, w in zip(got, want):
+        assert max(abs(a - b) for a, b in zip(g["vector"], w["vector"])) < 1e-6
