@@ -11,11 +11,12 @@ The same state ``S(T) = sum_k exp(-(T - t_k)/tau) * CR_k`` per user, computed in
 Each engine reads the Parquet and writes its result (float64 state) as Parquet; only that
 is timed. Spark session start-up is timed separately (``spark_startup_s``) and the first
 Spark run (JVM JIT and Python worker warm-up) is reported as ``spark_first_s``, not in the
-ratio. Then ``--repeats`` interleaved (DuckDB, Spark) pairs: the machine is shared, so each
+ratio. Then ``--repeats`` interleaved pairs, (DuckDB, Spark) and (Spark, DuckDB) in turn
+(so run order cannot favour either engine): the machine is shared, so each
 ratio compares two runs made seconds apart; ``ratio_spark_over_duckdb`` is the median of
 the per-pair ratios, ``spark_s``/``duckdb_s`` the medians of the runs.
 
-    python -m benchmarks.aggregate [--rows 2000000] [--users 20000] [--dim 64] [--repeats 3]
+    python -m benchmarks.aggregate [--rows 2000000] [--users 20000] [--dim 64] [--repeats 4]
 
 Experiments (the headline stays the default job unless these are given, and the JSON's
 ``knobs`` says which were): ``--tasks-per-core``, ``--partitions``, ``--target-rows``
@@ -181,7 +182,7 @@ def main() -> None:
     p.add_argument("--files", type=int, default=None,
                    help="Parquet files (default: one per 500k rows; row groups of 262,144 rows)")
     p.add_argument("--workdir", default=None)
-    p.add_argument("--repeats", type=int, default=3, help="interleaved (DuckDB, Spark) pairs")
+    p.add_argument("--repeats", type=int, default=4, help="interleaved pairs, DuckDB first and Spark first in turn")
     p.add_argument("--columns-runs", type=int, default=1, help="runs of the Spark SQL formulation (0: skip)")
     p.add_argument("--tasks-per-core", type=int, default=None, help="override decayed_cr_rows' default")
     p.add_argument("--partitions", type=int, default=None, help="shuffle partitions of the partials (override)")
@@ -219,9 +220,13 @@ def main() -> None:
     times["spark_startup_s"] = time.perf_counter() - t
     times["spark_first_s"] = run_spark(spark, src, work / "spark", a.dim, **knobs)
     duck, spk, base = [], [], []
-    for _ in range(a.repeats):
-        duck.append(run_duckdb(src, work / "duckdb.parquet", a.dim))
+    for i in range(a.repeats):
+        # alternate which engine goes first, so that run order cannot favour either
+        if i % 2 == 0:
+            duck.append(run_duckdb(src, work / "duckdb.parquet", a.dim))
         spk.append(run_spark(spark, src, work / "spark", a.dim, **knobs))
+        if i % 2 == 1:
+            duck.append(run_duckdb(src, work / "duckdb.parquet", a.dim))
         if a.compare:
             variant(False)
             base.append(run_spark(spark, src, work / "spark_default", a.dim))

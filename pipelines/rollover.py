@@ -76,6 +76,18 @@ class RolloverConfig(StrictModel):
     weight: Literal["none", "sample_count"] = Field(
         "none", description="Weight each fitting entity by its sample_count (the rows it stands for) instead of 1."
     )
+    scale_fit: Literal["least_squares", "norm"] = Field(
+        "least_squares", description="With scale: least_squares: s = trace(S)/||A||^2 (the L2 optimum, which shrinks "
+        "towards the mean when the fit is imperfect); norm: s = ||B||/||A|| (keeps the old vectors' spread)."
+    )
+    fit_days: int = Field(
+        1, ge=1, description="Fit on the same-day pairs of this many latest days (<= ds) both versions published, "
+        "pooled (an entity of k days counts k times); 1 = the latest day only."
+    )
+    fit_space: Literal["raw", "l2"] = Field(
+        "raw", description="raw: fit the rotation on the vectors as published; l2: on l2-normalised rows (each "
+        "entity's direction counts once whatever its norm), then means and scale on the raw rows."
+    )
     tables: list[str] = Field(
         default_factory=lambda: ["user_ur", "item_ir", "user_cr", "item_cr"], description="Tables to align."
     )
@@ -155,7 +167,7 @@ class AlignMap:
 
 def fit_procrustes(
     old: np.ndarray, new: np.ndarray, centre: bool = True, scale: bool = False, method: str = "procrustes",
-    weights: np.ndarray | None = None,
+    weights: np.ndarray | None = None, fit_space: str = "raw", scale_fit: str = "least_squares",
 ) -> AlignMap:
     """Orthogonal (semi-orthogonal when dims differ) map from ``new`` [N, d_new] onto
     ``old`` [N, d_old]; row i of both is the same entity.
@@ -166,7 +178,16 @@ def fit_procrustes(
 
     ``weights`` [N] (>= 0, not all 0): minimise sum_i w_i ||s (a_i W) - b_i||^2 instead,
     with weighted means (the SVD of A^T diag(w) B). The reported residual stays the
-    unweighted one, so ``max_residual`` means the same with or without weights."""
+    unweighted one, so ``max_residual`` means the same with or without weights.
+
+    ``fit_space="l2"`` (Procrustes only): W is fitted on the l2-normalised rows (centred on
+    their own means), so high-norm entities do not dominate the rotation; the means, the
+    scale ``s = trace(W^T A^T B) / ||A||_F^2`` and the residual then use the raw rows.
+
+    ``scale_fit="norm"`` (with ``scale``): ``s = ||B||_F / ||A||_F`` (weighted), so the
+    aligned vectors keep the old vectors' spread around their mean; the least-squares
+    ``s`` is that times the cosine ``trace(W^T A^T B) / (||A|| ||B||)``, i.e. shrunk
+    towards the mean by exactly the part the rotation does not explain."""
     old = np.asarray(old, dtype=np.float64)
     new = np.asarray(new, dtype=np.float64)
     if old.ndim != 2 or new.ndim != 2 or old.shape[0] != new.shape[0]:
@@ -187,15 +208,28 @@ def fit_procrustes(
     a, b = new - mu_new, old - mu_old
     if method not in ("procrustes", "least_squares"):
         raise ValueError(f"fit_procrustes: method {method!r}, expected 'procrustes' or 'least_squares'")
-    u, sv, vt = np.linalg.svd((a * wt[:, None]).T @ b, full_matrices=False)  # u [d_new, k], vt [k, d_old]
+    if fit_space not in ("raw", "l2"):
+        raise ValueError(f"fit_procrustes: fit_space {fit_space!r}, expected 'raw' or 'l2'")
+    if fit_space == "l2":
+        on, nn_ = _unit_rows(old), _unit_rows(new)
+        fa = nn_ - (wt @ nn_ if centre else 0.0)
+        fb = on - (wt @ on if centre else 0.0)
+    else:
+        fa, fb = a, b
+    u, sv, vt = np.linalg.svd((fa * wt[:, None]).T @ fb, full_matrices=False)  # u [d_new, k], vt [k, d_old]
     w = u @ vt
     s = 1.0
     if method == "least_squares":
         r = np.sqrt(wt)[:, None]
         w = np.linalg.lstsq(a * r, b * r, rcond=None)[0]
     elif scale:
+        if scale_fit not in ("least_squares", "norm"):
+            raise ValueError(f"fit_procrustes: scale_fit {scale_fit!r}, expected 'least_squares' or 'norm'")
         na = float(np.sum(wt[:, None] * a * a))
-        s = float(sv.sum() / na) if na > 0 else 1.0
+        if scale_fit == "norm":
+            s = float(np.sqrt(np.sum(wt[:, None] * b * b) / na)) if na > 0 else 1.0
+        else:  # = trace(S) / ||A||^2 when W was fitted on (a, b) themselves
+            s = float(np.sum(wt[:, None] * (a @ w) * b) / na) if na > 0 else 1.0
     denom = float(np.linalg.norm(b))
     residual = float(np.linalg.norm(s * (a @ w) - b) / denom) if denom > 0 else 0.0
     return AlignMap(w=w, mean_new=mu_new, mean_old=mu_old, residual=residual, n_fit=int(old.shape[0]), scale=s)
@@ -228,6 +262,10 @@ def _vectors(table: pa.Table, col: str = "vector") -> np.ndarray:
     n = len(arr)
     flat = np.asarray(pc.list_flatten(arr).to_numpy(zero_copy_only=False), dtype=np.float64)
     return flat.reshape(n, -1) if n else np.zeros((0, 0))
+
+
+def _unit_rows(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), L2_EPS)
 
 
 def _renormalise(x: np.ndarray, normalisation: str) -> np.ndarray:
@@ -287,15 +325,19 @@ def publish_aligned(
     cfg: RolloverConfig | None = None,
     *,
     old_tables_root: str | Path | None = None,
+    out: str | Path | None = None,
 ) -> AlignResult:
     """Publish the new version's ``name`` snapshot of ``ds`` mapped into the old version's
-    space as ``<tables_root>/<name>__aligned_<old_version>`` (partition ``ds``).
+    space as ``<tables_root>/<name>__aligned_<old_version>`` (partition ``ds``; ``out``:
+    another table path, e.g. for comparing fitting options side by side).
 
     The map is fitted on the entities present in both the old version's latest snapshot
     at or before ``ds`` (day ``d_old``) and the new version's snapshot of ``d_old`` (or of
     ``ds`` when the new version has no ``d_old`` partition): same-day pairs, so entity
     drift between days does not count as misalignment. It is then applied to every row
-    of the new ``ds`` snapshot, entities the old version never saw included.
+    of the new ``ds`` snapshot, entities the old version never saw included. With
+    ``cfg.fit_days = k`` the same-day pairs of the k latest days both versions published
+    (up to ``d_old``) are pooled into one fit (more entity-days, the same kind of pairs).
 
     Raises :class:`RolloverError` (nothing published) when a snapshot is missing, fewer
     than ``cfg.min_shared_entities`` entities are shared, or the residual exceeds
@@ -309,7 +351,7 @@ def publish_aligned(
     if new_model_version == old_model_version:
         raise RolloverError(f"new and old model version are both {new_model_version!r}")
     root = Path(tables_root)
-    out = root / aligned_table_name(name, old_model_version)
+    out = Path(out) if out is not None else root / aligned_table_name(name, old_model_version)
     map_path = out / ALIGN_DIR / f"ds={ds}.json"
     if not cfg.force and map_path.is_file() and already_published(out, name, old_model_version, ds):
         m = json.loads(map_path.read_text())
@@ -327,26 +369,37 @@ def publish_aligned(
     if old_snap.num_rows == 0:
         raise RolloverError(f"{old_path}: no snapshot at or before {ds} of the old version; nothing published")
     d_old = old_snap["ds"][0].as_py()
-    fit_new = new_snap if d_old == ds or d_old not in delta_io.list_days(new_path) else delta_io.read_days(
-        new_path, [d_old]
-    )
-    io, inew, n_shared = _shared(old_snap, fit_new)
-    if n_shared < cfg.min_shared_entities:
-        raise RolloverError(
-            f"{name} ds={ds}: only {n_shared} entities are in both the old ({old_model_version}, ds={d_old}) and new "
-            f"({new_model_version}, ds={fit_new['ds'][0].as_py()}) snapshots, need min_shared_entities="
-            f"{cfg.min_shared_entities}; nothing published"
-        )
-    weights = None
-    if cfg.weight == "sample_count":  # the rows each entity stands for, in the day the map is fitted on
-        weights = np.asarray(fit_new["sample_count"].to_numpy(), dtype=np.float64)[inew]
-    amap = fit_procrustes(_vectors(old_snap)[io], _vectors(fit_new)[inew], centre=cfg.centre, scale=cfg.scale,
-                          method=cfg.method, weights=weights)
+    new_days = set(delta_io.list_days(new_path))
+    if d_old in new_days:  # same-day pairs: the fit_days latest days both versions published, up to d_old
+        both = [d for d in delta_io.list_days(old_path) if d <= d_old and d in new_days]
+        pairs = [(d, d) for d in both[-cfg.fit_days:]]
+    else:
+        pairs = [(d_old, ds)]
+    old_rows, new_rows, wts = [], [], []
+    for k, (do, dn) in enumerate(reversed(pairs)):  # latest pair first: it is the one min_shared_entities checks
+        o = old_snap if do == d_old else delta_io.read_days(old_path, [do])
+        n = new_snap if dn == ds else delta_io.read_days(new_path, [dn])
+        io, inew, n_shared = _shared(o, n)
+        if k == 0 and n_shared < cfg.min_shared_entities:
+            raise RolloverError(
+                f"{name} ds={ds}: only {n_shared} entities are in both the old ({old_model_version}, ds={do}) and "
+                f"new ({new_model_version}, ds={dn}) snapshots, need min_shared_entities="
+                f"{cfg.min_shared_entities}; nothing published"
+            )
+        old_rows.append(_vectors(o)[io])
+        new_rows.append(_vectors(n)[inew])
+        # weight: the rows each entity stands for, in the day the pair comes from
+        wts.append(np.asarray(n["sample_count"].to_numpy(), dtype=np.float64)[inew])
+    n_shared = sum(len(x) for x in old_rows)
+    weights = np.concatenate(wts) if cfg.weight == "sample_count" else None
+    amap = fit_procrustes(np.concatenate(old_rows), np.concatenate(new_rows), centre=cfg.centre, scale=cfg.scale,
+                          method=cfg.method, weights=weights, fit_space=cfg.fit_space, scale_fit=cfg.scale_fit)
     if amap.residual > cfg.max_residual:
         raise RolloverError(
             f"{name} ds={ds}: alignment residual {amap.residual:.4f} of {new_model_version} onto {old_model_version} "
-            f"is above max_residual={cfg.max_residual} ({n_shared} shared entities); nothing published"
+            f"is above max_residual={cfg.max_residual} ({n_shared} fitting rows); nothing published"
         )
+    fit_ds_new = pairs[-1][1]
 
     aligned = _renormalise(amap.apply(_vectors(new_snap)), old_props.normalisation)
     cols = {
@@ -370,10 +423,10 @@ def publish_aligned(
     _write_map(map_path, {
         "table": name, "ds": ds, "new_model_version": new_model_version, "old_model_version": old_model_version,
         "new_table": str(new_path), "old_table": str(old_path), "fit_ds_old": d_old,
-        "fit_ds_new": fit_new["ds"][0].as_py(), "rows": new_snap.num_rows, "delta_version": version,
+        "fit_ds_new": fit_ds_new, "fit_pairs": pairs, "rows": new_snap.num_rows, "delta_version": version,
         "map": json.loads(amap.to_json()),
     })
-    return AlignResult(out, version, amap.residual, n_shared, d_old, fit_new["ds"][0].as_py(), new_snap.num_rows)
+    return AlignResult(out, version, amap.residual, n_shared, d_old, fit_ds_new, new_snap.num_rows)
 
 
 def read_map(aligned_table: str | Path, ds: str) -> AlignMap:

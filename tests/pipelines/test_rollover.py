@@ -273,3 +273,82 @@ def test_weighted_fit_equals_the_fit_on_repeated_rows():
     assert uniform.residual == pytest.approx(plain.residual)
     with pytest.raises(ValueError, match="weights"):
         fit_procrustes(old, new, weights=np.zeros(60))
+
+
+def test_l2_fit_space_matches_scipy_on_unit_rows():
+    """fit_space='l2': W = scipy's Procrustes of the centred unit rows; scale and means from the raw rows."""
+    rng = np.random.default_rng(21)
+    new = rng.normal(size=(250, 6)) * rng.uniform(0.2, 5.0, size=(250, 1))  # norms spread 25x
+    old = new @ rotation(6, 22) * 0.5 + 0.3 * rng.normal(size=new.shape) + 1.0
+    m = fit_procrustes(old, new, centre=True, scale=True, fit_space="l2")
+    un = new / np.linalg.norm(new, axis=1, keepdims=True)
+    uo = old / np.linalg.norm(old, axis=1, keepdims=True)
+    ref, _ = orthogonal_procrustes(un - un.mean(0), uo - uo.mean(0))
+    np.testing.assert_allclose(m.w, ref, atol=1e-10)
+    a, b = new - new.mean(0), old - old.mean(0)
+    np.testing.assert_allclose(m.mean_new, new.mean(0), atol=1e-12)
+    assert m.scale == pytest.approx(np.sum((a @ ref) * b) / np.sum(a * a), rel=1e-9)
+    assert m.residual == pytest.approx(np.linalg.norm(m.scale * a @ ref - b) / np.linalg.norm(b), rel=1e-9)
+    raw = fit_procrustes(old, new, centre=True, scale=True)
+    assert raw.residual <= m.residual + 1e-12  # raw is the least-squares optimum on raw rows
+    with pytest.raises(ValueError, match="fit_space"):
+        fit_procrustes(old, new, fit_space="cosine")
+
+
+def test_pooled_fit_days_equals_the_fit_on_concatenated_rows(tmp_path):
+    """fit_days=k: one fit on the same-day pairs of the k latest days, = fit_procrustes on the
+    concatenated shared rows (intersected here with a plain dict, an independent reference)."""
+    rng = np.random.default_rng(31)
+    r = rotation(6, 32)
+    days = ["2026-01-01", "2026-01-02", "2026-01-03"]
+    pairs = {}
+    for k, d in enumerate(days):
+        old_ids = [f"u{i}" for i in range(k * 40, k * 40 + 260)]  # entities drift day to day
+        new_ids = [f"u{i}" for i in range(k * 40 + 30, k * 40 + 300)]  # partly other entities
+        old = rng.normal(size=(260, 6)) + 0.5
+        new_by_id = {e: v @ r + 0.3 * rng.normal(size=6) for e, v in zip(old_ids, old)}
+        new = np.array([new_by_id.get(e, rng.normal(size=6)) for e in new_ids])
+        write_table(tmp_path / "old" / "user_ur", "user_ur", d, "v1", old_ids, old)
+        write_table(tmp_path / "new" / "user_ur", "user_ur", d, "v2", new_ids, new)
+        o32, n32 = old.astype(np.float32), new.astype(np.float32)
+        pos = {e: i for i, e in enumerate(new_ids)}
+        shared = [(i, pos[e]) for i, e in enumerate(old_ids) if e in pos]
+        pairs[d] = (o32[[i for i, _ in shared]], n32[[j for _, j in shared]])
+    for k, fit_days in [(2, 2), (3, 9)]:  # 9 > days published: every day both hold
+        cfg = RolloverConfig(min_shared_entities=100, fit_days=fit_days, force=True)
+        res = publish_aligned(tmp_path / "new", "user_ur", days[-1], "v2", "v1", cfg, old_tables_root=tmp_path / "old")
+        use = days[-k:]
+        ref = fit_procrustes(np.concatenate([pairs[d][0] for d in use]), np.concatenate([pairs[d][1] for d in use]),
+                             centre=True, scale=True)
+        got = read_map(res.table, days[-1])
+        np.testing.assert_allclose(got.w, ref.w, atol=1e-9)
+        np.testing.assert_allclose(got.scale, ref.scale, atol=1e-9)
+        np.testing.assert_allclose(got.mean_new, ref.mean_new, atol=1e-9)
+        assert res.n_shared == got.n_fit == sum(len(pairs[d][0]) for d in use)
+        import json
+
+        meta = json.loads((res.table / ALIGN_DIR / f"ds={days[-1]}.json").read_text())
+        assert sorted(d for d, _ in meta["fit_pairs"]) == use and all(a == b for a, b in meta["fit_pairs"])
+    one = publish_aligned(tmp_path / "new", "user_ur", days[-1], "v2", "v1",
+                          RolloverConfig(min_shared_entities=100, force=True), old_tables_root=tmp_path / "old")
+    assert one.n_shared == len(pairs[days[-1]][0])  # the default: the latest same-day pair only
+
+
+def test_norm_scale_keeps_the_old_spread():
+    """scale_fit='norm': s = ||B||/||A|| (numpy reference), = the least-squares s / cosine."""
+    rng = np.random.default_rng(41)
+    new = rng.normal(size=(300, 5))
+    old = new @ rotation(5, 42) * 2.0 + 1.5 * rng.normal(size=new.shape) + 3.0  # an imperfect fit
+    m = fit_procrustes(old, new, centre=True, scale=True, scale_fit="norm")
+    lsq = fit_procrustes(old, new, centre=True, scale=True)
+    a, b = new - new.mean(0), old - old.mean(0)
+    assert m.scale == pytest.approx(np.linalg.norm(b) / np.linalg.norm(a), rel=1e-12)
+    np.testing.assert_allclose(m.w, lsq.w, atol=1e-12)  # the rotation does not depend on the scale
+    cos = np.sum((a @ m.w) * b) / (np.linalg.norm(a) * np.linalg.norm(b))
+    assert lsq.scale == pytest.approx(m.scale * cos, rel=1e-9) and lsq.scale < m.scale
+    spread = np.linalg.norm(m.apply(new) - old.mean(0))
+    assert spread == pytest.approx(np.linalg.norm(b), rel=1e-9)
+    assert lsq.residual <= m.residual  # least squares is the L2 optimum; norm keeps the spread instead
+    with pytest.raises(ValueError, match="scale_fit"):
+        fit_procrustes(old, new, scale=True, scale_fit="max")
+    assert RolloverConfig(scale_fit="norm").scale_fit == "norm"
