@@ -159,6 +159,11 @@ def register(uri: str, options: dict | None = None, cache: str | Path | None = N
     return m
 
 
+def unregister(uri: str) -> None:
+    """Forget what :func:`register` recorded for ``uri`` (no-op if nothing was)."""
+    _REMOTES.pop(parse_uri(uri, "uri"), None)
+
+
 def mount_run(cfg: ObjectStoreConfig, root: str | Path, check: bool = True) -> list[Mount]:
     """Mount ``root/tables`` and ``root/indexes`` on the configured URIs (either may be unset);
     unmount what is not configured. ``check``: a missing bucket or unreachable endpoint is a

@@ -8,6 +8,7 @@ read ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY``); only non-secret options
 from __future__ import annotations
 
 import socket
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import pytest
@@ -28,6 +29,18 @@ class S3:
                                  region="us-east-1", allow_bucket_creation=True)
         create.create_dir(name)
         return f"s3://{name}"
+
+    @contextmanager
+    def registered(self, name: str, cache):
+        """Bucket ``name`` registered with this endpoint's options for the duration."""
+        from engines import storage
+
+        uri = self.bucket(name)
+        storage.register(uri, self.options, cache)
+        try:
+            yield uri
+        finally:
+            storage.unregister(uri)
 
 
 def _free_port() -> int:

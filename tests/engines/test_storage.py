@@ -25,10 +25,8 @@ def day(ds: str, n: int, seed: int) -> pa.Table:
 
 @pytest.fixture(scope="module")
 def bucket(s3, tmp_path_factory):  # noqa: F811
-    uri = s3.bucket("lfm-engines")
-    storage.register(uri, s3.options, tmp_path_factory.mktemp("store-cache"))
-    yield uri
-    storage._REMOTES.pop(uri, None)
+    with s3.registered("lfm-engines", tmp_path_factory.mktemp("store-cache")) as uri:
+        yield uri
 
 
 # --- config --------------------------------------------------------------------------
@@ -207,7 +205,7 @@ def test_index_versions_on_s3(bucket, tmp_path):
             store.set_current(uri, v2)
     finally:
         storage.unmount(root)
-        storage._REMOTES.pop(uri, None)
+        storage.unregister(uri)
 
 
 def test_secret_never_in_a_uri_or_option(bucket):

@@ -14,10 +14,8 @@ from tests.moto_s3 import s3  # noqa: F401 - the fixture
 
 @pytest.fixture(scope="module")
 def prefix(s3, tmp_path_factory):  # noqa: F811
-    uri = s3.bucket("lfm-extract")
-    storage.register(uri, s3.options, tmp_path_factory.mktemp("cache"))
-    yield uri
-    storage._REMOTES.pop(uri, None)
+    with s3.registered("lfm-extract", tmp_path_factory.mktemp("cache")) as uri:
+        yield uri
 
 
 def test_publish_read_maintain_on_s3_equal_local(prefix, tmp_path):

@@ -110,7 +110,7 @@ def test_index_is_live_in_the_store(runs, tmp_path):
     try:
         loaded = store.load_current(uri)  # downloaded: a reader on another machine
     finally:
-        storage._REMOTES.pop(uri, None)
+        storage.unregister(uri)
     assert str(loaded.path).startswith(str(tmp_path))
     assert loaded.manifest.num_items == remote.index["num_items"] > 0
     assert loaded.manifest.source_table_version == remote.index["source_table_version"]
