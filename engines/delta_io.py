@@ -14,6 +14,7 @@ with a conditional PUT (``If-None-Match``), so two writers never both win one ve
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import unquote
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -155,8 +156,6 @@ def day_file_uris(path: str | Path, ds: str, version: int | None = None) -> list
     out = []
     for uri in uris:
         rel = uri[len(loc) + 1:] if uri.startswith(loc + "/") else uri.split("://", 1)[1]
-        from urllib.parse import unquote
-
         key = unquote(rel)
         local = storage.download(uri, cache / key, opts, sizes.get(key, sizes.get(rel)))
         out.append(str(local.resolve()))  # a plain path, like delta-rs gives for a local table

@@ -89,8 +89,9 @@ def fragments(uris: list[str], kind: int, target_rows: int = 262_144) -> list[tu
 def segment_sum(codes: np.ndarray, x: np.ndarray, k: int, w: np.ndarray | None = None) -> np.ndarray:
     """``out[c] = sum_{i: codes[i] = c} w[i] * x[i]`` in float64: [k, d] from codes [n],
     x [n, d], w [n] (default 1). One sparse product ``M @ x`` with ``M[codes[i], i] = w[i]``,
-    built as CSC (one entry per column, so no sort): 2.7x faster than a weighted
-    ``np.bincount`` per dimension, measured at 262k x 64 (docs/tables.md)."""
+    built as CSC (one entry per column, so no sort); it replaced a weighted ``np.bincount``
+    per dimension and took the 10M-row Spark/DuckDB ratio from 1.37x to about 1.05x
+    (docs/tables.md)."""
     from scipy.sparse import csc_matrix
 
     n = len(codes)
