@@ -11,7 +11,7 @@ extracted and aggregated into its own run root by the project's chain
   and trained further with another seed: how production rollovers happen.
 
 ``pipelines.rollover.publish_aligned`` publishes ``<table>__aligned_v1`` for every day,
-plus side-by-side variants of the fit (pooled days, l2 fit space, no scale, least
+plus side-by-side variants of the fit (pooled days, l2 fit space, least-squares or norm scale, least
 squares, a frozen map). A downstream model (``downstream``'s RankingModel, ``gate_linear``
 adapter, all four tables; by default every scenario pooled: the most test rows) is trained
 on v1's vectors per seed and evaluated, with the SAME weights and test rows, fed each
@@ -21,7 +21,8 @@ bootstrap over test rows (``se_rows``) and both combined (``se``).
 
     python -m benchmarks.rollover [--users 4000] [--items 2000] [--days 8] [--rows-per-day 12000]
         [--eval pooled|smallest] [--scenario S] [--seeds 0 1 2] [--new-seed 1]
-        [--warm-epochs 1] [--workdir DIR]
+        [--warm-epochs 1] [--log-seed 0] [--workdir DIR]
+    python -m benchmarks.rollover --summarise run1.out run2.out ...   # mean loss +- SE across replicates
 
 Last stdout line: JSON with auc_old, auc_raw_new, auc_aligned_new (the from-scratch pair),
 their losses and se_*, the warm pair's auc_warm_*, every feed's figures, residuals, timings.
@@ -71,8 +72,8 @@ def run_version(cfg: dict) -> object:
     return run_pipeline(RunConfig.model_validate(cfg), steps=["extract"])
 
 
-def publish_variant(tables_root: Path, old_tables: Path, fit_ds: str | None, days: list[str], centre: bool,
-                    scale: bool, method: str, suffix: str) -> dict:
+def publish_variant(tables_root: Path, old_tables: Path, fit_ds: str | None, days: list[str], cfg: "object",
+                    suffix: str) -> dict:
     """A variant map per table, published as ``<table>__<suffix>`` through the same writer:
     fitted ONCE on ``fit_ds`` (same-day pairs) and applied to every day in ``days`` (the old
     version stopped publishing), or, ``fit_ds=None``, fitted per day like publish_aligned."""
@@ -84,8 +85,8 @@ def publish_variant(tables_root: Path, old_tables: Path, fit_ds: str | None, day
     def fit_on(new_path: Path, old_path: Path, day: str):
         old_snap, new_snap = delta_io.read_days(old_path, [day]), delta_io.read_days(new_path, [day])
         io, inew, _ = _shared(old_snap, new_snap)
-        return fit_procrustes(_vectors(old_snap)[io], _vectors(new_snap)[inew], centre=centre, scale=scale,
-                              method=method)
+        return fit_procrustes(_vectors(old_snap)[io], _vectors(new_snap)[inew], centre=cfg.centre, scale=cfg.scale,
+                              method=cfg.method, scale_fit=cfg.scale_fit)
 
     residuals = {}
     for name in TABLES:
@@ -163,10 +164,32 @@ VARIANTS = {
     "pooled3": {"fit_days": 3},
     "l2fit": {"fit_space": "l2"},
     "pooled3_l2fit": {"fit_days": 3, "fit_space": "l2"},
-    "noscale": {"scale": False},
-    "normscale": {"scale_fit": "norm"},
+    "lsscale": {"scale": True},  # the default up to 2026-12-01: least-squares scale (shrinks towards the mean)
+    "normscale": {"scale": True, "scale_fit": "norm"},
     "lstsq": {"method": "least_squares", "scale": False},
 }
+
+
+def summarise(paths: list[Path], goal: float = 0.005) -> dict:
+    """Across k runs (each file: a run's stdout, its last line the result JSON): per feed
+    the mean loss, its SE across runs (SD / sqrt(k)) and the per-run losses. With
+    independent replicates (``--log-seed``: another log, other models, other test rows)
+    the SE holds every source of variance, so ``goal_met_2se`` = mean + 2 SE <= goal is
+    the claim one run's within-pair SE cannot make."""
+    runs = [json.loads(Path(p).read_text().strip().splitlines()[-1]) for p in paths]
+    feeds = sorted(set.intersection(*(set(r["feeds"]) for r in runs)) - {"old"})
+    k = len(runs)
+    out = {}
+    for f in feeds:
+        x = np.array([r["feeds"][f]["loss"] for r in runs])
+        se = float(np.std(x, ddof=1) / np.sqrt(k)) if k > 1 else float("nan")
+        out[f] = {"mean_loss": round(float(x.mean()), 4), "se": round(se, 4), "losses": x.round(4).tolist()}
+    head = out["aligned_new"]
+    return {"runs": k, "files": [str(p) for p in paths], "log_seeds": [r["config"].get("log_seed", 0) for r in runs],
+            "mean_loss_aligned_new": head["mean_loss"], "se_loss_aligned_new": head["se"],
+            "mean_loss_raw_new": out["raw_new"]["mean_loss"], "se_loss_raw_new": out["raw_new"]["se"],
+            "goal": f"mean loss_aligned_new + 2 se <= {goal}", "goal_met": head["mean_loss"] <= goal,
+            "goal_met_2se": bool(head["mean_loss"] + 2 * head["se"] <= goal), "feeds": out}
 
 
 def main() -> None:
@@ -175,6 +198,8 @@ def main() -> None:
     ap.add_argument("--items", type=int, default=2000)
     ap.add_argument("--days", type=int, default=8)
     ap.add_argument("--rows-per-day", type=int, default=12_000)
+    ap.add_argument("--log-seed", type=int, default=0,
+                    help="generator seed of the log: another seed = an independent replicate (log, v1, v2, test rows)")
     ap.add_argument("--eval", choices=["pooled", "smallest"], default="pooled",
                     help="downstream rows: every scenario pooled (default: the most test rows) or the smallest")
     ap.add_argument("--scenario", type=int, default=None, help="one scenario id (overrides --eval)")
@@ -189,12 +214,18 @@ def main() -> None:
     ap.add_argument("--vanilla-seeds", type=int, default=1, help="train the vanilla model (context only) for the first N seeds")
     ap.add_argument("--bootstrap", type=int, default=100, help="paired bootstrap resamples of the test rows")
     ap.add_argument("--no-centre", action="store_true")
-    ap.add_argument("--no-scale", action="store_true")
+    ap.add_argument("--scale", choices=["none", "least_squares", "norm"], default=None,
+                    help="the headline map's scale (default: RolloverConfig's, none)")
     ap.add_argument("--weight", choices=["none", "sample_count"], default=None,
                     help="Procrustes fit weights (default: RolloverConfig's).")
     ap.add_argument("--no-variants", action="store_true", help="only the default alignment (and the frozen map)")
     ap.add_argument("--workdir", type=Path, default=None)
+    ap.add_argument("--summarise", type=Path, nargs="+", default=None, metavar="OUT",
+                    help="no run: summarise earlier runs' stdout files (their last lines) across replicates")
     args = ap.parse_args()
+    if args.summarise:
+        print(json.dumps(summarise(args.summarise)))
+        return
 
     import torch
 
@@ -210,7 +241,8 @@ def main() -> None:
     torch.set_num_threads(2)
     work = args.workdir or Path(tempfile.mkdtemp(prefix="bench_rollover_"))
     source = {"kind": "generated", "generator": {"num_users": args.users, "num_items": args.items, "days": args.days,
-                                                 "rows_per_day": args.rows_per_day, "windows_per_day": 8}}
+                                                 "rows_per_day": args.rows_per_day, "windows_per_day": 8,
+                                                 "seed": args.log_seed}}
     split = {"valid_days": 1, "test_days": 1}
     secs: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -231,8 +263,10 @@ def main() -> None:
     old_tables = RunLayout(work / "v1").root / "tables"
 
     t1 = time.perf_counter()
-    rcfg = RolloverConfig(centre=not args.no_centre, scale=not args.no_scale, force=True,
-                          **({"weight": args.weight} if args.weight else {}))  # defaults otherwise
+    over = {"weight": args.weight} if args.weight else {}
+    if args.scale is not None:
+        over |= {"scale": args.scale != "none"} | ({"scale_fit": args.scale} if args.scale != "none" else {})
+    rcfg = RolloverConfig(centre=not args.no_centre, force=True, **over)  # defaults otherwise
     published = sorted(st_new.published)
     sp = st_old.split
     later = [d for d in published if d >= sp["train"][-1]]  # the days test/valid rows join to (and the fit day)
@@ -242,11 +276,13 @@ def main() -> None:
         aligned = {name: {d: publish_aligned(new_tables, name, d, "v2", "v1", rcfg, old_tables_root=old_tables)
                           for d in published} for name in TABLES}
         f = {"residual_by_day": {n: {d: round(r.residual, 4) for d, r in v.items()} for n, v in aligned.items()},
+             "applied_residual_by_day": {n: {d: round(r.applied_residual, 4) for d, r in v.items()}
+                                         for n, v in aligned.items()},
              "scale_by_day": {n: {d: round(read_map(r.table, d).scale, 4) for d, r in v.items()}
                               for n, v in aligned.items()}}
         f["frozen_residual"] = {n: v[min(v)] for n, v in publish_variant(
             new_tables, old_tables, sp["train"][-1], [d for d in published if d > sp["train"][-1]],
-            not args.no_centre, not args.no_scale, "procrustes", "frozen_v1").items()}
+            rcfg, "frozen_v1").items()}
         if not args.no_variants:
             f["variant_residual"] = publish_variants(new_tables, old_tables, later, rcfg, VARIANTS)
         fits[pname] = f
@@ -341,8 +377,8 @@ def main() -> None:
         "test_coverage": {"old": data_old.coverage, "aligned_new": built["aligned_new"].coverage},
         "fits": fits,
         "frozen_fit_ds": sp["train"][-1],
-        "centre": not args.no_centre,
-        "scale": not args.no_scale,
+        "centre": rcfg.centre,
+        "scale": rcfg.scale_fit if rcfg.scale else "none",
         "config": vars(args) | {"workdir": str(work)},
         "seconds": {k: round(v, 1) for k, v in secs.items()} | {"total": round(time.perf_counter() - t0, 1)},
     }

@@ -13,9 +13,12 @@ on the vectors' overall scale, and a scalar keeps every angle and distance ratio
 When ``d_new != d_old`` the thin SVD gives a *semi-orthogonal* W: columns orthonormal when ``d_new >= d_old`` (a rotation followed by a projection onto d_old
 dimensions), rows orthonormal when ``d_new < d_old`` (an isometric embedding into the
 old space). ``apply(x) = s (x - mu_new) W + mu_old``; with ``centre=False`` both means
-are 0, with ``scale=False`` s = 1. Fit quality: the relative residual
-``||s A W - B||_F / ||B||_F`` on the fitting entities (0 = exact; about 1 for unrelated
-vectors with ``scale``, up to about 1.4 without).
+are 0, with ``scale=False`` (the default) s = 1. Fit quality, what ``max_residual`` gates:
+the *scale-free* relative residual ``min_c ||c A W - B||_F / ||B||_F = sqrt(1 - cos^2)``,
+``cos = <A W, B> / (||A W|| ||B||)`` (clipped at 0), on the fitting entities: 0 = exact,
+about 1 for unrelated vectors, whatever scale is applied, so one bound fits every
+``scale`` setting. The residual of the map as applied, ``||s A W - B||_F / ||B||_F``, is
+recorded beside it (``applied_residual``; equal when ``s`` is the least-squares scale).
 
 Layout (``tables_root`` is a run's ``tables/`` folder; see :func:`table_for_version`):
 
@@ -66,10 +69,12 @@ class RolloverConfig(StrictModel):
         200, ge=2, description="Refuse to fit a map on fewer entities present in both versions."
     )
     max_residual: float = Field(
-        0.75, gt=0, description="Refuse to publish when the map's relative residual on the fitting entities is above this."
+        0.75, gt=0, description="Refuse to publish when the map's scale-free relative residual on the fitting "
+        "entities (sqrt(1 - cos^2) of the mapped new vs the old vectors) is above this."
     )
     centre: bool = Field(True, description="Centre both sides before fitting (records the means in the map).")
-    scale: bool = Field(True, description="Also fit one isotropic scale factor (similarity Procrustes).")
+    scale: bool = Field(False, description="Also apply one isotropic scale factor (similarity Procrustes); off by "
+                        "default: the new vectors keep their own spread (see docs/rollover.md for the measurements).")
     method: Literal["procrustes", "least_squares"] = Field(
         "procrustes", description="procrustes: (scaled) orthogonal map; least_squares: any linear map (see docs)."
     )
@@ -116,9 +121,10 @@ class AlignMap:
     w: np.ndarray
     mean_new: np.ndarray  # [d_new]
     mean_old: np.ndarray  # [d_old]
-    residual: float  # ||apply(new) - old||_F / ||old - mean_old||_F on the fitting entities
+    residual: float  # scale-free: min_c ||c (new - mean_new) w - (old - mean_old)||_F / ||old - mean_old||_F
     n_fit: int
     scale: float = 1.0
+    applied_residual: float | None = None  # ||apply(new) - old||_F / ||old - mean_old||_F (None: not recorded)
 
     @property
     def d_new(self) -> int:
@@ -149,6 +155,7 @@ class AlignMap:
                 "residual": self.residual,
                 "n_fit": self.n_fit,
                 "scale": self.scale,
+                "applied_residual": self.applied_residual,
             }
         )
 
@@ -162,6 +169,7 @@ class AlignMap:
             residual=float(raw["residual"]),
             n_fit=int(raw["n_fit"]),
             scale=float(raw.get("scale", 1.0)),
+            applied_residual=None if raw.get("applied_residual") is None else float(raw["applied_residual"]),
         )
 
 
@@ -179,6 +187,9 @@ def fit_procrustes(
     ``weights`` [N] (>= 0, not all 0): minimise sum_i w_i ||s (a_i W) - b_i||^2 instead,
     with weighted means (the SVD of A^T diag(w) B). The reported residual stays the
     unweighted one, so ``max_residual`` means the same with or without weights.
+
+    ``residual`` is scale-free (the residual with the best scalar on ``A W``, whatever
+    ``scale`` applies); ``applied_residual`` is the map's own, with ``s``.
 
     ``fit_space="l2"`` (Procrustes only): W is fitted on the l2-normalised rows (centred on
     their own means), so high-norm entities do not dominate the rotation; the means, the
@@ -230,9 +241,24 @@ def fit_procrustes(
             s = float(np.sqrt(np.sum(wt[:, None] * b * b) / na)) if na > 0 else 1.0
         else:  # = trace(S) / ||A||^2 when W was fitted on (a, b) themselves
             s = float(np.sum(wt[:, None] * (a @ w) * b) / na) if na > 0 else 1.0
+    aw = a @ w
     denom = float(np.linalg.norm(b))
-    residual = float(np.linalg.norm(s * (a @ w) - b) / denom) if denom > 0 else 0.0
-    return AlignMap(w=w, mean_new=mu_new, mean_old=mu_old, residual=residual, n_fit=int(old.shape[0]), scale=s)
+    applied = float(np.linalg.norm(s * aw - b) / denom) if denom > 0 else 0.0
+    return AlignMap(w=w, mean_new=mu_new, mean_old=mu_old, residual=scale_free_residual(aw, b),
+                    n_fit=int(old.shape[0]), scale=s, applied_residual=applied)
+
+
+def scale_free_residual(mapped: np.ndarray, target: np.ndarray) -> float:
+    """``min_{c >= 0} ||c mapped - target||_F / ||target||_F = sqrt(1 - cos^2)`` with
+    ``cos = max(0, <mapped, target>) / (||mapped|| ||target||)``; both [N, d]. 0 when the
+    target is all zero; 1 when mapped is zero or points away."""
+    nt, nm2 = float(np.linalg.norm(target)), float(np.sum(mapped * mapped))
+    if nt == 0:
+        return 0.0
+    if nm2 == 0:
+        return 1.0
+    c = max(0.0, float(np.sum(mapped * target)) / nm2)  # the best scalar; its residual directly (no 1 - cos^2 cancellation)
+    return float(np.linalg.norm(c * mapped - target) / nt)
 
 
 # --- tables ----------------------------------------------------------------------------
@@ -309,11 +335,12 @@ class AlignResult:
     fit_ds_old: str
     fit_ds_new: str
     rows: int
+    applied_residual: float | None = None  # the map's own residual, with its scale (AlignMap)
 
     def to_dict(self) -> dict:
         return {"table": str(self.table), "version": self.version, "residual": self.residual,
-                "n_shared": self.n_shared, "fit_ds_old": self.fit_ds_old, "fit_ds_new": self.fit_ds_new,
-                "rows": self.rows}
+                "applied_residual": self.applied_residual, "n_shared": self.n_shared,
+                "fit_ds_old": self.fit_ds_old, "fit_ds_new": self.fit_ds_new, "rows": self.rows}
 
 
 def publish_aligned(
@@ -356,7 +383,7 @@ def publish_aligned(
     if not cfg.force and map_path.is_file() and already_published(out, name, old_model_version, ds):
         m = json.loads(map_path.read_text())
         return AlignResult(out, None, m["map"]["residual"], m["map"]["n_fit"], m["fit_ds_old"], m["fit_ds_new"],
-                           m["rows"])
+                           m["rows"], m["map"].get("applied_residual"))
 
     new_path = table_for_version(root, name, new_model_version)
     old_path = table_for_version(old_tables_root or root, name, old_model_version)
@@ -397,7 +424,8 @@ def publish_aligned(
     if amap.residual > cfg.max_residual:
         raise RolloverError(
             f"{name} ds={ds}: alignment residual {amap.residual:.4f} of {new_model_version} onto {old_model_version} "
-            f"is above max_residual={cfg.max_residual} ({n_shared} fitting rows); nothing published"
+            f"is above max_residual={cfg.max_residual} (scale-free: sqrt(1 - cos^2) of the mapped new vs the old "
+            f"vectors; {n_shared} fitting rows); nothing published"
         )
     fit_ds_new = pairs[-1][1]
 
@@ -426,7 +454,8 @@ def publish_aligned(
         "fit_ds_new": fit_ds_new, "fit_pairs": pairs, "rows": new_snap.num_rows, "delta_version": version,
         "map": json.loads(amap.to_json()),
     })
-    return AlignResult(out, version, amap.residual, n_shared, d_old, fit_ds_new, new_snap.num_rows)
+    return AlignResult(out, version, amap.residual, n_shared, d_old, fit_ds_new, new_snap.num_rows,
+                       amap.applied_residual)
 
 
 def read_map(aligned_table: str | Path, ds: str) -> AlignMap:

@@ -46,8 +46,8 @@ def test_recovers_a_planted_rotation():
     np.testing.assert_allclose(m.w, ref, atol=1e-10)
     np.testing.assert_allclose(m.w, r.T, atol=5e-3)  # new @ r.T = old
     np.testing.assert_allclose(m.w.T @ m.w, np.eye(16), atol=1e-10)
-    assert m.residual == pytest.approx(np.linalg.norm(new @ ref - old) / np.linalg.norm(old), rel=1e-9)
-    assert m.residual < 0.02
+    assert m.applied_residual == pytest.approx(np.linalg.norm(new @ ref - old) / np.linalg.norm(old), rel=1e-9)
+    assert m.residual <= m.applied_residual < 0.02
     np.testing.assert_allclose(m.apply(new), old, atol=0.06)
 
 
@@ -61,9 +61,10 @@ def test_centring_recovers_an_offset_and_round_trips_json():
     assert m.residual < 1e-9
     back = AlignMap.from_json(m.to_json())
     np.testing.assert_allclose(back.apply(new), m.apply(new))
-    assert (back.residual, back.n_fit) == (m.residual, 300)
+    assert (back.residual, back.applied_residual, back.n_fit) == (m.residual, m.applied_residual, 300)
     assert fit_procrustes(old, 3.0 * new, centre=True, scale=True).scale == pytest.approx(1 / 3)
-    assert fit_procrustes(old, 3.0 * new, centre=True).residual > 1.0
+    unscaled = fit_procrustes(old, 3.0 * new, centre=True)
+    assert unscaled.applied_residual > 1.0 and unscaled.residual < 1e-9  # the gate's residual is scale-free
     # uncentred, the offset cannot be rotated away
     assert fit_procrustes(old, new, centre=False).residual > 0.1
 
@@ -288,7 +289,7 @@ def test_l2_fit_space_matches_scipy_on_unit_rows():
     a, b = new - new.mean(0), old - old.mean(0)
     np.testing.assert_allclose(m.mean_new, new.mean(0), atol=1e-12)
     assert m.scale == pytest.approx(np.sum((a @ ref) * b) / np.sum(a * a), rel=1e-9)
-    assert m.residual == pytest.approx(np.linalg.norm(m.scale * a @ ref - b) / np.linalg.norm(b), rel=1e-9)
+    assert m.applied_residual == pytest.approx(np.linalg.norm(m.scale * a @ ref - b) / np.linalg.norm(b), rel=1e-9)
     raw = fit_procrustes(old, new, centre=True, scale=True)
     assert raw.residual <= m.residual + 1e-12  # raw is the least-squares optimum on raw rows
     with pytest.raises(ValueError, match="fit_space"):
@@ -319,7 +320,7 @@ def test_pooled_fit_days_equals_the_fit_on_concatenated_rows(tmp_path):
         res = publish_aligned(tmp_path / "new", "user_ur", days[-1], "v2", "v1", cfg, old_tables_root=tmp_path / "old")
         use = days[-k:]
         ref = fit_procrustes(np.concatenate([pairs[d][0] for d in use]), np.concatenate([pairs[d][1] for d in use]),
-                             centre=True, scale=True)
+                             centre=True, scale=cfg.scale)
         got = read_map(res.table, days[-1])
         np.testing.assert_allclose(got.w, ref.w, atol=1e-9)
         np.testing.assert_allclose(got.scale, ref.scale, atol=1e-9)
@@ -348,7 +349,52 @@ def test_norm_scale_keeps_the_old_spread():
     assert lsq.scale == pytest.approx(m.scale * cos, rel=1e-9) and lsq.scale < m.scale
     spread = np.linalg.norm(m.apply(new) - old.mean(0))
     assert spread == pytest.approx(np.linalg.norm(b), rel=1e-9)
-    assert lsq.residual <= m.residual  # least squares is the L2 optimum; norm keeps the spread instead
+    assert lsq.applied_residual <= m.applied_residual  # least squares is the L2 optimum; norm keeps the spread
+    assert lsq.residual == pytest.approx(m.residual, rel=1e-12)  # the gate's residual ignores the scale
     with pytest.raises(ValueError, match="scale_fit"):
         fit_procrustes(old, new, scale=True, scale_fit="max")
     assert RolloverConfig(scale_fit="norm").scale_fit == "norm"
+
+
+@pytest.mark.parametrize("d_old,d_new", [(6, 6), (6, 9), (9, 6)])
+def test_scale_free_residual_is_the_best_scalar_residual(d_old, d_new):
+    """residual = min_c ||c A W - B|| / ||B|| (a dense grid over c as the reference), the
+    same whatever scale the new vectors have or the map applies; with the least-squares
+    scale and equal dims it is the applied residual."""
+    rng = np.random.default_rng(21)
+    old = rng.normal(size=(300, d_old))
+    new = old @ rng.normal(size=(d_old, d_new)) * 0.3 + rng.normal(size=(300, d_new))  # related, not a rotation
+    m = fit_procrustes(old, new, centre=True)
+    a, b = new - new.mean(0), old - old.mean(0)
+    grid = np.linspace(0.0, 5.0, 50001)
+    aw = a @ m.w
+    ref = np.sqrt(np.min(grid**2 * np.sum(aw * aw) - 2 * grid * np.sum(aw * b) + np.sum(b * b)) / np.sum(b * b))
+    assert m.residual == pytest.approx(ref, abs=1e-6)
+    assert 0.05 < m.residual < 0.99
+    for factor in (0.1, 7.0):
+        assert fit_procrustes(old, factor * new, centre=True).residual == pytest.approx(m.residual, rel=1e-9)
+    for kw in ({"scale": True}, {"scale": True, "scale_fit": "norm"}):
+        assert fit_procrustes(old, new, centre=True, **kw).residual == pytest.approx(m.residual, rel=1e-9)
+    if d_old == d_new:
+        lsq = fit_procrustes(old, new, centre=True, scale=True)
+        assert lsq.applied_residual == pytest.approx(lsq.residual, rel=1e-9)
+    assert fit_procrustes(old, -new, centre=True).residual == pytest.approx(m.residual, rel=1e-9)  # W absorbs a sign
+
+
+def test_gate_accepts_a_rescaled_version_without_scale(tmp_path):
+    """scale: false (the default) with new = 4 x rotated old: the scale-free residual is ~0,
+    so the gate publishes; the aligned vectors keep the new version's (4x) spread."""
+    rng = np.random.default_rng(23)
+    ids = [f"i{k}" for k in range(120)]
+    old = rng.normal(size=(120, 5)) + 1.0
+    write_table(tmp_path / "item_ir", "item_ir", DS, "v1", ids, old)
+    write_table(tmp_path / "item_ir__v2", "item_ir", DS, "v2", ids, 4.0 * (old - 1.0) @ rotation(5, 24))
+    cfg = RolloverConfig(max_residual=0.1, min_shared_entities=10)
+    assert cfg.scale is False
+    r = publish_aligned(tmp_path, "item_ir", DS, "v2", "v1", cfg)
+    assert r.residual < 1e-6 and r.applied_residual > 2.5
+    m = read_map(r.table, DS)
+    assert m.scale == 1.0 and m.applied_residual == pytest.approx(r.applied_residual)
+    snap = read_asof(r.table, DS, inclusive=True, expect_model_version="v1")
+    vec = np.asarray(snap["vector"].combine_chunks().flatten()).reshape(-1, 5).astype(np.float64)
+    np.testing.assert_allclose(vec - vec.mean(0), 4.0 * (old - old.mean(0)), atol=1e-4)
