@@ -186,13 +186,15 @@ STEPS: dict[str, Callable[..., None]] = {
 }
 
 # The config sections each step depends on (cumulative: a change upstream redoes it).
+# A dotted key is one field, hashed only when set: where a step publishes to, so pointing a
+# root at another store redoes the publishing steps, while runs without a store keep their hashes.
 STEP_CONFIG = {
     "ingest": ["source"],
     "pretrain": ["split", "pretrain"],
-    "extract": ["extract", "aggregate", "publish_every", "gates"],
+    "extract": ["extract", "aggregate", "publish_every", "gates", "storage.tables_uri"],
     "rollover": ["rollover"],
     "downstream": ["downstream"],
-    "retrieval": ["retrieval"],
+    "retrieval": ["retrieval", "storage.index_uri"],
     "report": [],
 }
 
@@ -203,7 +205,12 @@ def _step_hashes(cfg: RunConfig) -> dict[str, str]:
     out, acc = {}, []
     dumped = cfg.model_dump(mode="json")
     for name, keys in STEP_CONFIG.items():
-        acc += [json.dumps(dumped[k], sort_keys=True) for k in keys]
+        for key in keys:
+            section, _, field_ = key.partition(".")
+            if not field_:
+                acc.append(json.dumps(dumped[section], sort_keys=True))
+            elif dumped[section][field_] is not None:
+                acc.append(f"{key}={json.dumps(dumped[section][field_])}")
         out[name] = hashlib.sha256("|".join(acc).encode()).hexdigest()[:16]
     return out
 

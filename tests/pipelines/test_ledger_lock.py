@@ -39,3 +39,38 @@ def test_second_run_of_a_ds_is_refused_and_lock_dies_with_holder(tmp_path):
     p.join()
     with ds_lock(tmp_path, "2026-01-01"):
         pass
+
+
+def test_step_hashes_follow_where_a_step_publishes(tmp_path):
+    """Without a store the hashes are the plain cumulative hash of the config sections (a
+    loop here, the reference), so existing ledgers keep theirs; a tables_uri redoes extract
+    and every later step, an index_uri only retrieval and report."""
+    import hashlib
+    import json
+
+    from pipelines import RunConfig
+    from pipelines.run import _step_hashes
+    from tests.pipelines.test_run import TINY
+
+    base = RunConfig.model_validate({**TINY, "root": str(tmp_path)})
+    sections = [("ingest", ["source"]), ("pretrain", ["split", "pretrain"]),
+                ("extract", ["extract", "aggregate", "publish_every", "gates"]), ("rollover", ["rollover"]),
+                ("downstream", ["downstream"]), ("retrieval", ["retrieval"]), ("report", [])]
+    dumped, acc, ref = base.model_dump(mode="json"), [], {}
+    for step, keys in sections:
+        acc += [json.dumps(dumped[k], sort_keys=True) for k in keys]
+        ref[step] = hashlib.sha256("|".join(acc).encode()).hexdigest()[:16]
+    h = _step_hashes(base)
+    assert h == ref
+
+    def changed(storage: dict) -> set[str]:
+        other = _step_hashes(RunConfig.model_validate({**TINY, "root": str(tmp_path), "storage": storage}))
+        return {k for k in h if other[k] != h[k]}
+
+    later = {"extract", "rollover", "downstream", "retrieval", "report"}
+    assert changed({"tables_uri": "s3://lfm-b/t"}) == later
+    assert changed({"index_uri": "s3://lfm-b/i"}) == {"retrieval", "report"}
+    assert changed({"options": {"AWS_REGION": "eu-west-1"}}) == set()  # where to, not how
+    a = _step_hashes(RunConfig.model_validate({**TINY, "root": str(tmp_path), "storage": {"tables_uri": "s3://lfm-b/t"}}))
+    b = _step_hashes(RunConfig.model_validate({**TINY, "root": str(tmp_path), "storage": {"tables_uri": "s3://lfm-b/u"}}))
+    assert a["extract"] != b["extract"] and a["pretrain"] == b["pretrain"]
