@@ -13,7 +13,7 @@ on the vectors' overall scale, and a scalar keeps every angle and distance ratio
 When ``d_new != d_old`` the thin SVD gives a *semi-orthogonal* W: columns orthonormal when ``d_new >= d_old`` (a rotation followed by a projection onto d_old
 dimensions), rows orthonormal when ``d_new < d_old`` (an isometric embedding into the
 old space). ``apply(x) = s (x - mu_new) W + mu_old``; with ``centre=False`` both means
-are 0, with ``scale=False`` (the default) s = 1. Fit quality, what ``max_residual`` gates:
+are 0, with ``scale=False`` s = 1. Fit quality, what ``max_residual`` gates:
 the *scale-free* relative residual ``min_c ||c A W - B||_F / ||B||_F = sqrt(1 - cos^2)``,
 ``cos = <A W, B> / (||A W|| ||B||)`` (clipped at 0), on the fitting entities: 0 = exact,
 about 1 for unrelated vectors, whatever scale is applied, so one bound fits every
@@ -73,8 +73,8 @@ class RolloverConfig(StrictModel):
         "entities (sqrt(1 - cos^2) of the mapped new vs the old vectors) is above this."
     )
     centre: bool = Field(True, description="Centre both sides before fitting (records the means in the map).")
-    scale: bool = Field(False, description="Also apply one isotropic scale factor (similarity Procrustes); off by "
-                        "default: the new vectors keep their own spread (see docs/rollover.md for the measurements).")
+    scale: bool = Field(True, description="Also apply one isotropic scale factor (similarity Procrustes); off: "
+                        "plain orthogonal Procrustes, the new vectors keep their own spread (docs/rollover.md).")
     method: Literal["procrustes", "least_squares"] = Field(
         "procrustes", description="procrustes: (scaled) orthogonal map; least_squares: any linear map (see docs)."
     )

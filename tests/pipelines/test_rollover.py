@@ -382,15 +382,15 @@ def test_scale_free_residual_is_the_best_scalar_residual(d_old, d_new):
 
 
 def test_gate_accepts_a_rescaled_version_without_scale(tmp_path):
-    """scale: false (the default) with new = 4 x rotated old: the scale-free residual is ~0,
-    so the gate publishes; the aligned vectors keep the new version's (4x) spread."""
+    """scale: false with new = 4 x rotated old: the scale-free residual is ~0, so the gate
+    publishes (the applied residual, which the gate read before, is > 2.5); the aligned
+    vectors keep the new version's (4x) spread."""
     rng = np.random.default_rng(23)
     ids = [f"i{k}" for k in range(120)]
     old = rng.normal(size=(120, 5)) + 1.0
     write_table(tmp_path / "item_ir", "item_ir", DS, "v1", ids, old)
     write_table(tmp_path / "item_ir__v2", "item_ir", DS, "v2", ids, 4.0 * (old - 1.0) @ rotation(5, 24))
-    cfg = RolloverConfig(max_residual=0.1, min_shared_entities=10)
-    assert cfg.scale is False
+    cfg = RolloverConfig(max_residual=0.1, min_shared_entities=10, scale=False)
     r = publish_aligned(tmp_path, "item_ir", DS, "v2", "v1", cfg)
     assert r.residual < 1e-6 and r.applied_residual > 2.5
     m = read_map(r.table, DS)
