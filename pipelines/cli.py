@@ -71,6 +71,7 @@ def _run(config, root, ds, steps, force, wait: bool = False, log_format: str = "
     from engines.storage import StorageError
     from pipelines.lock import RunLocked
     from pipelines.preflight import InputFileError
+    from pipelines.rollover import RolloverError
 
     # one bar over the chain's steps (rich draws it live on a terminal, and only the
     # finished lines in a log file)
@@ -102,6 +103,10 @@ def _run(config, root, ds, steps, force, wait: bool = False, log_format: str = "
     except InputFileError as e:
         console.print(f"[red]bad input file: {e}[/red]", soft_wrap=True)
         raise typer.Exit(5)
+    except RolloverError as e:  # this version is published; its aligned tables were refused
+        console.print(f"[red]rollover refused: {e}[/red]\nthe aligned tables keep their previous partition; "
+                      f"report: {Path(cfg.root) / 'reports'}", soft_wrap=True)
+        raise typer.Exit(6)
     layout_root = Path(cfg.root)
     console.print(f"log:     {layout_root / 'log'}")
     console.print(f"tables:  {cfg.storage.tables_uri or layout_root / 'tables'}")
@@ -127,7 +132,8 @@ def run(config: Optional[Path] = CONFIG, root: Optional[Path] = ROOT, ds: Option
     """The whole chain for one ds: ingest, pretrain, extract+aggregate (gated), downstream, retrieval, report.
 
     Exit codes: 0 done, 2 bad config, 3 a quality gate stopped the run, 4 another run holds the root,
-    5 an input file is truncated, replaced or unreadable (the message names it)."""
+    5 an input file is truncated, replaced or unreadable (the message names it), 6 the rollover gate refused
+    an alignment (this version is published; its aligned tables keep their previous partition)."""
     _run(config, root, ds, None, force, wait, log_format)
 
 

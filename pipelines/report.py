@@ -28,12 +28,32 @@ def _auc_rows(ds_result: dict) -> list[str]:
     return rows
 
 
-def write_report(cfg, layout: RunLayout, st, failure: str | None = None) -> Path:
+def _rollover_rows(rollover: dict) -> list[str]:
+    """``{ds: {table: AlignResult.to_dict()}}`` -> a Markdown table."""
+    rows = ["| ds | table | aligned table | residual (gated) | applied residual | fitting rows | Delta version |",
+            "|---|---|---|---|---|---|---|"]
+    for d in sorted(rollover):
+        for name, r in rollover[d].items():
+            version = "already published" if r.get("version") is None else r["version"]
+            applied = r.get("applied_residual")
+            rows.append(f"| {d} | {name} | `{r['table']}` | {r['residual']:.4f} | "
+                        f"{'n/a' if applied is None else f'{applied:.4f}'} | {r['n_shared']} | {version} |")
+    return rows
+
+
+def write_report(cfg, layout: RunLayout, st, failure: str | None = None, failed_step: str | None = None) -> Path:
     out = layout.report(st.ds)
     out.mkdir(parents=True, exist_ok=True)
     m = st.manifest
     lines = [f"# lfm4ads run report: ds={st.ds}", ""]
-    if failure:
+    if failure and failed_step == "rollover":
+        lines += ["## ROLLOVER REFUSED", "", f"**{failure}**", "",
+                  f"This version's own tables are published; the refused table's aligned table "
+                  f"(`<name>__aligned_{cfg.rollover.previous_model_version}`) got nothing for that day, so its "
+                  "consumers keep reading its previous partition (point in time). Tables the step aligned "
+                  "before the refused one stay published; a rerun skips them. The steps after rollover "
+                  "did not run.", ""]
+    elif failure:
         lines += ["## RUN STOPPED BEFORE PUBLISHING", "", f"**{failure}**", "",
                   "Nothing of the failing day was published; the previous tables and index stay current.", ""]
     lines += ["## Where things are", "",
@@ -55,6 +75,12 @@ def write_report(cfg, layout: RunLayout, st, failure: str | None = None) -> Path
         for png in sorted(Path(st.checkpoint).glob("*.png")):
             shutil.copy(png, out / png.name)
             lines += ["", f"![{png.stem}]({png.name})"]
+    if st.rollover:
+        lines += ["", f"## Model-version rollover: aligned into `{cfg.rollover.previous_model_version}`", "",
+                  f"`{st.manifest.model_version}`'s tables mapped into the previous version's space for old "
+                  f"consumers (overlap {cfg.rollover.overlap_days} days, gate max_residual "
+                  f"{cfg.rollover.max_residual}; docs/rollover.md).", ""]
+        lines += _rollover_rows(st.rollover)
     if st.downstream:
         d = st.downstream
         lines += ["", f"## Downstream: scenario {d['scenario']} ({d.get('scenario_name', '')})", "",

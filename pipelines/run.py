@@ -16,6 +16,7 @@ from contracts import CheckpointManifest, RunLayout, config_hash
 from contracts.checkpoint import MANIFEST_FILE
 from pipelines.config import RunConfig
 from pipelines.gates import GateFailed
+from pipelines.rollover import RolloverError
 
 log = logging.getLogger("lfm4ads")
 
@@ -148,7 +149,9 @@ def step_rollover(cfg: RunConfig, layout: RunLayout, st: RunState, force: bool =
     from pipelines.rollover import rollover_days
 
     rcfg = cfg.rollover.model_copy(update={"force": force or cfg.rollover.force})
-    st.rollover = rollover_days(layout.root / "tables", sorted(st.published), st.manifest.model_version, rcfg)
+    # run alone (`lfm4ads stage rollover --ds D`), extract is not in the chain: align ds itself
+    days = sorted(st.published) or [st.ds]
+    st.rollover = rollover_days(layout.root / "tables", days, st.manifest.model_version, rcfg)
 
 
 def step_downstream(cfg: RunConfig, layout: RunLayout, st: RunState, force: bool = False) -> None:
@@ -323,10 +326,10 @@ def run_pipeline(
                     ledger.fail(st.ds, name, f"{type(e).__name__}: {e}")
                 log.error("step %s failed for ds=%s: %s: %s", name, st.ds, type(e).__name__, e,
                           extra={"ds": st.ds, "step": name, "event": "failed", "error": type(e).__name__})
-                if isinstance(e, GateFailed):
+                if isinstance(e, (GateFailed, RolloverError)):
                     from pipelines.report import write_report
 
-                    st.report = write_report(cfg, layout, st, failure=str(e))
+                    st.report = write_report(cfg, layout, st, failure=str(e), failed_step=name)
                 raise
             st.timings[name] = round(time.perf_counter() - t0, 2)
             if name == "ingest":

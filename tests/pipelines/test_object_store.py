@@ -14,6 +14,7 @@ from contracts import REPRESENTATION_TABLES, RunLayout
 from engines import storage
 from pipelines import RunConfig, run_pipeline
 from tests.moto_s3 import SECRET, s3  # noqa: F401 - the fixture
+from tests.pipelines.helpers import untrained_checkpoint
 from tests.pipelines.test_run import TINY
 
 
@@ -25,32 +26,6 @@ def _sorted(t: pa.Table) -> pa.Table:
     return t.sort_by([("ds", "ascending"), ("entity_id", "ascending")])
 
 
-def _untrained_checkpoint(cfg: RunConfig) -> None:
-    """A random-weight checkpoint of ``cfg.pretrain`` on the run's train days, saved through
-    pretrain's save path where the pretrain step looks for a reusable one: this module
-    tests storage, not training (Ray Train's ~25 s start-up is paid in test_run)."""
-    from datetime import datetime, timezone
-
-    from contracts import CheckpointManifest, config_hash
-    from datasources import log_days, materialize, read_log
-    from pretrain import FeatureEncoder, FoundationModel
-    from pretrain.checkpoint import save_checkpoint
-
-    layout = RunLayout(cfg.root)
-    spec = materialize(cfg.source, layout.log).canonical()
-    train = cfg.split.resolve(log_days(layout.log))["train"]
-    encoder = FeatureEncoder.fit(read_log(layout.log, train), spec, cfg.pretrain.train.min_count,
-                                 cfg.pretrain.train.max_vocab)
-    model = FoundationModel(cfg.pretrain.model, spec, encoder.vocab_sizes).eval()
-    manifest = CheckpointManifest(
-        model_version="untrained-s3", created_at=datetime.now(timezone.utc), dataset=spec,
-        model_config_data=cfg.pretrain.model.model_dump(mode="json"), config_hash=config_hash(cfg.pretrain),
-        data_version=f"untrained train={train[0]}..{train[-1]}", vocab_sizes=encoder.vocab_sizes,
-        layers=model.layer_infos(), default_cr_layer=model.default_cr_layer,
-    )
-    save_checkpoint(layout.checkpoints, model, encoder, manifest)
-
-
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, s3, ray_cluster, spark):  # noqa: F811
     import time
@@ -60,7 +35,7 @@ def runs(tmp_path_factory, s3, ray_cluster, spark):  # noqa: F811
     cfg = RunConfig.model_validate({**TINY, "source": SOURCE, "root": str(remote_root), "storage": {
         "tables_uri": f"{prefix}/tables", "index_uri": f"{prefix}/indexes", "options": s3.options}})
     t0 = time.perf_counter()
-    _untrained_checkpoint(cfg)
+    untrained_checkpoint(cfg, "untrained-s3")
     remote = run_pipeline(cfg)
     t1 = time.perf_counter()
     # the reference: a local-root run of the same log, foundation model and extracted samples,

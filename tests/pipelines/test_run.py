@@ -145,3 +145,65 @@ def test_run_with_only_publishing_left_starts_spark_not_ray(finished_run, tmp_pa
            [(r["ds"], r["entity_id"], r["sample_count"]) for r in want]
     for g, w in zip(got, want):
         assert max(abs(a - b) for a, b in zip(g["vector"], w["vector"])) < 1e-6
+
+
+def test_rollover_step_publishes_aligned_tables_or_refuses_loudly(finished_run, tmp_path):
+    """A new version (random weights: the wiring is under test, the map's quality is in
+    test_rollover.py and benchmarks.rollover) in its own root, rolled over from the
+    finished run's version: a gate it cannot pass fails the step (ledger, report, nothing
+    aligned); a bound it passes publishes every day's aligned tables as the old version,
+    each equal to the recorded map applied to the new table; a rerun reuses the step."""
+    import numpy as np
+
+    from engines import delta_io
+    from extract import read_asof
+    from pipelines.ledger import Ledger
+    from pipelines.rollover import RolloverError, aligned_table_name, read_map
+    from tests.pipelines.helpers import untrained_checkpoint
+
+    old_cfg, old_st = finished_run
+    v1 = old_st.manifest.model_version
+    old_tables = RunLayout(old_cfg.root).root / "tables"
+    base = {**TINY, "root": str(tmp_path)}
+    roll = {"previous_model_version": v1, "previous_tables_root": str(old_tables), "min_shared_entities": 20}
+    cfg = RunConfig.model_validate({**base, "rollover": {**roll, "max_residual": 0.05}})
+    untrained_checkpoint(cfg, "v2-untrained")
+    with pytest.raises(RolloverError, match=r"user_ur ds=\S+: alignment residual 0\.\d+ of v2-untrained onto .* "
+                                            r"above max_residual=0\.05"):
+        run_pipeline(cfg, steps=["extract", "rollover"])
+    rows = {r["step"]: r for r in Ledger(tmp_path / "ledger.sqlite").rows(old_st.ds)}
+    assert rows["extract"]["status"] == "done" and rows["rollover"]["status"] == "failed"
+    assert "RolloverError" in rows["rollover"]["error"]
+    report = next((tmp_path / "reports").rglob("report.md")).read_text()
+    assert "## ROLLOVER REFUSED" in report and "max_residual=0.05" in report
+    assert not delta_io.exists(tmp_path / "tables" / aligned_table_name("user_ur", v1))
+
+    # a residual <= 1 always passes (scale-free): the same root, extract reused from the ledger
+    ok = RunConfig.model_validate({**base, "rollover": {**roll, "max_residual": 1.0}})
+    st = run_pipeline(ok, steps=["extract", "rollover", "report"])
+    assert st.timings["extract"] == 0.0
+    days = sorted(st.published)
+    assert sorted(st.rollover) == days
+    for name in REPRESENTATION_TABLES:
+        out = tmp_path / "tables" / aligned_table_name(name, v1)
+        assert delta_io.list_days(out) == days
+        props = TableProperties.from_delta(delta_io.table_configuration(out))
+        old_props = TableProperties.from_delta(delta_io.table_configuration(old_tables / name))
+        assert (props.source_checkpoint, props.dim, props.normalisation) == (v1, old_props.dim,
+                                                                            old_props.normalisation)
+        d = days[-1]
+        got = read_asof(out, d, inclusive=True, expect_model_version=v1).sort_by("entity_id")
+        new = delta_io.read_days(tmp_path / "tables" / name, [d]).sort_by("entity_id")
+        assert got["entity_id"].to_pylist() == new["entity_id"].to_pylist()  # new-only entities included
+        want = read_map(out, d).apply(np.asarray(new["vector"].to_pylist(), dtype=np.float64))
+        if old_props.normalisation == "l2":
+            want /= np.linalg.norm(want, axis=1, keepdims=True)
+        elif old_props.normalisation == "layernorm":
+            want = (want - want.mean(1, keepdims=True)) / np.sqrt(want.var(1, keepdims=True) + 1e-5)
+        np.testing.assert_allclose(np.asarray(got["vector"].to_pylist()), want, atol=2e-4)
+        assert st.rollover[d][name]["residual"] <= 1.0
+    assert "## Model-version rollover" in st.report.read_text()
+    assert run_pipeline(ok, steps=["extract", "rollover"]).timings["rollover"] == 0.0
+    # alone (`lfm4ads stage rollover`): extract is not in the chain, so the step aligns ds itself
+    alone = run_pipeline(ok, steps=["rollover"], force=True)
+    assert list(alone.rollover) == [old_st.ds] and alone.rollover[old_st.ds]["user_ur"]["version"] is not None
