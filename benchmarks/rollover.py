@@ -175,7 +175,9 @@ def summarise(paths: list[Path], goal: float = 0.005) -> dict:
     the mean loss, its SE across runs (SD / sqrt(k)) and the per-run losses. With
     independent replicates (``--log-seed``: another log, other models, other test rows)
     the SE holds every source of variance, so ``goal_met_2se`` = mean + 2 SE <= goal is
-    the claim one run's within-pair SE cannot make."""
+    the claim one run's within-pair SE cannot make. A run whose maps the default gate refused
+    (``gate_refused``: measured ungated) counts in the headline; ``*_published`` leave it out
+    (what consumers would have been fed)."""
     runs = [json.loads(Path(p).read_text().strip().splitlines()[-1]) for p in paths]
     feeds = sorted(set.intersection(*(set(r["feeds"]) for r in runs)) - {"old"})
     k = len(runs)
@@ -185,11 +187,19 @@ def summarise(paths: list[Path], goal: float = 0.005) -> dict:
         se = float(np.std(x, ddof=1) / np.sqrt(k)) if k > 1 else float("nan")
         out[f] = {"mean_loss": round(float(x.mean()), 4), "se": round(se, 4), "losses": x.round(4).tolist()}
     head = out["aligned_new"]
+    # the replicates whose maps the default gate passed: what consumers would have been fed
+    kept = np.array([r["feeds"]["aligned_new"]["loss"] for r in runs if not r.get("gate_refused", False)])
+    se_kept = float(np.std(kept, ddof=1) / np.sqrt(len(kept))) if len(kept) > 1 else float("nan")
     return {"runs": k, "files": [str(p) for p in paths], "log_seeds": [r["config"].get("log_seed", 0) for r in runs],
+            "gate_refused": [bool(r.get("gate_refused", False)) for r in runs],
             "mean_loss_aligned_new": head["mean_loss"], "se_loss_aligned_new": head["se"],
             "mean_loss_raw_new": out["raw_new"]["mean_loss"], "se_loss_raw_new": out["raw_new"]["se"],
             "goal": f"mean loss_aligned_new + 2 se <= {goal}", "goal_met": head["mean_loss"] <= goal,
-            "goal_met_2se": bool(head["mean_loss"] + 2 * head["se"] <= goal), "feeds": out}
+            "goal_met_2se": bool(head["mean_loss"] + 2 * head["se"] <= goal),
+            "published_runs": int(len(kept)),
+            "mean_loss_aligned_new_published": round(float(kept.mean()), 4) if len(kept) else None,
+            "se_loss_aligned_new_published": round(se_kept, 4),
+            "goal_met_2se_published": bool(len(kept) > 1 and kept.mean() + 2 * se_kept <= goal), "feeds": out}
 
 
 def main() -> None:
