@@ -297,7 +297,8 @@ def main() -> None:
                                        old_tables_root=old_tables)
 
         aligned = {name: {d: gated(name, d) for d in published} for name in TABLES}
-        f = {"refused_by_gate": refused, "residual_by_day": {n: {d: round(r.residual, 4) for d, r in v.items()} for n, v in aligned.items()},
+        f = {"refused_by_gate": refused,
+             "residual_by_day": {n: {d: round(r.residual, 4) for d, r in v.items()} for n, v in aligned.items()},
              "applied_residual_by_day": {n: {d: round(r.applied_residual, 4) for d, r in v.items()}
                                          for n, v in aligned.items()},
              "scale_by_day": {n: {d: round(read_map(r.table, d).scale, 4) for d, r in v.items()}

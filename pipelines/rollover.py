@@ -257,7 +257,8 @@ def scale_free_residual(mapped: np.ndarray, target: np.ndarray) -> float:
         return 0.0
     if nm2 == 0:
         return 1.0
-    c = max(0.0, float(np.sum(mapped * target)) / nm2)  # the best scalar; its residual directly (no 1 - cos^2 cancellation)
+    # the best scalar, and its residual computed directly: 1 - cos^2 cancels to noise near an exact fit
+    c = max(0.0, float(np.sum(mapped * target)) / nm2)
     return float(np.linalg.norm(c * mapped - target) / nt)
 
 
