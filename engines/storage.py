@@ -133,11 +133,16 @@ def _abs(path) -> Path:
     return Path(os.path.abspath(os.fspath(path)))
 
 
+def _cache_or_default(cache) -> Path:
+    """``cache`` made absolute, or the download cache used when none is configured."""
+    return _abs(cache) if cache else _abs(tempfile.gettempdir()) / "lfm4ads-store"
+
+
 def mount(local: str | Path, uri: str, options: dict | None = None, cache: str | Path | None = None) -> Mount:
     """Resolve paths under ``local`` to ``uri`` from now on (replaces an earlier mount of it)."""
     local = _abs(local)
     uri = parse_uri(uri, "uri")
-    m = Mount(local, uri, dict(options or {}), _abs(cache) if cache else _abs(tempfile.gettempdir()) / "lfm4ads-store")
+    m = Mount(local, uri, dict(options or {}), _cache_or_default(cache))
     _MOUNTS[local] = m
     return m
 
@@ -154,7 +159,7 @@ def register(uri: str, options: dict | None = None, cache: str | Path | None = N
     a reader on another machine: ``register("s3://b/p", {"AWS_ENDPOINT_URL": ...})`` then
     ``read_asof("s3://b/p/tables/user_ur", ...)`` or ``load_current("s3://b/p/indexes")``."""
     uri = parse_uri(uri, "uri")
-    m = Mount(None, uri, dict(options or {}), _abs(cache) if cache else _abs(tempfile.gettempdir()) / "lfm4ads-store")
+    m = Mount(None, uri, dict(options or {}), _cache_or_default(cache))
     _REMOTES[uri] = m
     return m
 
@@ -170,8 +175,7 @@ def mount_run(cfg: ObjectStoreConfig, root: str | Path, check: bool = True) -> l
     :class:`StorageError` now, naming the config key, not a failure deep in a commit."""
     root = _abs(root)
     cache = cfg.cache or root / "store-cache"
-    wanted = [(key, folder, uri) for key, folder, uri in (("tables_uri", root / "tables", cfg.tables_uri),
-                                                        ("index_uri", root / "indexes", cfg.index_uri))]
+    wanted = [("tables_uri", root / "tables", cfg.tables_uri), ("index_uri", root / "indexes", cfg.index_uri)]
     if check:  # every location first: a failed check mounts nothing
         for key, _, uri in wanted:
             if uri is not None:
@@ -228,7 +232,7 @@ def join(base, *parts: str):
 
 def cache_dir(path) -> Path:
     m = mount_for(path)
-    return m.cache if m else _abs(tempfile.gettempdir()) / "lfm4ads-store"
+    return m.cache if m else _cache_or_default(None)
 
 
 # --- object I/O (pyarrow.fs) -----------------------------------------------------------
