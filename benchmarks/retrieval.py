@@ -9,6 +9,12 @@ table; ``retrieval.build_index`` reads, builds, tunes and publishes it like prod
 Query throughput is measured on fresh user queries (not the tuning set), in one batch,
 for the live index (``retrieval.search``) and for exact ``IndexFlatIP`` search.
 Last stdout line: one JSON object. Also writes a QPS/recall curve PNG (``--plot``).
+
+Peers (``"peers"`` in the JSON): hnswlib (the ``hnswlib`` module of chroma-hnswlib) and
+usearch, HNSW graphs over the same items (inner product, M / connectivity ``--peer-m``,
+construction ef ``--peer-ef-construction``), their search ef raised until recall@K on the
+same fresh queries reaches the recall the FAISS index reached; their QPS is then timed on
+the same batch, interleaved with the FAISS index, best of ``--rounds``.
 """
 
 from __future__ import annotations
@@ -132,6 +138,59 @@ def plot(pts, exact_qps, chosen, path: Path, title: str) -> None:
     fig.savefig(path, dpi=110)
 
 
+EF_GRID = (100, 128, 160, 200, 256, 320, 400, 512, 640, 800, 1024, 1536, 2048)
+
+
+def peer(name: str, items: np.ndarray, q: np.ndarray, truth: np.ndarray, args, target: float, qb, faiss_search) -> dict:
+    """Build ``name`` (hnswlib | usearch) over ``items``, raise its search ef until recall@K
+    on ``q`` reaches ``target`` (the FAISS index's), then time it on ``qb`` interleaved with
+    ``faiss_search`` (best of ``args.rounds``). Returns {qps, recall_at_K, ef, build_s,
+    faiss_qps_same_rounds}."""
+    import os
+
+    threads = args.threads or os.cpu_count() or 1
+    n, k = len(items), args.k
+    t = time.perf_counter()
+    if name == "hnswlib":
+        import hnswlib
+
+        index = hnswlib.Index(space="ip", dim=items.shape[1])
+        index.init_index(max_elements=n, M=args.peer_m, ef_construction=args.peer_ef_construction,
+                         random_seed=args.seed)
+        index.set_num_threads(threads)
+        index.add_items(items, np.arange(n))
+
+        def run(queries, ef):
+            index.set_ef(max(ef, k))
+            return index.knn_query(queries, k=k)[0].astype(np.int64)
+    elif name == "usearch":
+        from usearch.index import Index
+
+        index = Index(ndim=items.shape[1], metric="ip", dtype="f32", connectivity=args.peer_m,
+                      expansion_add=args.peer_ef_construction)
+        index.add(np.arange(n, dtype=np.uint64), items, threads=threads)
+
+        def run(queries, ef):
+            index.expansion_search = max(ef, k)
+            return np.asarray(index.search(queries, k, threads=threads).keys, dtype=np.int64)
+    else:
+        raise ValueError(f"unknown peer {name!r}: hnswlib or usearch")
+    build_s = time.perf_counter() - t
+    chosen, rec = EF_GRID[-1], 0.0
+    for ef in EF_GRID:
+        rec = recall_at_k(run(q, ef), truth, k)
+        chosen = ef
+        if rec >= target:
+            break
+    peer_s = faiss_s = float("inf")
+    for _ in range(args.rounds):
+        peer_s = min(peer_s, timed(lambda: run(qb, chosen), 1)[1])
+        faiss_s = min(faiss_s, timed(faiss_search, 1)[1])
+    return {"qps": round(len(qb) / peer_s, 1), f"recall_at_{k}": round(rec, 4), "ef": chosen,
+            "reached_faiss_recall": rec >= target, "build_s": round(build_s, 1),
+            "faiss_qps_same_rounds": round(len(qb) / faiss_s, 1)}
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--items", type=int, default=1_000_000)
@@ -147,6 +206,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--workdir", default=None, help="default: a temp folder, deleted afterwards")
     ap.add_argument("--threads", type=int, default=None, help="FAISS/OpenMP threads (default: all cores)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--peers", nargs="*", default=["hnswlib", "usearch"], help="other ANN libraries ('' = none)")
+    ap.add_argument("--peer-m", type=int, default=16)
+    ap.add_argument("--peer-ef-construction", type=int, default=100)
     args = ap.parse_args(argv)
     if args.threads:
         faiss.omp_set_num_threads(args.threads)
@@ -191,6 +253,10 @@ def main(argv=None) -> dict:
         exact_qps, qps = len(qb) / exact_s, len(qb) / approx_s
         print(f"exact: {exact_qps:.0f} q/s", flush=True)
         print(f"chosen: recall@{args.k} {rec:.4f} at {qps:.0f} q/s ({qps / exact_qps:.1f}x exact)", flush=True)
+        peers = {}
+        for name in [p for p in args.peers if p]:
+            peers[name] = peer(name, items, q, truth, args, rec, qb, lambda: search(loaded, qb, args.k))
+            print(f"peer {name}: {peers[name]}", flush=True)
 
         if args.plot:
             pts = curve(loaded.index, q, truth, args.k)
@@ -216,6 +282,7 @@ def main(argv=None) -> dict:
             "bytes_per_item": m.params["bytes_per_item"],
             "threads": faiss.omp_get_max_threads(),
             "spread": args.spread,
+            "peers": peers,
         }
         print(json.dumps(result))
         return result

@@ -4,10 +4,14 @@
     python -m benchmarks.serve --items 20000 --requests 5000
 
 Two index versions are built up front under one index root; the service (a separate
-process, ``retrieval.service.serve``) starts on the first; when half the requests are
-done, ``CURRENT`` is switched to the second (the atomic swap a daily build performs).
-``--concurrency`` client threads send keep-alive requests (half by user id, half raw
-vectors, k=``--k``). A request fails on any non-200 status or connection error;
+process, ``retrieval.service.serve``: FastAPI on uvicorn) starts on the first; when half
+the requests are done, ``CURRENT`` is switched to the second (the atomic swap a daily
+build performs). ``--concurrency`` client threads send keep-alive requests (half by user
+id, half raw vectors, k=``--k``). ``server_cpu_ms_per_request``: the service process's CPU
+time over the load phase per request (Linux /proc), less sensitive to other load than rps
+and latency. ``--serve-module`` runs another implementation with the same ``serve``
+signature on the same data (e.g. an earlier version saved outside the tree, put on
+PYTHONPATH). A request fails on any non-200 status or connection error;
 ``failed_during_swap`` counts failures from the switch until 1 s after the first answer
 from the new version. Last stdout line: one JSON object.
 """
@@ -74,6 +78,15 @@ def wait_ready(port: int, proc: subprocess.Popen, timeout: float = 120.0) -> Non
     raise TimeoutError("service did not become ready")
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of a process (Linux /proc), None where unavailable."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def free_port() -> int:
     import socket
 
@@ -91,6 +104,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--concurrency", type=int, default=8)
     ap.add_argument("--k", type=int, default=50)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--serve-module", default="retrieval.service",
+                    help="Module whose serve(index_root, user_table, host, port, poll_s=) runs the service "
+                    "(to compare another implementation on the same data and load).")
     args = ap.parse_args(argv)
 
     rng = np.random.default_rng(args.seed)
@@ -112,7 +128,8 @@ def main(argv=None) -> dict:
         port = free_port()
         code = (
             "import logging,sys; logging.basicConfig(level=logging.INFO, stream=sys.stderr);"
-            "from retrieval.service import serve;"
+            "logging.getLogger('retrieval.access').setLevel(logging.WARNING);"  # no line per request
+            f"from {args.serve_module} import serve;"
             f"serve({str(work / 'idx')!r}, {str(work / 'user_ur')!r}, '127.0.0.1', {port}, poll_s=0.2)"
         )
         proc = subprocess.Popen([sys.executable, "-c", code], env={**os.environ, "OMP_NUM_THREADS": "1"})
@@ -156,6 +173,7 @@ def main(argv=None) -> dict:
             conn.close()
 
         threads = [threading.Thread(target=client) for _ in range(args.concurrency)]
+        cpu0 = cpu_seconds(proc.pid)
         t0 = time.perf_counter()
         for t in threads:
             t.start()
@@ -165,6 +183,7 @@ def main(argv=None) -> dict:
         for t in threads:
             t.join()
         wall = time.perf_counter() - t0
+        cpu1 = cpu_seconds(proc.pid)
 
         new = np.flatnonzero(version_seen == v2)
         first_new = done_at[new].min() if new.size else float("inf")
@@ -181,6 +200,11 @@ def main(argv=None) -> dict:
             "items": args.items,
             "concurrency": args.concurrency,
             "k": args.k,
+            "serve_module": args.serve_module,
+            # CPU the service process spent per request (all its threads): less sensitive to
+            # other load on the machine than rps and latency
+            "server_cpu_ms_per_request": round((cpu1 - cpu0) / args.requests * 1e3, 3) if cpu0 is not None
+            and cpu1 is not None else None,
         }
         print(json.dumps(result))
         return result

@@ -19,11 +19,27 @@ first epoch starts, plus validation and checkpoints) is reported separately as
 ``startup_s_*`` = wall - training time. ``*_steady`` counts epochs after the first only
 (the first also pays the Ray Data worker processes' start-up).
 
+Sharded reads: each Ray worker reads and decodes only its shard of an epoch
+(``pretrain.stream``); ``rows_read_per_worker_ray_1w`` / ``_ray_2w`` are the rows each
+worker decoded in the last epoch, and ``rows_read_ratio_2w_over_1w`` the busiest 2-worker
+figure over the 1-worker one (target 0.5: division, not multiplication; row-group
+granularity can add a little).
+
     python -m benchmarks.train [--rows 100000] [--epochs 2] [--plain-threads 2] [--batch-size 512] [--ray-niceness 0]
+    python -m benchmarks.train --memory [--memory-rows 200000 2000000]
+    python -m benchmarks.train --gpu [--rows ...]     # the same, training on CUDA (use_gpu, bf16 AMP)
 
 Last stdout line: JSON with rows, samples_per_s_plain, samples_per_s_ray_1w,
 samples_per_s_ray_2w, ratio_ray_best_over_plain (all epochs) and
-ratio_ray_best_over_plain_steady, wall_s_*, startup_s_*, valid_auc_*.
+ratio_ray_best_over_plain_steady, wall_s_*, startup_s_*, valid_auc_*, rows_read_*.
+
+``--memory`` generates a log at each of two sizes (ten times apart) and, in a fresh process
+per size, prepares training the way ``train_foundation_model`` does before any worker
+starts: the distributed vocabulary count (every row validated in Ray tasks), the file plan
+and the shard ranges. Last line: JSON with ``driver_peak_rss_mb_small``,
+``driver_peak_rss_mb_large`` and ``driver_rss_ratio`` (large over small; target <= 1.2),
+and the same for the in-memory reference the driver used before (read the training table,
+fit, encode: ``*_inmemory``) unless ``--no-reference``.
 """
 
 from __future__ import annotations
@@ -31,13 +47,88 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
+
+
+def _prepare_child(log: str, mode: str, workers: int) -> None:
+    """One fresh driver process: prepare training on every day but the last; print JSON."""
+    from datasources import log_days
+
+    days = log_days(log)[:-1]
+    base = _peak_rss_mb()
+    t = time.perf_counter()
+    if mode == "streaming":
+        from engines import ensure_ray
+        from pretrain import PretrainConfig
+        from pretrain.train import prepare_training
+
+        ensure_ray(num_cpus=2, object_store_gb=0.5)
+        base = _peak_rss_mb()  # after ray.init: Ray's own driver-side cost is the same at any size
+        t = time.perf_counter()
+        enc, plan, shards = prepare_training(log, days, PretrainConfig().train.model_copy(
+            update={"num_workers": workers}))
+        rows = plan.total_rows
+    else:  # the in-memory path the driver used before: read, fit, encode the whole training table
+        from datasources import read_log, read_log_spec
+        from pretrain import FeatureEncoder
+
+        tbl = read_log(log, days)
+        enc = FeatureEncoder.fit(tbl, read_log_spec(log))
+        enc.encode(tbl)
+        rows = tbl.num_rows
+    print(json.dumps({"rows": rows, "peak_rss_mb": round(_peak_rss_mb(), 1), "rss_before_mb": round(base, 1),
+                      "seconds": round(time.perf_counter() - t, 2),
+                      "vocab_sizes": enc.vocab_sizes}), flush=True)
+
+
+def _memory(args: argparse.Namespace) -> None:
+    from datasources import GeneratorConfig, generate_log
+
+    work = Path(tempfile.mkdtemp(prefix="bench_train_mem_"))
+    out: dict[str, object] = {"rows_small": args.memory_rows[0], "rows_large": args.memory_rows[1]}
+    try:
+        for label, rows in zip(("small", "large"), args.memory_rows):
+            log = work / f"log_{label}"
+            t = time.perf_counter()
+            # same population at both sizes: only the row count grows (vocabulary bounded)
+            generate_log(GeneratorConfig(days=args.days + 1, rows_per_day=max(1, rows // args.days), seed=0), log)
+            print(f"{label}: generated {rows} rows in {time.perf_counter() - t:.1f}s", flush=True)
+            modes = ["streaming"] + ([] if args.no_reference else ["inmemory"])
+            for mode in modes:
+                res = subprocess.run([sys.executable, "-m", "benchmarks.train", "--_prepare", str(log), mode],
+                                     capture_output=True, text=True, check=False)
+                if res.returncode != 0:
+                    raise RuntimeError(f"{mode} prepare at {rows} rows failed:\n{res.stderr[-3000:]}")
+                got = json.loads(res.stdout.strip().splitlines()[-1])
+                suffix = "" if mode == "streaming" else "_inmemory"
+                out[f"driver_peak_rss_mb_{label}{suffix}"] = got["peak_rss_mb"]
+                out[f"prepare_s_{label}{suffix}"] = got["seconds"]
+                out[f"train_rows_{label}"] = got["rows"]
+                print(f"{label} {mode}: {got}", flush=True)
+            shutil.rmtree(log, ignore_errors=True)
+        for suffix in ("", "_inmemory"):
+            if f"driver_peak_rss_mb_large{suffix}" in out:
+                out[f"driver_rss_ratio{suffix}"] = round(
+                    out[f"driver_peak_rss_mb_large{suffix}"] / out[f"driver_peak_rss_mb_small{suffix}"], 3)
+        print(json.dumps(out))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def main() -> None:
+    if len(sys.argv) == 4 and sys.argv[1] == "--_prepare":
+        _prepare_child(sys.argv[2], sys.argv[3], 2)
+        return
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rows", type=int, default=100_000, help="training rows (one more day is generated for validation)")
     ap.add_argument("--days", type=int, default=4, help="training days the rows are spread over")
@@ -47,7 +138,14 @@ def main() -> None:
     ap.add_argument("--skip", nargs="*", default=[], choices=["plain", "ray_1w", "ray_2w"])
     ap.add_argument("--ray-niceness", type=int, default=0,
                     help="niceness of Ray's worker processes (Ray's own default is 15; 0 = the plain loop's)")
+    ap.add_argument("--memory", action="store_true", help="driver peak RSS of preparing training at two log sizes")
+    ap.add_argument("--memory-rows", type=int, nargs=2, default=[200_000, 2_000_000], metavar=("SMALL", "LARGE"))
+    ap.add_argument("--no-reference", action="store_true", help="--memory: skip the in-memory reference")
+    ap.add_argument("--gpu", action="store_true", help="train on CUDA (use_gpu, bf16 AMP); fails without a GPU")
     args = ap.parse_args()
+    if args.memory:
+        _memory(args)
+        return
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     # Ray starts its worker processes (the Train workers included) at nice 15: on a busy
@@ -79,7 +177,8 @@ def main() -> None:
         def cfg(workers: int, threads: int = 1):
             return PretrainConfig.model_validate({"train": {
                 "epochs": args.epochs, "batch_size": args.batch_size, "patience": args.epochs,
-                "num_workers": workers, "cpus_per_worker": 1, "torch_threads": threads, "diagnostics": False}})
+                "num_workers": workers, "cpus_per_worker": 1, "torch_threads": threads, "diagnostics": False,
+                "use_gpu": args.gpu, "amp": "bf16" if args.gpu else "off"}})
 
         out: dict[str, float | int] = {"rows": tr.num_rows, "epochs": args.epochs, "plain_threads": args.plain_threads,
                                        "batch_size": args.batch_size, "ray_niceness": args.ray_niceness}
@@ -91,6 +190,7 @@ def main() -> None:
             out[f"wall_s_{name}"] = round(wall, 2)
             out[f"startup_s_{name}"] = round(wall - train_s, 2)
             out[f"valid_auc_{name}"] = round(float(state["history"][-1]["valid_auc"]), 4)
+            out[f"rows_read_per_worker_{name}"] = state["history"][-1].get("rows_read_per_worker")
             later = state["history"][1:]
             if later:
                 out[f"samples_per_s_{name}_steady"] = round(
@@ -119,6 +219,9 @@ def main() -> None:
             t = time.perf_counter()
             st = fit_with_ray_train(c.model, c.train, spec, enc, files, valid_arr, work / "runs" / name)
             record(name, st, time.perf_counter() - t)
+        r1, r2 = out.get("rows_read_per_worker_ray_1w"), out.get("rows_read_per_worker_ray_2w")
+        if r1 and r2:
+            out["rows_read_ratio_2w_over_1w"] = round(max(r2) / max(r1), 3)
         rays = [out[k] for k in ("samples_per_s_ray_1w", "samples_per_s_ray_2w") if k in out]
         if rays and "samples_per_s_plain" in out:
             out["ratio_ray_best_over_plain"] = round(max(rays) / out["samples_per_s_plain"], 3)

@@ -13,6 +13,7 @@ Each is a pydantic v2 model declared once here; stages import, never re-declare,
 from contracts.base import ConfigError, StrictModel, config_hash, load_config, validate_config
 from contracts.checkpoint import CheckpointManifest, LayerInfo
 from contracts.dataset import DatasetSpec, SequenceSpec
+from contracts.errors import IndexPromotionRefused, InputError
 from contracts.index import IndexManifest
 from contracts.layout import RunLayout
 from contracts.tables import REPRESENTATION_TABLES, RepresentationTable, TableProperties
@@ -22,6 +23,8 @@ __all__ = [
     "ConfigError",
     "DatasetSpec",
     "IndexManifest",
+    "IndexPromotionRefused",
+    "InputError",
     "LayerInfo",
     "REPRESENTATION_TABLES",
     "RepresentationTable",

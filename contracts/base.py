@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -34,7 +34,7 @@ def format_validation_error(err: ValidationError, source: str) -> str:
     return "\n".join(lines)
 
 
-def load_config(path: str | Path, model: type[M], overrides: dict | None = None) -> M:
+def load_config(path: str | Path, model: type[M], overrides: dict[str, Any] | None = None) -> M:
     """Load ``path`` (YAML) into ``model``; raise :class:`ConfigError` naming each bad key.
 
     ``overrides`` (nested dict) is merged over the file, e.g. from CLI flags.
@@ -56,14 +56,14 @@ def load_config(path: str | Path, model: type[M], overrides: dict | None = None)
         raise ConfigError(format_validation_error(e, str(path))) from None
 
 
-def validate_config(raw: dict, model: type[M], source: str = "<config>") -> M:
+def validate_config(raw: dict[str, Any], model: type[M], source: str = "<config>") -> M:
     try:
         return model.model_validate(raw)
     except ValidationError as e:
         raise ConfigError(format_validation_error(e, source)) from None
 
 
-def deep_merge(base: dict, over: dict) -> dict:
+def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for k, v in over.items():
         if isinstance(v, dict) and isinstance(out.get(k), dict):

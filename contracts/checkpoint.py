@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from contracts.base import StrictModel
 from contracts.dataset import DatasetSpec
@@ -20,6 +20,32 @@ class LayerInfo(StrictModel):
     name: str = Field(..., description="Stable name, e.g. 'user_tower', 'ad.cross_1', 'ad.mlp_2'.")
     dim: int = Field(..., ge=1)
     kind: str = Field(..., description="'UR', 'IR' or 'CR'.")
+
+
+PROBE_PLOT_FILE = "probe.png"
+ADS_BRANCH_PREFIX = "ad."  # CR layers of the ad branch: the only ones the ads tables may publish
+
+
+class ProbedLayer(StrictModel):
+    """One ad-branch CR layer's linear-probe score on validation days."""
+
+    layer: str
+    valid_auc: float
+    auc_se: float = Field(..., description="Hanley-McNeil standard error of valid_auc.")
+
+
+class LayerProbe(StrictModel):
+    """What ``lfm4ads extract probe`` chose, recorded in the manifest; the daily
+    extraction and publishing use ``chosen`` (= ``default_cr_layer``) unless a config pins a layer."""
+
+    chosen: str = Field(..., description="Best ad-branch CR layer on the validation days.")
+    ranking: list[ProbedLayer] = Field(..., description="Ad-branch CR layers, best validation AUC first.")
+    scenario: int | None = Field(None, description="Scenario probed; None = every scenario pooled.")
+    task: str
+    train_days: list[str]
+    valid_days: list[str] = Field(..., description="Days the ranking is scored on (never test days).")
+    plot: str = Field(PROBE_PLOT_FILE, description="The AUC-per-layer plot, beside the manifest.")
+    probed_at: datetime
 
 
 class CheckpointManifest(StrictModel):
@@ -41,11 +67,24 @@ class CheckpointManifest(StrictModel):
     default_cr_layer: str = Field(..., description="CR layer the daily job extracts.")
     epochs_trained: int = 0
     metrics: dict[str, float] = Field(default_factory=dict)
+    layer_probe: LayerProbe | None = Field(
+        None, description="The layer probe's choice and ranking (None = not probed: the LFM4Ads default layer)."
+    )
     lineage: list[str] = Field(
         default_factory=list,
         description="Warm-start ancestry, oldest first: '<model_version> <data_version>' of every checkpoint "
         "this one was (transitively) warm-started from; empty = trained from scratch.",
     )
+
+    @model_validator(mode="after")
+    def _ads_default_is_an_ad_layer(self) -> "CheckpointManifest":
+        # a content-branch layer can never become what the ads tables publish
+        if self.default_cr_layer.startswith("content."):
+            raise ValueError(f"default_cr_layer {self.default_cr_layer!r}: must be an ad-branch layer (ad.*)")
+        if self.layer_probe is not None and self.layer_probe.chosen != self.default_cr_layer:
+            raise ValueError(f"layer_probe.chosen {self.layer_probe.chosen!r} != default_cr_layer "
+                             f"{self.default_cr_layer!r}")
+        return self
 
     def layer(self, name: str) -> LayerInfo:
         for layer in self.layers:

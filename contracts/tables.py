@@ -7,6 +7,12 @@ sample of day ``d`` reads the newest partition strictly before ``d`` (point in t
 Tables: ``user_ur`` (UR), ``item_ir`` (IR), ``user_cr`` (CR(u)), ``item_cr`` (CR(i)).
 CR tables also carry ``decayed_sum``: the un-normalised time-decayed state, so the next
 day can continue the aggregation incrementally.
+
+``user_query`` (kind ``QUERY``, in :data:`QUERY_TABLES`, not in :data:`REPRESENTATION_TABLES`
+because the extraction does not produce it): the query tower's output in the IR space of
+the same model version, published by the retrieval step with the same contract (schema,
+properties, one snapshot per ``ds``, idempotent replace). :data:`PUBLISHED_TABLES` holds
+both registries.
 """
 
 from __future__ import annotations
@@ -44,7 +50,7 @@ class RepresentationTable(StrictModel):
 
     name: str
     entity: Literal["user", "item"]
-    kind: Literal["UR", "IR", "CR"]
+    kind: Literal["UR", "IR", "CR", "QUERY"]
 
     @property
     def has_state(self) -> bool:
@@ -100,3 +106,9 @@ REPRESENTATION_TABLES: dict[str, RepresentationTable] = {
         RepresentationTable(name="item_cr", entity="item", kind="CR"),
     )
 }
+
+# Tables produced after extraction (the retrieval step's query tower); same contract.
+QUERY_TABLES: dict[str, RepresentationTable] = {
+    "user_query": RepresentationTable(name="user_query", entity="user", kind="QUERY"),
+}
+PUBLISHED_TABLES: dict[str, RepresentationTable] = {**REPRESENTATION_TABLES, **QUERY_TABLES}

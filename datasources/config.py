@@ -23,7 +23,11 @@ class MovieLensSource(StrictModel):
 
 class FileSource(StrictModel):
     kind: Literal["file"]
-    path: Path = Field(..., description="Parquet file/folder or CSV file.")
+    path: Path = Field(
+        ...,
+        description="A Parquet/CSV file (it may grow), a folder of them, or a day-partitioned folder "
+        "(ds=YYYY-MM-DD/); ingested incrementally (docs/ingest.md).",
+    )
     spec: DatasetSpec | None = Field(None, description="Inline DatasetSpec ...")
     spec_path: Path | None = Field(None, description="... or a YAML file holding it.")
 

@@ -11,8 +11,16 @@ import pyarrow.parquet as pq
 from contracts import DatasetSpec, load_config
 
 
-def read_raw_log(path: str | Path) -> pa.Table:
-    """Read a Parquet file/folder or a CSV file into Arrow (types inferred)."""
+def read_raw_log(path: str | Path, spec: DatasetSpec | None = None) -> pa.Table:
+    """Read a Parquet file/folder or a CSV file into Arrow, in memory.
+
+    With ``spec``: the spec's columns only, CSV typed from the spec (ids as written) and
+    every file of a folder (as ingest reads them). Without: types inferred (exploration only).
+    """
+    if spec is not None:
+        from datasources.sources import list_source_files, read_batches
+
+        return pa.concat_tables([b for f in list_source_files(path) for b in read_batches(f, spec)])
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"log not found: {path}")

@@ -57,7 +57,18 @@ class DownstreamConfig(StrictModel):
     lr: float = Field(2e-3, gt=0)
     weight_decay: float = Field(0.0, ge=0)
     batch_size: int = Field(512, ge=1)
-    patience: int = Field(3, ge=1, description="Epochs without a better validation AUC before stopping.")
+    patience: int = Field(
+        3, ge=1, description="Stop at the patience-th epoch in a row without a better validation AUC "
+        "(the rule pretraining shares: pretrain.loop.should_stop)."
+    )
+    pairwise_alpha: dict[str, float] = Field(
+        default_factory=dict,
+        description="task -> alpha: that task's loss is alpha*BCE + (1-alpha)*pairwise ranking loss (the "
+        "combined-pair loss of papers.md section 6); tasks not listed use plain masked BCE.",
+    )
+    grad_clip: float | None = Field(None, gt=0, description="Clip the global gradient L2 norm; None = off.")
+    use_gpu: bool = Field(False, description="Train on CUDA; fails clearly where no GPU is visible.")
+    amp: Literal["off", "bf16"] = Field("off", description="bf16 autocast (with use_gpu only).")
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     min_count: int = Field(1, ge=1, description="Vocabulary threshold (pretrain.FeatureEncoder).")
     max_vocab: int | None = Field(None, ge=1)
@@ -80,6 +91,14 @@ class DownstreamConfig(StrictModel):
             raise ValueError(f"duplicate representation(s) in {v}")
         for name in v:
             assert name in REPRESENTATION_TABLES
+        return v
+
+    @field_validator("pairwise_alpha")
+    @classmethod
+    def _alphas(cls, v: dict[str, float]) -> dict[str, float]:
+        bad = {k: a for k, a in v.items() if not 0.0 <= a <= 1.0}
+        if bad:
+            raise ValueError(f"pairwise_alpha values must be in [0, 1]: {bad}")
         return v
 
     @field_validator("hidden")

@@ -17,7 +17,6 @@ from downstream.data import ScenarioData, load_scenario, split_days
 from downstream.model import RankingModel
 from downstream.train import FitResult, fit
 
-
 PAIRS = (("user_ur", "item_ir"), ("user_cr", "item_cr"))
 
 
@@ -59,7 +58,8 @@ def ranking_builder(
 
 
 def summarise(results: list[FitResult], tasks: list[str]) -> dict:
-    """Mean and standard deviation over seeds of each task's test AUC."""
+    """Mean and standard deviation over seeds of each task's test AUC, and of the
+    validation AUC (the early-stopping metric, first task: what methods are chosen on)."""
 
     def stat(fn):
         out = {}
@@ -68,7 +68,10 @@ def summarise(results: list[FitResult], tasks: list[str]) -> dict:
             out[t] = float(fn(vals)) if vals else float("nan")
         return out
 
+    valid = [r.valid_auc for r in results if not math.isnan(r.valid_auc)]
     return {
+        "valid_auc": float(np.mean(valid)) if valid else float("nan"),
+        "valid_auc_std": float(np.std(valid, ddof=1)) if len(valid) > 1 else 0.0,
         "test_auc": stat(np.mean),
         "test_auc_std": stat(lambda v: np.std(v, ddof=1) if len(v) > 1 else 0.0),
         "per_seed": [
@@ -92,6 +95,10 @@ def run_seeds(build: Callable[[], nn.Module], data: ScenarioData, cfg: Downstrea
             batch_size=cfg.batch_size,
             patience=cfg.patience,
             weight_decay=cfg.weight_decay,
+            pairwise_alpha=cfg.pairwise_alpha,
+            grad_clip=cfg.grad_clip,
+            use_gpu=cfg.use_gpu,
+            amp=cfg.amp,
         )[1]
         for seed in cfg.seeds
     ]

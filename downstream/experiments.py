@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import math
+import sys
+import time
 from pathlib import Path
 from typing import Callable, Literal
 
@@ -20,6 +22,14 @@ from pydantic import Field, ValidationError, model_validator
 from torch import nn
 
 from contracts import DatasetSpec, StrictModel
+from downstream.cells import (
+    Cell,
+    CellStore,
+    MethodSpec,
+    as_fit_result,
+    fingerprint,
+    run_cells,
+)
 from downstream.config import DownstreamConfig, RepName
 from downstream.data import (
     ScenarioData,
@@ -30,10 +40,10 @@ from downstream.data import (
     select_rows,
     split_days,
 )
-from downstream.evaluate import ranking_builder, summarise, torch_threads
-from downstream.model import RetrievalRanker
+from downstream.evaluate import summarise, torch_threads
 from downstream.rankup import RankUpConfig, TokenMixerRanker
-from downstream.train import FitResult, fit
+from downstream.selection import headline
+from downstream.train import FitResult, fit, train_options
 from pretrain import effective_rank
 
 ALL_REPS: list[str] = ["user_ur", "item_ir", "user_cr", "item_cr"]
@@ -48,8 +58,10 @@ class TransferExperimentConfig(StrictModel):
     """Which methods the transfer table compares (training settings in ``downstream``)."""
 
     downstream: DownstreamConfig = Field(
-        default_factory=lambda: DownstreamConfig(seeds=[0, 1, 2, 3, 4]),
-        description="Training settings; its scenario/representations/adapter are ignored here.",
+        default_factory=lambda: DownstreamConfig(seeds=[0, 1, 2, 3, 4], epochs=10, patience=2),
+        description="Training settings; its scenario/representations/adapter are ignored here. Default "
+        "budget 10 epochs, patience 2 (the daily step keeps DownstreamConfig's 20 / 3): a table is a few "
+        "hundred fits on 2 cores (docs/downstream.md, issue 15).",
     )
     scenarios: list[int] | None = Field(None, description="Scenario ids; None = every scenario of the log.")
     adapters: list[str] = Field(
@@ -77,6 +89,16 @@ class TransferExperimentConfig(StrictModel):
         default_factory=dict,
         description="Extra rows: row name -> DownstreamConfig overrides, with UR+IR+CR unless the overrides "
         "set `representations` ([] = a vanilla variant), e.g. {'gate[cross]': {gate_mode: cross}}.",
+    )
+    default_method: str = Field(
+        "gate_linear:UR+IR+CR",
+        description="The pre-registered row reported on every scenario without any selection: the daily run's "
+        "adapter and representations (configs/*.yaml downstream.adapter); its numbers are null when the "
+        "table has no such row.",
+    )
+    workers: int = Field(
+        2, ge=1, description="Processes training cells in parallel (spawned, `downstream.threads` torch threads "
+        "each; 2 = one per core of the 2-core reference machine); 1 = in this process. Does not change any number.",
     )
 
 
@@ -107,7 +129,8 @@ def _fit_seeds(build: Callable[[], nn.Module], data: ScenarioData, cfg: Downstre
     for seed in cfg.seeds:
         out.append(
             fit(build, data.train, data.valid, data.test, data.tasks, seed=seed, epochs=cfg.epochs, lr=cfg.lr,
-                batch_size=cfg.batch_size, patience=cfg.patience, weight_decay=cfg.weight_decay)
+                batch_size=cfg.batch_size, patience=cfg.patience, weight_decay=cfg.weight_decay,
+                **train_options(cfg))
         )
     return out
 
@@ -125,10 +148,6 @@ def _pm(stat: dict, task: str) -> str:
     return "n/a" if math.isnan(m) else f"{m:.4f} ± {s:.4f}"
 
 
-def _pooled_std(a: dict, b: dict, task: str) -> float:
-    return math.sqrt((a["test_auc_std"][task] ** 2 + b["test_auc_std"][task] ** 2) / 2)
-
-
 def _plt():
     import matplotlib
 
@@ -139,6 +158,73 @@ def _plt():
 
 
 # --- the transfer table ----------------------------------------------------------------
+def method_specs(cfg: TransferExperimentConfig, layers: list[str], module: bool) -> list[MethodSpec]:
+    """The rows of the table, vanilla first (see TransferExperimentConfig)."""
+    dcfg = cfg.downstream
+    specs = [MethodSpec("vanilla")]
+    for a in cfg.adapters:
+        specs.append(MethodSpec(f"{a}:UR+IR+CR", reps=tuple(ALL_REPS), adapter=a))
+    for a in cfg.cross_adapters:
+        specs.append(MethodSpec(f"{a}+cross:UR+IR+CR", reps=tuple(ALL_REPS), adapter=a, crossed=True))
+    for name in cfg.rep_sets:
+        row = f"{cfg.rep_set_adapter}:{name}"
+        if row not in {s.name for s in specs}:
+            specs.append(MethodSpec(row, reps=tuple(REP_SETS[name]), adapter=cfg.rep_set_adapter))
+    for name, over in cfg.gate_variants.items():
+        vcfg = DownstreamConfig.model_validate({**dcfg.model_dump(), **over})
+        reps = tuple(vcfg.representations) if "representations" in over else tuple(ALL_REPS)
+        specs.append(MethodSpec(name, reps=reps, adapter=vcfg.adapter if reps else "none",
+                                crossed=vcfg.crossed_token, overrides=json.dumps(over, sort_keys=True)))
+    if cfg.model_level:
+        specs.append(MethodSpec("model:retrieval", kind="retrieval", user=cfg.model_level_user))
+    for layer in layers:
+        for a in cfg.cr_layer_adapters:
+            specs.append(MethodSpec(f"{a}:UR+IR+CR@{layer}", data=f"layer:{layer}", reps=tuple(ALL_REPS), adapter=a))
+    if module:
+        for k in cfg.module_k:
+            specs.append(MethodSpec(f"module:k={k}", kind="module", data="module", k=k))
+    return specs
+
+
+def _by_size(train, spec: DatasetSpec) -> list[int]:
+    """Every scenario of ``spec``, fewest training rows first (ties: id)."""
+    import pyarrow.compute as pc
+
+    from contracts.dataset import CANONICAL_SCENARIO
+
+    counts = {int(s): 0 for s in spec.scenarios}
+    vc = pc.value_counts(train[CANONICAL_SCENARIO])
+    for v, c in zip(vc.field("values").to_pylist(), vc.field("counts").to_pylist()):
+        counts[int(v)] = c
+    return sorted(counts, key=lambda s: (counts[s], s))
+
+
+def _inputs_fingerprint(cfg: TransferExperimentConfig, log_path, tables_root, days: tuple, checkpoint,
+                        layer_roots: dict[str, Path]) -> str:
+    """What the cells' numbers depend on: a change of any of these starts a fresh cell folder."""
+    from engines import delta_io
+
+    def version(path) -> int | None:
+        try:
+            return delta_io.open_table(path).version()
+        except Exception:  # a table that is not there: no version (the run fails later if it is needed)
+            return None
+
+    tables = rep_table_paths(tables_root, ALL_REPS)
+    parts = {
+        # the training settings only: which rows and scenarios a table has does not change a cell
+        # (each cell file carries its row's spec hash)
+        "downstream": cfg.downstream.model_dump(mode="json"),
+        "days": days,
+        "log": [str(Path(log_path).resolve()), version(log_path)],
+        "tables": {k: version(v) for k, v in tables.items()},
+        "layers": {k: [str(v), {n: version(Path(v) / "tables" / n) for n in ALL_REPS}]
+                   for k, v in (layer_roots or {}).items()},
+        "checkpoint": None if checkpoint is None else str(Path(checkpoint).resolve()),
+    }
+    return fingerprint(parts)
+
+
 def run_transfer_experiment(
     log_path: str | Path,
     tables_root: str | Path,
@@ -160,136 +246,126 @@ def run_transfer_experiment(
     CR layer -> run root of that layer's tables (:func:`transfer.publish_layer_tables`),
     one ``linear``/``gate`` row per layer.
 
-    Returns ``{"dataset", "seeds", "scenarios", "scenarios_improved", "small_scenario",
-    "vanilla_auc", "best_transfer_auc", "best_method", "lift", "table"}`` where the headline
-    numbers are the click (first task) AUC of the smallest scenario, and ``table`` holds
-    every scenario x method summary.
+    Every (scenario, method, seed) cell records validation and test AUC and is stored
+    under ``out_dir/cells/<fingerprint>/`` as soon as it finishes: a killed run started
+    again reuses the finished cells. The per-scenario pick is the row with the best mean
+    *validation* AUC (:mod:`downstream.selection`); the headline uses its test AUC.
+
+    Returns :func:`downstream.selection.headline`'s keys (click = first task; ``lift``
+    for the smallest scenario) plus ``{"dataset", "seeds", "scenarios", "small_scenario",
+    "days", "cells": {"reused", "computed"}, "timing", "wall_s", "table"}``.
     """
     from datasources import read_log_spec
 
+    t_start = time.perf_counter()
     cfg = cfg or TransferExperimentConfig()
     dcfg = cfg.downstream
     spec = spec or read_log_spec(log_path)
     tr, va, te = _days(log_path, dcfg, train_days, valid_days, test_days)
+    out_dir = Path(out_dir)
+    store = CellStore(out_dir / "cells" / _inputs_fingerprint(cfg, log_path, tables_root, (tr, va, te), checkpoint,
+                                                               layer_roots or {}))
     raw = read_splits(log_path, tr, va, te)
     small = resolve_scenario(raw["train"], spec, None)
-    scenarios = cfg.scenarios or sorted(int(s) for s in spec.scenarios)
+    # smallest first (by training rows): the headline scenario is measured first, so a stopped
+    # run already has it
+    scenarios = cfg.scenarios or _by_size(raw["train"], spec)
     loaded = None
     if checkpoint is not None and cfg.module_k:
         from pretrain import load_checkpoint
 
         loaded = load_checkpoint(checkpoint, expect_spec=spec.canonical())
+    specs = method_specs(cfg, list(layer_roots or {}), loaded is not None)
     rep_tables = rep_table_paths(tables_root, ALL_REPS)
     table: dict[str, dict] = {}
+    timing = {"read_s": round(time.perf_counter() - t_start, 2), "data_s": 0.0, "fit_s": 0.0}
+    tasks = tasks_of(spec)
     with torch_threads(dcfg.threads):
         for s in scenarios:
-            tables = {k: select_rows(v, resolve_scenario(raw["train"], spec, s), dcfg.sample_type) for k, v in raw.items()}
+            key = str(s)
+            tables = {k: select_rows(v, resolve_scenario(raw["train"], spec, s), dcfg.sample_type)
+                      for k, v in raw.items()}
             if any(t.num_rows == 0 for t in tables.values()):
-                table[str(s)] = {"skipped": "a split has no rows"}
+                table[key] = {"skipped": "a split has no rows"}
                 continue
-            data = build_scenario_data(
-                tables, spec, rep_tables, min_count=dcfg.min_count, max_vocab=dcfg.max_vocab,
-                expect_dims=dcfg.expect_dims, expect_model_version=dcfg.expect_model_version,
-            )
-            tasks = data.tasks
-            methods: dict[str, Callable[[], nn.Module]] = {"vanilla": ranking_builder(data, dcfg, [], "none")}
-            for a in cfg.adapters:
-                methods[f"{a}:UR+IR+CR"] = ranking_builder(data, dcfg, ALL_REPS, a, crossed=False)
-            for a in cfg.cross_adapters:
-                methods[f"{a}+cross:UR+IR+CR"] = ranking_builder(data, dcfg, ALL_REPS, a, crossed=True)
-            for name in cfg.rep_sets:
-                reps = REP_SETS[name]
-                methods.setdefault(
-                    f"{cfg.rep_set_adapter}:{name}", ranking_builder(data, dcfg, reps, cfg.rep_set_adapter, crossed=False)
-                )
-            for name, over in cfg.gate_variants.items():
-                vcfg = DownstreamConfig.model_validate({**dcfg.model_dump(), **over})
-                reps = list(vcfg.representations) if "representations" in over else ALL_REPS
-                methods[name] = ranking_builder(data, vcfg, reps, vcfg.adapter if reps else "none")
-            if cfg.model_level:
-                methods["model:retrieval"] = lambda: RetrievalRanker(data.rep_dims, cfg.model_level_user, len(tasks))
-            res = {m: summarise([r for _, r in _fit_seeds(b, data, dcfg)], tasks) for m, b in methods.items()}
-            for layer, lroot in (layer_roots or {}).items():
-                from transfer import layer_rep_paths
+            t0 = time.perf_counter()
 
-                ldata = build_scenario_data(
-                    tables, spec, layer_rep_paths(tables_root, lroot, ALL_REPS), min_count=dcfg.min_count,
-                    max_vocab=dcfg.max_vocab, expect_dims=dcfg.expect_dims,
-                    expect_model_version=dcfg.expect_model_version,
-                )
-                for a in cfg.cr_layer_adapters:
-                    b = ranking_builder(ldata, dcfg, ALL_REPS, a, crossed=False)
-                    res[f"{a}:UR+IR+CR@{layer}"] = summarise([r for _, r in _fit_seeds(b, ldata, dcfg)], tasks)
-            if loaded is not None:
-                from transfer import isomorphic_from_checkpoint
+            def build(variant: str, tables=tables) -> ScenarioData:
+                kw = dict(min_count=dcfg.min_count, max_vocab=dcfg.max_vocab, expect_dims=dcfg.expect_dims,
+                          expect_model_version=dcfg.expect_model_version)
+                if variant == "module":
+                    return build_scenario_data(tables, spec, {}, encoder=loaded.encoder)
+                if variant.startswith("layer:"):
+                    from transfer import layer_rep_paths
 
-                mdata = build_scenario_data(tables, spec, {}, encoder=loaded.encoder)
-                for k in cfg.module_k:
-                    b = lambda k=k: isomorphic_from_checkpoint(loaded, k, len(tasks))
-                    res[f"module:k={k}"] = summarise([r for _, r in _fit_seeds(b, mdata, dcfg)], tasks)
-            table[str(s)] = {
+                    paths = layer_rep_paths(tables_root, layer_roots[variant[6:]], ALL_REPS)
+                    return build_scenario_data(tables, spec, paths, **kw)
+                return build_scenario_data(tables, spec, rep_tables, **kw)
+
+            paths = {v: store.cached_data(key, v, lambda v=v: build(v)) for v in dict.fromkeys(m.data for m in specs)}
+            daily = torch.load(paths["daily"], weights_only=False)
+            timing["data_s"] = round(timing["data_s"] + time.perf_counter() - t0, 2)
+            t0 = time.perf_counter()
+            cells = [Cell(key, m, seed, paths[m.data]) for m in specs for seed in dcfg.seeds]
+            run_cells(cells, store, dcfg, workers=cfg.workers,
+                      checkpoint=None if checkpoint is None else str(checkpoint))
+            timing["fit_s"] = round(timing["fit_s"] + time.perf_counter() - t0, 2)
+            res = {m.name: summarise([as_fit_result(store.get(key, m, seed)) for seed in dcfg.seeds], tasks)
+                   for m in specs}
+            table[key] = {
                 "name": spec.scenarios.get(s, str(s)),
-                "rows": {"train": data.train.num_rows, "valid": data.valid.num_rows, "test": data.test.num_rows},
-                "coverage": data.coverage,
+                "rows": {"train": daily.train.num_rows, "valid": daily.valid.num_rows, "test": daily.test.num_rows},
+                "coverage": daily.coverage,
                 "methods": res,
             }
+            print(f"transfer: scenario {key} done; cells computed {store.computed}, reused {store.reused}; "
+                  f"{time.perf_counter() - t_start:.0f} s", file=sys.stderr, flush=True)
             # written after every scenario: a long run that is stopped keeps what it measured
-            result = _transfer_summary(table, spec, dcfg, scenarios, small, (tr, va, te))
-            _write_transfer_report(Path(out_dir), result, spec, tasks_of(spec))
-    result = _transfer_summary(table, spec, dcfg, scenarios, small, (tr, va, te))
-    _write_transfer_report(Path(out_dir), result, spec, tasks_of(spec))
+            result = _transfer_summary(table, spec, dcfg, cfg, scenarios, small, (tr, va, te), store, timing, t_start)
+            _write_transfer_report(out_dir, result, spec, tasks)
+    result = _transfer_summary(table, spec, dcfg, cfg, scenarios, small, (tr, va, te), store, timing, t_start)
+    _write_transfer_report(out_dir, result, spec, tasks)
     return result
 
 
-def _transfer_summary(table: dict, spec: DatasetSpec, dcfg: DownstreamConfig, scenarios: list[int], small: int,
-                      days: tuple) -> dict:
+def _transfer_summary(table: dict, spec: DatasetSpec, dcfg: DownstreamConfig, cfg: TransferExperimentConfig,
+                      scenarios: list[int], small: int, days: tuple, store: CellStore, timing: dict,
+                      t_start: float) -> dict:
     """The headline numbers over the scenarios measured so far (see run_transfer_experiment)."""
     tr, va, te = days
     click = spec.canonical().tasks[0]
-    improved = 0
-    for s, row in table.items():
-        if "methods" not in row:
-            continue
-        van = row["methods"]["vanilla"]
-        best = max((m for m in row["methods"] if m != "vanilla"), key=lambda m: _nan_low(row["methods"][m]["test_auc"][click]))
-        row["best_method"] = best
-        if row["methods"][best]["test_auc"][click] - van["test_auc"][click] > _pooled_std(row["methods"][best], van, click):
-            improved += 1
-    srow = table.get(str(small), {})
-    if "methods" in srow:
-        v_auc = srow["methods"]["vanilla"]["test_auc"][click]
-        b = srow["best_method"]
-        b_auc = srow["methods"][b]["test_auc"][click]
-    else:
-        # The smallest scenario was not among those run: null, not NaN (which is not JSON).
-        v_auc = b_auc = None
-        b = None
-    result = {
+    rows = {s: r["methods"] for s, r in table.items() if "methods" in r}
+    deployable = [m.name for m in method_specs(cfg, [], False)
+                  if m.kind == "ranking" and m.data == "daily" and m.reps and m.overrides == "{}"]
+    head = headline(rows, click, str(small), cfg.default_method, deployable)
+    for s, r in table.items():
+        if "methods" in r:
+            r["picked_method"] = head["picks"][s]
+            r["best_on_test_method"] = head["upper_bound_best_on_test"]["picks"][s]
+    return {
         "dataset": spec.name,
         "seeds": list(dcfg.seeds),
         "scenarios": scenarios,
-        "scenarios_improved": improved,
         "small_scenario": small,
-        "vanilla_auc": v_auc,
-        "best_transfer_auc": b_auc,
-        "best_method": b,
-        "lift": None if b_auc is None else b_auc - v_auc,
+        **head,
         "days": {"train": tr, "valid": va, "test": te},
+        "cells": {"reused": store.reused, "computed": store.computed, "folder": str(store.folder)},
+        "timing": {**timing, "fit_s_by_method": dict(store.seconds)},
+        "wall_s": round(time.perf_counter() - t_start, 2),
         "table": table,
     }
-    return result
 
 
 def tasks_of(spec: DatasetSpec) -> list[str]:
     return list(spec.canonical().tasks)
 
 
-def _nan_low(x: float) -> float:
-    return -math.inf if math.isnan(x) else x
-
-
 def _span(days: list[str]) -> str:
     return f"{days[0]}..{days[-1]} ({len(days)} days)" if len(days) > 1 else f"{days[0]}"
+
+
+def _f(x: float | None, sign: bool = False) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else (f"{x:+.4f}" if sign else f"{x:.4f}")
 
 
 def _write_transfer_report(out: Path, result: dict, spec: DatasetSpec, tasks: list[str]) -> None:
@@ -299,24 +375,73 @@ def _write_transfer_report(out: Path, result: dict, spec: DatasetSpec, tasks: li
     lines = [
         f"# Transfer table: {result['dataset']}",
         "",
-        f"Test AUC ({', '.join(tasks)}), mean ± std over seeds {result['seeds']}. "
-        f"Time split: train {_span(result['days']['train'])}, valid {_span(result['days']['valid'])}, "
-        f"test {_span(result['days']['test'])}.",
+        f"Test AUC ({', '.join(tasks)}), mean ± std over seeds {result['seeds']}; validation AUC "
+        f"({tasks[0]}) in the first table. Time split: train {_span(result['days']['train'])}, valid "
+        f"{_span(result['days']['valid'])}, test {_span(result['days']['test'])}. Per scenario, **picked** = "
+        "the row with the best mean validation AUC (chosen before looking at test); `†` = best on test "
+        "(an upper bound only).",
         "",
+        "## Validation AUC (selection metric)",
+        "",
+        "| method | " + " | ".join(f"{s} {r['name']}" for s, r in rows.items()) + " |",
+        "|---" * (len(rows) + 1) + "|",
     ]
+    for m in methods:
+        cells = [(f"**{r['methods'][m]['valid_auc']:.4f}**" if r.get("picked_method") == m
+                  else f"{r['methods'][m]['valid_auc']:.4f}") if m in r["methods"] else "" for r in rows.values()]
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    lines.append("")
     for task in tasks:
-        lines += [f"## {task}", "", "| method | " + " | ".join(f"{s} {r['name']} ({r['rows']['train']} train rows)" for s, r in rows.items()) + " |"]
+        lines += [f"## Test AUC: {task}", "",
+                  "| method | " + " | ".join(f"{s} {r['name']} ({r['rows']['train']} train rows)"
+                                           for s, r in rows.items()) + " |"]
         lines.append("|---" * (len(rows) + 1) + "|")
         for m in methods:
-            cells = [_pm(r["methods"][m], task) if m in r["methods"] else "" for r in rows.values()]
+            cells = []
+            for r in rows.values():
+                if m not in r["methods"]:
+                    cells.append("")
+                    continue
+                c = _pm(r["methods"][m], task)
+                if r.get("picked_method") == m:
+                    c = f"**{c}** (picked)"
+                if task == tasks[0] and r.get("best_on_test_method") == m:
+                    c += " †"
+                cells.append(c)
             lines.append(f"| {m} | " + " | ".join(cells) + " |")
         lines.append("")
-    small = (f"Smallest scenario {result['small_scenario']}: not run." if result["lift"] is None else
-             f"Smallest scenario {result['small_scenario']}: vanilla {result['vanilla_auc']:.4f}, best "
-             f"{result['best_method']} {result['best_transfer_auc']:.4f} (lift {result['lift']:+.4f}).")
+    if rows:
+        from downstream.selection import improves
+
+        common = [m for m in methods if all(m in r["methods"] for r in rows.values())]
+        lines += ["## Mean over scenarios", "", f"| method | mean valid AUC | mean test AUC ({tasks[0]}) | "
+                  "scenarios above vanilla by > 1 pooled std |", "|---|---|---|---|"]
+        for m in common:
+            mv = float(np.mean([r["methods"][m]["valid_auc"] for r in rows.values()]))
+            mt = float(np.mean([r["methods"][m]["test_auc"][tasks[0]] for r in rows.values()]))
+            n = sum(improves(r["methods"], m, tasks[0]) for r in rows.values()) if m != "vanilla" else ""
+            lines.append(f"| {m} | {mv:.4f} | {mt:.4f} | {n} |")
+        lines.append("")
+    ub = result["upper_bound_best_on_test"]
     lines += [
-        f"Scenarios where the best transfer method beats vanilla by more than one (pooled) std: "
-        f"{result['scenarios_improved']} of {len(rows)}. {small}",
+        "## Summary",
+        "",
+        "| | picked on validation | default method | best on test (upper bound) |",
+        "|---|---|---|---|",
+        f"| scenarios above vanilla by > 1 pooled std | {result['scenarios_improved']} of {len(rows)} | "
+        f"{result['default_scenarios_improved']} of {len(rows)} | {ub['scenarios_improved']} of {len(rows)} |",
+        f"| mean test AUC over scenarios (vanilla {_f(result['mean_vanilla_test_auc'])}) | "
+        f"{_f(result['mean_picked_test_auc'])} | {_f(result['mean_default_test_auc'])} | {_f(ub['mean_test_auc'])} |",
+        f"| lift, smallest scenario {result['small_scenario']} | {_f(result['lift'], True)} "
+        f"({result['picked_method']}) | {_f(result['default_lift'], True)} | {_f(ub['lift'], True)} |",
+        "",
+        f"Default method (fixed before the run: the daily run's adapter): `{result['default_method']}`. "
+        f"Best on validation across scenarios (mean validation AUC; the rule for the daily default): "
+        f"`{result['valid_best_method']}`.",
+        "",
+        f"Cells: {result['cells']['computed']} computed, {result['cells']['reused']} reused; wall "
+        f"{result['wall_s']:.0f} s (read {result['timing']['read_s']:.0f} s, data {result['timing']['data_s']:.0f} s, "
+        f"fits {result['timing']['fit_s']:.0f} s).",
         "",
     ]
     (out / "transfer.md").write_text("\n".join(lines))
@@ -513,6 +638,7 @@ def main(
     p.add_argument("--out", type=Path, help="report folder (default ROOT/reports/experiments)")
     p.add_argument("--seeds", type=int, help="use seeds 0..N-1")
     p.add_argument("--epochs", type=int)
+    p.add_argument("--workers", type=int, help="transfer: processes training cells in parallel")
     p.add_argument("--valid-start", help="first validation day (YYYY-MM-DD); needs --test-start")
     p.add_argument("--test-start", help="first test day (YYYY-MM-DD); needs --valid-start")
     a = p.parse_args(argv)
@@ -527,6 +653,8 @@ def main(
         upd["expect_model_version"] = expect_model_version
     if upd:
         cfg = cfg.model_copy(update={"downstream": cfg.downstream.model_copy(update=upd)})
+    if a.workers and a.which == "transfer":
+        cfg = cfg.model_copy(update={"workers": a.workers})
     layout = RunLayout(a.root)
     if split is None and (a.valid_start or a.test_start):
         from datasources import log_days

@@ -1,12 +1,12 @@
-"""Plain PyTorch training of one downstream model, early-stopped on validation AUC.
+"""Training of one downstream model, early-stopped on validation AUC, on the project's
+one training core (``pretrain.loop.run_epochs``) and loss module (``pretrain.losses``).
 
 Every model here maps the batch dict (:mod:`downstream.data`) to logits [B, T]; the
-loss is BCE over the tasks present in each row (``label_mask``).
+loss is the masked multi-task loss over the tasks present in each row (``label_mask``).
 """
 
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import dataclass, field
 from typing import Callable
@@ -17,6 +17,11 @@ from torch import nn
 
 from downstream.data import Split
 from pretrain import auc
+from pretrain.device import check_device_config, seed_everything, training_device
+from pretrain.loop import new_state, run_epochs
+from pretrain.losses import masked_bce, multitask_loss
+
+__all__ = ["FitResult", "fit", "masked_bce", "predict", "selection_auc", "task_aucs", "train_options"]
 
 
 @dataclass
@@ -30,21 +35,17 @@ class FitResult:
     history: list[float] = field(default_factory=list)  # validation AUC per epoch
 
 
-def masked_bce(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean BCE over present (row, task) pairs; 0 (not NaN) when none is present."""
-    loss = nn.functional.binary_cross_entropy_with_logits(logits, labels, reduction="none")
-    m = mask.float()
-    return (loss * m).sum() / m.sum().clamp_min(1.0)
-
-
 @torch.no_grad()
 def predict(model: nn.Module, split: Split, batch_size: int = 4096) -> np.ndarray:
     """Probabilities [N, T]."""
     model.eval()
+    param = next(model.parameters(), None)
+    device = param.device if param is not None else torch.device("cpu")
     out = []
     for start in range(0, split.num_rows, batch_size):
         idx = torch.arange(start, min(start + batch_size, split.num_rows))
-        out.append(torch.sigmoid(model(split.take(idx))))
+        batch = {k: v.to(device) for k, v in split.take(idx).items()}
+        out.append(torch.sigmoid(model(batch).float()).cpu())
     return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
 
 
@@ -76,30 +77,49 @@ def fit(
     batch_size: int,
     patience: int,
     weight_decay: float = 0.0,
+    pairwise_alpha: dict[str, float] | None = None,
+    grad_clip: float | None = None,
+    use_gpu: bool = False,
+    amp: str = "off",
 ) -> tuple[nn.Module, FitResult]:
-    """Train ``build()`` with Adam; keep the weights of the best validation epoch."""
-    torch.manual_seed(seed)
-    model = build()
+    """Train ``build()`` with Adam on the project's one training core
+    (``pretrain.loop.run_epochs``: device, AMP, clipping, the shared early-stopping rule);
+    keep the weights of the best validation epoch.
+
+    Loss: ``pretrain.losses.multitask_loss`` (masked BCE per task; the combined-pair loss
+    ``alpha*BCE + (1-alpha)*L_pair`` for the tasks in ``pairwise_alpha``)."""
+    check_device_config(use_gpu, amp, key="downstream")
+    device = training_device(use_gpu)
+    seed_everything(seed)  # threads are the caller's (downstream.evaluate.torch_threads)
+    model = build().to(device)
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     gen = torch.Generator().manual_seed(seed)
-    best, best_state, best_epoch, history, stale = -math.inf, None, 0, [], 0
-    epoch = 0
-    for epoch in range(1, epochs + 1):
-        model.train()
+    unknown = [t for t in (pairwise_alpha or {}) if t not in tasks]
+    if unknown:
+        raise ValueError(f"pairwise_alpha: unknown task(s) {unknown}; the tasks are {tasks}")
+
+    def batches(epoch: int):
         perm = torch.randperm(train.num_rows, generator=gen)
         for start in range(0, train.num_rows, batch_size):
-            b = train.take(perm[start : start + batch_size])
-            loss = masked_bce(model(b), b["labels"], b["label_mask"])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-        score = selection_auc(task_aucs(model, valid, tasks))
-        history.append(score)
-        if score > best or best_state is None:
-            best, best_state, best_epoch, stale = score, copy.deepcopy(model.state_dict()), epoch, 0
-        else:
-            stale += 1
-            if stale >= patience:
-                break
-    model.load_state_dict(best_state)
-    return model, FitResult(best, task_aucs(model, test, tasks), epoch, best_epoch, history)
+            yield train.take(perm[start : start + batch_size])
+
+    def loss_fn(logits: torch.Tensor, b: dict[str, torch.Tensor]) -> torch.Tensor:
+        return multitask_loss(logits, b["labels"], b["label_mask"], tasks, pairwise_alpha)[0]
+
+    state = run_epochs(
+        model, model, opt, new_state(model, opt), batches, loss_fn,
+        lambda m: selection_auc(task_aucs(m, valid, tasks)),
+        epochs=epochs, patience=patience, device=device, amp=amp, grad_clip=grad_clip,
+        progress_task="downstream.epoch",
+    )
+    model.load_state_dict(state["best_state"])
+    best = float(state["best_score"]) if math.isfinite(state["best_score"]) else float("nan")
+    history = [float(h["valid_auc"]) for h in state["history"]]
+    return model, FitResult(best, task_aucs(model, test, tasks), int(state["epoch"]), int(state["best_epoch"]), history)
+
+
+def train_options(cfg) -> dict:
+    """The loss / device keyword arguments of :func:`fit` from a ``DownstreamConfig``
+    (``fit(..., **train_options(cfg))``)."""
+    return {"pairwise_alpha": dict(cfg.pairwise_alpha), "grad_clip": cfg.grad_clip, "use_gpu": cfg.use_gpu,
+            "amp": cfg.amp}

@@ -246,11 +246,17 @@ def compact(path: str | Path, days: list[str] | None = None, target_size: int | 
     return dt.optimize.compact(partition_filters=filters, target_size=target_size)
 
 
-def vacuum(path: str | Path, retention_hours: int = 168, dry_run: bool = False) -> list[str]:
-    """Delete files no longer referenced for ``retention_hours``; never less than 7 days.
+def vacuum(path: str | Path, retention_hours: int = 168, dry_run: bool = False, *,
+           enforce_retention_duration: bool = True) -> list[str]:
+    """Delete files that a commit removed more than ``retention_hours`` ago; returns their paths.
 
-    Time travel to any version younger than the retention keeps working.
+    Time travel to any version younger than the retention keeps working; older versions
+    whose files are deleted can no longer be read. Below 7 days (168 h) only with
+    ``enforce_retention_duration=False``: a reader still scanning an older snapshot (or a
+    time-travel read of it) then fails. Only files the log marks as removed are deleted
+    (delta-rs "lite" vacuum): files of a write not yet committed are never touched.
     """
-    if retention_hours < 168:
+    if retention_hours < 0 or (enforce_retention_duration and retention_hours < 168):
         raise ValueError(f"retention_hours={retention_hours}: keep at least 7 days (168 h) of history")
-    return open_table(path).vacuum(retention_hours=retention_hours, dry_run=dry_run)
+    return open_table(path).vacuum(retention_hours=retention_hours, dry_run=dry_run,
+                                   enforce_retention_duration=enforce_retention_duration)

@@ -27,9 +27,10 @@ import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from contracts import StrictModel
 
@@ -66,7 +67,7 @@ def parse_uri(uri: str, key: str = "uri") -> str:
     return f"{url.scheme}://{url.netloc}{url.path.rstrip('/')}"
 
 
-def is_uri(path) -> bool:
+def is_uri(path: str | os.PathLike[str]) -> bool:
     s = str(path)
     return "://" in s and not s.startswith("file://")
 
@@ -90,15 +91,15 @@ class ObjectStoreConfig(StrictModel):
 
     @field_validator("tables_uri", "index_uri")
     @classmethod
-    def _uri(cls, v, info):
+    def _uri(cls, v: str | None, info: ValidationInfo) -> str | None:
         return None if v is None else parse_uri(v, f"storage.{info.field_name}")
 
     @field_validator("options", mode="before")
     @classmethod
-    def _options(cls, v):
+    def _options(cls, v: object) -> object:
         if not isinstance(v, dict):
             return v
-        out = {}
+        out: dict[str, str] = {}
         for k, val in v.items():
             name = str(k).upper()
             if _SECRET.search(name):
@@ -122,23 +123,23 @@ class Mount:
 
     local: Path | None  # None: a URI registered for readers (no local folder stands for it)
     uri: str
-    options: dict
+    options: dict[str, str]
     cache: Path
 
 
 _MOUNTS: dict[Path, Mount] = {}
 
 
-def _abs(path) -> Path:
+def _abs(path: str | os.PathLike[str]) -> Path:
     return Path(os.path.abspath(os.fspath(path)))
 
 
-def _cache_or_default(cache) -> Path:
+def _cache_or_default(cache: str | os.PathLike[str] | None) -> Path:
     """``cache`` made absolute, or the download cache used when none is configured."""
     return _abs(cache) if cache else _abs(tempfile.gettempdir()) / "lfm4ads-store"
 
 
-def mount(local: str | Path, uri: str, options: dict | None = None, cache: str | Path | None = None) -> Mount:
+def mount(local: str | Path, uri: str, options: dict[str, str] | None = None, cache: str | Path | None = None) -> Mount:
     """Resolve paths under ``local`` to ``uri`` from now on (replaces an earlier mount of it)."""
     local = _abs(local)
     uri = parse_uri(uri, "uri")
@@ -154,7 +155,7 @@ def unmount(local: str | Path) -> None:
 _REMOTES: dict[str, Mount] = {}
 
 
-def register(uri: str, options: dict | None = None, cache: str | Path | None = None) -> Mount:
+def register(uri: str, options: dict[str, str] | None = None, cache: str | Path | None = None) -> Mount:
     """Storage options (and a download cache) for paths under ``uri`` given as URIs, e.g. by
     a reader on another machine: ``register("s3://b/p", {"AWS_ENDPOINT_URL": ...})`` then
     ``read_asof("s3://b/p/tables/user_ur", ...)`` or ``load_current("s3://b/p/indexes")``."""
@@ -189,7 +190,7 @@ def mount_run(cfg: ObjectStoreConfig, root: str | Path, check: bool = True) -> l
     return out
 
 
-def mount_for(path) -> Mount | None:
+def mount_for(path: str | os.PathLike[str]) -> Mount | None:
     """The mount ``path`` lies under (or, for a URI, the mount whose URI prefixes it)."""
     if is_uri(path):
         s = str(path).rstrip("/")
@@ -202,7 +203,7 @@ def mount_for(path) -> Mount | None:
     return None
 
 
-def locate(path) -> tuple[str, dict]:
+def locate(path: str | os.PathLike[str]) -> tuple[str, dict[str, str]]:
     """(the location delta-rs opens, its storage options) for a local path or a URI."""
     if is_uri(path):
         m = mount_for(path)
@@ -210,33 +211,34 @@ def locate(path) -> tuple[str, dict]:
     m = mount_for(path)
     if m is None:
         return os.fspath(path), {}
+    assert m.local is not None  # _MOUNTS holds only mounts with a local folder
     rel = _abs(path).relative_to(m.local).as_posix()
     return (m.uri if rel == "." else f"{m.uri}/{rel}"), dict(m.options)
 
 
-def is_remote(path) -> bool:
+def is_remote(path: str | os.PathLike[str]) -> bool:
     return is_uri(path) or mount_for(path) is not None
 
 
-def as_location(path):
+def as_location(path: str | os.PathLike[str]) -> str | Path:
     """A ``Path`` for a local path, the URI string itself for a URI (``Path`` would mangle ``//``)."""
     return str(path).rstrip("/") if is_uri(path) else Path(path)
 
 
-def join(base, *parts: str):
+def join(base: str | os.PathLike[str], *parts: str) -> str | Path:
     """``base / parts`` for a Path or a URI string."""
     if is_uri(base):
         return "/".join([str(base).rstrip("/"), *parts])
     return Path(base).joinpath(*parts)
 
 
-def cache_dir(path) -> Path:
+def cache_dir(path: str | os.PathLike[str]) -> Path:
     m = mount_for(path)
     return m.cache if m else _cache_or_default(None)
 
 
 # --- object I/O (pyarrow.fs) -----------------------------------------------------------
-def filesystem(uri: str, options: dict | None = None):
+def filesystem(uri: str, options: dict[str, str] | None = None) -> tuple[Any, str]:
     """(pyarrow FileSystem, path inside it) for ``uri``, configured from delta-rs style options.
 
     S3 endpoint/region/scheme come from ``options`` (AWS_ENDPOINT_URL, AWS_REGION,
@@ -247,7 +249,7 @@ def filesystem(uri: str, options: dict | None = None):
     url = urlparse(uri)
     opts = {k.upper(): v for k, v in (options or {}).items()}
     if SCHEMES.get(url.scheme) == "s3":
-        kw = {}
+        kw: dict[str, str] = {}
         endpoint = opts.get("AWS_ENDPOINT_URL") or opts.get("AWS_ENDPOINT") or opts.get("ENDPOINT")
         if endpoint:
             ep = urlparse(endpoint if "://" in endpoint else f"https://{endpoint}")
@@ -257,10 +259,11 @@ def filesystem(uri: str, options: dict | None = None):
         if region:
             kw["region"] = region
         return fs.S3FileSystem(**kw), f"{url.netloc}{url.path}".rstrip("/")
-    return fs.FileSystem.from_uri(uri)
+    f, path = fs.FileSystem.from_uri(uri)
+    return f, str(path)
 
 
-def check_bucket(uri: str, options: dict | None, key: str) -> None:
+def check_bucket(uri: str, options: dict[str, str] | None, key: str) -> None:
     """StorageError naming ``key`` unless the bucket of ``uri`` exists and is reachable."""
     from pyarrow import fs
 
@@ -281,30 +284,30 @@ def _first_line(e: BaseException) -> str:
     return text.splitlines()[0] if text else type(e).__name__
 
 
-def upload(local: str | Path, uri: str, options: dict | None = None) -> None:
+def upload(local: str | Path, uri: str, options: dict[str, str] | None = None) -> None:
     """PUT one local file at ``uri`` (a single-object PUT: readers see all of it or nothing)."""
     f, path = filesystem(uri, options)
     with open(local, "rb") as src, f.open_output_stream(path) as dst:
         shutil.copyfileobj(src, dst, 8 << 20)
 
 
-def put_text(uri: str, text: str, options: dict | None = None) -> None:
+def put_text(uri: str, text: str, options: dict[str, str] | None = None) -> None:
     f, path = filesystem(uri, options)
     with f.open_output_stream(path) as dst:
         dst.write(text.encode())
 
 
-def get_text(uri: str, options: dict | None = None) -> str | None:
+def get_text(uri: str, options: dict[str, str] | None = None) -> str | None:
     """The object's text, or None when it does not exist."""
     f, path = filesystem(uri, options)
     try:
         with f.open_input_stream(path) as src:
-            return src.read().decode()
+            return str(src.read().decode())
     except FileNotFoundError:
         return None
 
 
-def download(uri: str, local: str | Path, options: dict | None = None, size: int | None = None) -> Path:
+def download(uri: str, local: str | Path, options: dict[str, str] | None = None, size: int | None = None) -> Path:
     """Copy ``uri`` to ``local`` unless a file of ``size`` bytes is already there (objects
     downloaded here are immutable: Delta data files and index version files never change).
     Written to a temp name and renamed, so a killed download never leaves a partial file."""
@@ -323,7 +326,7 @@ def download(uri: str, local: str | Path, options: dict | None = None, size: int
     return local
 
 
-def list_dirs(uri: str, options: dict | None = None) -> list[str]:
+def list_dirs(uri: str, options: dict[str, str] | None = None) -> list[str]:
     """Names of the immediate 'folders' under ``uri``."""
     from pyarrow import fs
 
@@ -335,7 +338,7 @@ def list_dirs(uri: str, options: dict | None = None) -> list[str]:
     return sorted(i.base_name for i in infos if i.type == fs.FileType.Directory)
 
 
-def delete_dir(uri: str, options: dict | None = None) -> None:
+def delete_dir(uri: str, options: dict[str, str] | None = None) -> None:
     f, path = filesystem(uri, options)
     try:
         f.delete_dir(path)

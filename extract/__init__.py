@@ -10,17 +10,19 @@ Public surface:
 - :func:`publish` / :class:`PublishError` (the one validated write into a table)
 - :func:`probe_layers` / :class:`ProbeConfig` (linear probe of every candidate layer; records the best)
 - :func:`read_asof` (the one consumer read of published tables, point in time)
+- :func:`read_table_spark` (a table's snapshot as a Spark DataFrame, without the Delta jars)
 - :func:`representation_health` (row counts, coverage, NaN/inf, norms, effective rank)
 """
 
 from extract.aggregate import aggregate_day
+from extract.config import AggregateConfig, ExtractConfig, ExtractStageConfig, ProbeConfig
 from extract.health import representation_health, table_health
 from extract.job import ExtractResult, extract_day, extract_days
 from extract.maintenance import maintain_tables
-from extract.config import AggregateConfig, ExtractConfig, ExtractStageConfig, ProbeConfig
 from extract.probe import probe_layers
-from extract.publishing import PublishError, already_published, publish
 from extract.published import read_asof
+from extract.publishing import PublishError, already_published, publish
+from extract.read_spark import read_table_spark
 
 __all__ = [
     "AggregateConfig",
@@ -39,4 +41,5 @@ __all__ = [
     "already_published",
     "publish",
     "read_asof",
+    "read_table_spark",
 ]

@@ -13,8 +13,10 @@ incrementally::
 
 The published ``vector`` is the normalised state (``none`` | ``l2`` | ``layernorm``,
 the last without affine parameters, eps 1e-5). UR/IR tables hold each entity's latest
-tower output. Entities not seen on ``d`` are carried forward from the previous
-partition (every partition is a full snapshot).
+tower output. CR(u)/CR(i) fold the **ad samples only** by default
+(``AggregateConfig.cr_samples``): LFM4Ads uses the ad branch's representations of ad
+samples for ads; UR/IR (shared towers) see every sample. Entities not seen on ``d``
+are carried forward from the previous partition (every partition is a full snapshot).
 
 Two formulations of the CR state, equal to 1e-5 (tests check both against a numpy loop):
 
@@ -32,11 +34,22 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from contracts import REPRESENTATION_TABLES, CheckpointManifest, TableProperties, config_hash
+from contracts import (
+    REPRESENTATION_TABLES,
+    CheckpointManifest,
+    TableProperties,
+    config_hash,
+)
 from engines import delta_io, get_spark
 from extract import aggregate_arrow
 from extract.config import AggregateConfig
-from extract.publishing import SPARK_TYPES, already_published, commit_publish, day_cutoff, prepare_publish
+from extract.publishing import (
+    SPARK_TYPES,
+    already_published,
+    commit_publish,
+    day_cutoff,
+    prepare_publish,
+)
 from extract.samples import read_marker
 
 LN_EPS = 1e-5
@@ -174,9 +187,32 @@ def arrow_cr_table(spark, path: Path, dirs: dict[str, Path], key: str, col: str,
         prev_uris = delta_io.day_file_uris(path, prev_ds)
         decay = math.exp(-(cutoff - cutoff_seconds(prev_ds)) / cfg.tau_seconds)
     rows = aggregate_arrow.decayed_cr_rows(spark, uris, key, col, dim, cutoff, cfg.tau_seconds, cfg.normalisation,
-                                           prev_uris, decay)
+                                           prev_uris, decay, sample_type=cr_sample_type(cfg))
     return rows.select("entity_id", F.lit(ds).alias("ds"), F.lit(model_version).alias("model_version"),
                        F.lit(layer).alias("layer"), "vector", "updated_at", "sample_count", "decayed_sum")
+
+
+def daily_layer(manifest: CheckpointManifest, layers: list[str] | None, pinned: str | None = None) -> str:
+    """The CR layer the daily run publishes: ``pinned`` (``aggregate.layer``), else the first
+    of ``layers`` (``extract.layers``), else the manifest's ``default_cr_layer`` (what
+    ``lfm4ads extract probe`` recorded, or the LFM4Ads default when never probed)."""
+    return pinned or (layers[0] if layers else manifest.default_cr_layer)
+
+
+def published_layer(table_path: Path, ds: str) -> str | None:
+    """The ``layer`` of the published partition ``ds`` of a CR table (None if absent)."""
+    if ds not in delta_io.list_days(table_path):
+        return None
+    for uri in delta_io.day_file_uris(table_path, ds):
+        col = aggregate_arrow._open(aggregate_arrow._uri(uri)).read(columns=["layer"])
+        if col.num_rows:
+            return col["layer"][0].as_py()
+    return None
+
+
+def cr_sample_type(cfg: AggregateConfig) -> str | None:
+    """The sample type CR(u)/CR(i) fold (None = every sample)."""
+    return None if cfg.cr_samples == "all" else cfg.cr_samples
 
 
 def previous_partition(spark, table_path: Path, name: str, ds: str):
@@ -288,7 +324,7 @@ def aggregate_day(
     frames: dict[tuple, object] = {}  # days folded -> checked samples frame (shared by tables)
     # settings that cannot change the published rows stay out of the hash
     chash = config_hash(cfg.model_copy(update={"force": False, "spark_master": None, "write_path": "auto",
-                                               "formulation": "arrow"}))
+                                               "formulation": "arrow", "vacuum_retention_hours": 168}))
     versions: dict[str, int] = {}
     prepared = []
     for name in names:
@@ -312,7 +348,11 @@ def aggregate_day(
             if cfg.formulation == "arrow":
                 df = arrow_cr_table(spark, path, dirs, key, col, dim, ds, mv, layer, cfg, prev_ds)
             else:
-                state = decayed_state(samples, key, col, dim, ds, cfg.tau_seconds, prev, prev_ds)
+                from pyspark.sql import functions as F
+
+                only = cr_sample_type(cfg)
+                kept = samples if only is None else samples.filter(F.col("sample_type") == only)
+                state = decayed_state(kept, key, col, dim, ds, cfg.tau_seconds, prev, prev_ds)
                 df = cr_table(state, dim, ds, mv, layer, cfg.normalisation)
         else:
             props = TableProperties(dim=dim, normalisation="none", source_checkpoint=mv, config_hash=chash)
@@ -321,7 +361,8 @@ def aggregate_day(
         # one row per entity_id by construction (groupBy + full outer join on it)
         try:
             prepared.append(prepare_publish(path, name, ds, df, props, write_path=cfg.write_path,
-                                            unique_by_construction=True))
+                                            unique_by_construction=True,
+                                            vacuum_retention_hours=cfg.vacuum_retention_hours))
         except BaseException as e:
             for p in prepared:
                 p.release()

@@ -219,7 +219,7 @@ def final_of_partials(table: pa.Table, dim: int, normalisation: str, exact_state
 def decayed_cr_rows(spark, sample_uris: list[str], key: str, col: str, dim: int, cutoff: float, tau: float,
                     normalisation: str, prev_uris: list[str] | None = None, decay: float = 0.0,
                     target_rows: int = 262_144, partitions: int | None = None, exact_state: bool = False,
-                    tasks_per_core: int = 2):
+                    tasks_per_core: int = 2, sample_type: str | None = None):
     """DataFrame[entity_id, vector, updated_at, sample_count, decayed_sum]: the decayed CR
     state at ``cutoff`` (unix seconds) of the samples in ``sample_uris`` (Parquet with
     ``key``, ``event_time``, ``col``), plus the previous partition's rows in ``prev_uris``
@@ -227,9 +227,10 @@ def decayed_cr_rows(spark, sample_uris: list[str], key: str, col: str, dim: int,
     is float32 as the table stores it (``exact_state``: the float64 sums, for checks).
     Fragments of about ``target_rows`` rows are spread over ``tasks_per_core`` tasks per
     core of the cluster; ``partitions`` (default ``spark.sql.shuffle.partitions``) tasks
-    add the partials up."""
+    add the partials up. ``sample_type`` (e.g. ``"ad"``): only samples of that type enter
+    the state (LFM4Ads: the ad branch's CRs of ad samples make the ads CR(u)/CR(i))."""
     frags = fragments(sample_uris, SAMPLES, target_rows) + fragments(prev_uris or [], STATE, target_rows)
-    cols = [key, "event_time", col]
+    cols = [key, "event_time", col] + (["sample_type"] if sample_type else [])
     state_cols = ["entity_id", "decayed_sum", "sample_count", "updated_at"]
 
     def partial(batches):
@@ -242,6 +243,8 @@ def decayed_cr_rows(spark, sample_uris: list[str], key: str, col: str, dim: int,
                 where = f"{uri} (row groups {lo}-{hi - 1})"
                 if kind == SAMPLES:
                     t = pf.read_row_groups(range(lo, hi), columns=cols)
+                    if sample_type:
+                        t = t.filter(pc.equal(t["sample_type"], sample_type))
                     if t.num_rows:
                         parts.append(partial_of_samples(t, key, col, dim, cutoff, tau, where))
                 else:

@@ -7,6 +7,8 @@ Both are root models (one per command, loaded with :func:`contracts.load_config`
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, model_validator
 
 from contracts import StrictModel
@@ -64,7 +66,22 @@ class AggregateConfig(StrictModel):
     force: bool = Field(
         False, description="Republish a ds even if its app transaction (ds + model version) is already committed."
     )
+    vacuum_retention_hours: int | None = Field(
+        168,
+        ge=0,
+        description=(
+            "After each publish, delete the files a commit removed (a republished ds's old files) more than this "
+            "many hours ago; None = only `maintain_tables`. Shorter means plain Parquet readers stop double-counting "
+            "sooner, but time travel (read_asof(version=...)) to versions older than this stops working and a "
+            "reader still scanning an older snapshot fails; 0 = at once. See docs/tables.md."
+        ),
+    )
     layer: str | None = Field(None, description="CR layer to aggregate; None = the only one in the samples.")
+    cr_samples: Literal["ad", "all"] = Field(
+        "ad",
+        description="Samples folded into CR(u)/CR(i): 'ad' = ad samples only (LFM4Ads uses the ad branch's "
+        "representations of ad samples for ads; content samples still feed UR/IR); 'all' = every sample.",
+    )
     formulation: str = Field(
         "arrow",
         pattern="^(arrow|columns)$",
@@ -85,7 +102,12 @@ class ProbeConfig(StrictModel):
     task: str | None = Field(None, description="Label column to probe; None = the first task labelled in the scenario.")
     l2: float = Field(1e-3, ge=0, description="L2 penalty of the logistic regression (on standardised features).")
     max_iter: int = Field(200, ge=1, description="L-BFGS iterations of the logistic regression.")
-    record: bool = Field(True, description="Write the chosen layer into the checkpoint manifest (default_cr_layer).")
+    record: bool = Field(
+        True, description="Write the chosen ad layer, the ranking and the plot into the checkpoint (manifest)."
+    )
+    sample_type: Literal["ad", "all"] = Field(
+        "ad", description="Samples the CR states fold and the probe scores (as AggregateConfig.cr_samples)."
+    )
 
 
 class ExtractStageConfig(StrictModel):

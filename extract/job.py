@@ -356,7 +356,14 @@ def _run_units(checkpoint_dir: Path, layers: list[str], units: list[dict],
         num_cpus=cfg.num_cpus,
         num_gpus=cfg.num_gpus,
     )
-    written = out.take_all()
+    from engines.progress import report_progress
+
+    # streamed rather than take_all(): a progress record (rows, ETA in the CLI) per finished unit
+    written, done = [], 0
+    for row in out.iter_rows():
+        written.append(row)
+        done += int(row["rows"])
+        report_progress("extract.rows", done, total)
     if len(written) != len(units):
         raise RuntimeError(f"{len(written)} of {len(units)} units reported back")
     keys = ("pid", "nice", "t_init", "t_ready", "t_call", "t_done")

@@ -12,7 +12,11 @@ def maintain_tables(tables_root: str | Path, retention_hours: int = 168, days: l
                     dry_run: bool = False) -> dict[str, dict]:
     """Compact ``days`` (all when None) of every representation table under ``tables_root``,
     then vacuum files unreferenced for ``retention_hours`` (refused below 168 h, so time
-    travel to any version of the last 7 days keeps working). Returns per-table metrics."""
+    travel to any version of the last 7 days keeps working). Returns per-table metrics.
+
+    Each publish already vacuums what a republish superseded once it is older than
+    ``AggregateConfig.vacuum_retention_hours`` (:func:`extract.publishing.vacuum_after_publish`);
+    this is for the files compaction replaces and for tables published with that set to None."""
     if retention_hours < 168:
         raise ValueError(f"retention_hours={retention_hours}: keep at least 7 days (168 h) of history")
     out = {}

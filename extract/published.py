@@ -54,7 +54,8 @@ def read_asof(
     ``table_path``: a local folder, an object-store URI or a path under a mount of
     :mod:`engines.storage` (storage options come from the mount).
     ``version``: read the table as it was at that Delta version (time travel by version;
-    ``ds`` is time travel by day). Vectors come back as ``fixed_size_list<float32, dim>``
+    ``ds`` is time travel by day); FileNotFoundError once that version's replaced files
+    were vacuumed (``AggregateConfig.vacuum_retention_hours``, docs/tables.md). Vectors come back as ``fixed_size_list<float32, dim>``
     (``dim`` from the table properties). Raises ValueError when the table's columns break
     the contract, or its dimension or model version differs from what the caller was
     trained with: never a silent reshape.
@@ -68,7 +69,13 @@ def read_asof(
     days = sorted(d for d in {p["ds"] for p in dt.partitions()} if (d <= ds if inclusive else d < ds))
     if not days:
         return _fixed_size(dataset.schema.empty_table(), props.dim)
-    snap = dataset.to_table(filter=pc.field("ds") == days[-1])
+    try:
+        snap = dataset.to_table(filter=pc.field("ds") == days[-1])
+    except FileNotFoundError as e:  # delta-rs: "Object at location ... not found"
+        raise FileNotFoundError(
+            f"{table_path}: a data file of table version {dt.version()} is gone ({str(e).splitlines()[0]}): "
+            "vacuumed after a republish (publish retention), so this version can no longer be read"
+        ) from None
     if expect_model_version is not None and snap.num_rows:
         versions = set(snap["model_version"].unique().to_pylist())
         if versions != {expect_model_version}:

@@ -43,6 +43,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from contracts import REPRESENTATION_TABLES, TableProperties
+from contracts.tables import PUBLISHED_TABLES  # + user_query (the retrieval step's query tower)
 from engines import delta_io, storage
 
 VECTOR_COLUMNS = ("vector", "decayed_sum")
@@ -92,6 +93,8 @@ class PreparedPublish:
     schema: pa.Schema
     write_path: str
     txn: dict
+    # files this commit supersedes are deleted once older than this (None: never at publish)
+    vacuum_retention_hours: int | None = 168  # Delta's default (delta.deletedFileRetentionDuration)
 
     def release(self) -> None:
         if not isinstance(self.data, pa.Table):
@@ -107,18 +110,23 @@ def prepare_publish(
     *,
     write_path: str = "auto",
     unique_by_construction: bool = False,
+    vacuum_retention_hours: int | None = 168,
 ) -> PreparedPublish:
     """Validate ``data`` (pyarrow Table or Spark DataFrame) for partition ``ds``; commit
-    nothing. A Spark frame is persisted so validation and write compute it once."""
-    if name not in REPRESENTATION_TABLES:
-        raise PublishError(f"unknown table {name!r}; valid: {sorted(REPRESENTATION_TABLES)}")
+    nothing. A Spark frame is persisted so validation and write compute it once.
+    ``vacuum_retention_hours``: see :func:`vacuum_after_publish`."""
+    if vacuum_retention_hours is not None and vacuum_retention_hours < 0:
+        raise ValueError(f"vacuum_retention_hours={vacuum_retention_hours}: give hours >= 0, or None for no vacuum")
+    vac = dict(vacuum_retention_hours=vacuum_retention_hours)
+    if name not in PUBLISHED_TABLES:
+        raise PublishError(f"unknown table {name!r}; valid: {sorted(PUBLISHED_TABLES)}")
     table_path = storage.as_location(table_path)
     check_table_properties(table_path, props)
-    schema = REPRESENTATION_TABLES[name].arrow_schema(props.dim)
+    schema = PUBLISHED_TABLES[name].arrow_schema(props.dim)
     txn = dict(app_id=app_id(name, props.source_checkpoint, ds), app_version=int(time.time() * 1000))
     if isinstance(data, pa.Table):
         return PreparedPublish(table_path, name, ds, validate_arrow(name, ds, data, schema, props), props, schema,
-                               "arrow", txn)
+                               "arrow", txn, **vac)
     remote = storage.is_remote(table_path)
     if write_path == "auto":
         from engines import spark_has_delta
@@ -131,26 +139,52 @@ def prepare_publish(
         raise ValueError(f"write_path {write_path!r}: expected auto, parquet_commit, spark_delta or arrow")
     if write_path == "arrow":
         table = validate_arrow(name, ds, data.toArrow(), schema, props)
-        return PreparedPublish(table_path, name, ds, table, props, schema, "arrow", txn)
+        return PreparedPublish(table_path, name, ds, table, props, schema, "arrow", txn, **vac)
     data = data.persist()
     try:
         validate_spark(name, ds, data, schema, props, check_unique=not unique_by_construction)
     except BaseException:
         data.unpersist()
         raise
-    return PreparedPublish(table_path, name, ds, data, props, schema, write_path, txn)
+    return PreparedPublish(table_path, name, ds, data, props, schema, write_path, txn, **vac)
 
 
 def commit_publish(p: PreparedPublish) -> int:
-    """Replace partition ``p.ds`` with the validated data in one commit; the new version."""
+    """Replace partition ``p.ds`` with the validated data in one commit; the new version.
+
+    Then vacuums the files that commits removed more than ``p.vacuum_retention_hours``
+    ago (see :func:`vacuum_after_publish`)."""
     try:
         if p.write_path == "arrow":
-            return delta_io.replace_day(p.table_path, p.data, p.ds, configuration=p.props.to_delta(), **p.txn)
-        if p.write_path == "spark_delta":
-            return _write_spark_delta(p.table_path, p.ds, p.data, p.schema, p.props, p.txn)
-        return _write_parquet_commit(p.table_path, p.ds, p.data, p.schema, p.props, p.txn)
+            version = delta_io.replace_day(p.table_path, p.data, p.ds, configuration=p.props.to_delta(), **p.txn)
+        elif p.write_path == "spark_delta":
+            version = _write_spark_delta(p.table_path, p.ds, p.data, p.schema, p.props, p.txn)
+        else:
+            version = _write_parquet_commit(p.table_path, p.ds, p.data, p.schema, p.props, p.txn)
     finally:
         p.release()
+    vacuum_after_publish(p.table_path, p.vacuum_retention_hours)
+    return version
+
+
+def vacuum_after_publish(table_path: str | Path, retention_hours: int | None) -> list[str]:
+    """Delete the files commits removed more than ``retention_hours`` ago (a republished
+    ``ds``'s old files), so plain Parquet readers stop counting them twice; returns them.
+
+    ``None``: nothing (``maintain_tables`` only). Below 168 h (0 = at once) is allowed
+    here because it was configured on purpose: time travel to a version whose files are
+    deleted stops working, and a reader still scanning an older snapshot fails. The
+    publish is already committed: a failed vacuum is logged, never raised.
+    """
+    if retention_hours is None:
+        return []
+    import logging
+
+    try:
+        return delta_io.vacuum(table_path, retention_hours, enforce_retention_duration=retention_hours >= 168)
+    except Exception as e:  # noqa: BLE001 - the data is published; the next publish vacuums again
+        logging.getLogger(__name__).warning("%s: vacuum after publish failed (%s); files are kept", table_path, e)
+        return []
 
 
 def publish(
@@ -162,15 +196,19 @@ def publish(
     *,
     write_path: str = "auto",
     unique_by_construction: bool = False,
+    vacuum_retention_hours: int | None = 168,
 ) -> int:
     """Validate ``data`` (pyarrow Table or Spark DataFrame) and make it partition ``ds``.
 
     Returns the table version that holds it. ``props.source_checkpoint`` is the model
     version every row must carry. ``unique_by_construction`` (Spark input only) skips
     the duplicate-id check, an extra shuffle, for frames grouped by ``entity_id``.
+    ``vacuum_retention_hours``: after the commit, delete files superseded longer ago than
+    this (default 168 h; None: never here; see :func:`vacuum_after_publish`).
     """
     return commit_publish(prepare_publish(table_path, name, ds, data, props, write_path=write_path,
-                                          unique_by_construction=unique_by_construction))
+                                          unique_by_construction=unique_by_construction,
+                                          vacuum_retention_hours=vacuum_retention_hours))
 
 
 # --- validation ------------------------------------------------------------------------

@@ -19,7 +19,7 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS steps (
     ds TEXT NOT NULL,
     step TEXT NOT NULL,
-    status TEXT NOT NULL,            -- running | done | failed
+    status TEXT NOT NULL,            -- running | done | failed | interrupted
     config_hash TEXT NOT NULL,
     inputs TEXT NOT NULL,            -- JSON
     outputs TEXT,                    -- JSON
@@ -77,6 +77,10 @@ class Ledger:
 
     def fail(self, ds: str, step: str, error: str) -> None:
         self._write(ds, step, status="failed", error=error[:4000], finished_at=_now())
+
+    def interrupt(self, ds: str, step: str, signal_name: str) -> None:
+        """The step was stopped by SIGINT/SIGTERM; nothing partial of it was published."""
+        self._write(ds, step, status="interrupted", error=f"interrupted by {signal_name}", finished_at=_now())
 
     def get(self, ds: str, step: str) -> dict | None:
         with closing(self._connect()) as con:

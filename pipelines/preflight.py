@@ -11,11 +11,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from contracts.errors import InputError
 from engines import delta_io
 
 
-class InputFileError(RuntimeError):
-    """An input file is missing, truncated, replaced or unreadable; the message names it."""
+class InputFileError(InputError):
+    """An input file is missing, truncated, replaced or unreadable; the message names it (exit 5)."""
 
 
 def check_log_files(log_path: str | Path, days: list[str]) -> int:

@@ -13,19 +13,74 @@ def _fmt(x) -> str:
     return f"{x:.4f}" if isinstance(x, float) else str(x)
 
 
-def _auc_rows(ds_result: dict) -> list[str]:
-    rows = ["| model | " + " | ".join(f"test AUC ({t})" for t in ds_result["tasks"]) + " |",
-            "|---|" + "---|" * len(ds_result["tasks"])]
+def _auc_rows(ds_result: dict, too_few: dict[str, int] | None = None) -> list[str]:
+    """Test AUC per model and task: mean ± std over seeds and the [min, max] of the seeds;
+    a task in ``too_few`` (task -> test positives) gets a warning instead of a figure."""
+    too_few = too_few or {}
+    rows = ["| model | seeds | " + " | ".join(f"test AUC ({t})" for t in ds_result["tasks"]) + " |",
+            "|---|---|" + "---|" * len(ds_result["tasks"])]
     for name in ("vanilla", "transfer"):
         res = ds_result.get(name)
         if not res:
             continue
+        per_seed = res.get("per_seed") or []
         cells = []
         for t in ds_result["tasks"]:
             mean, std = res["test_auc"].get(t), res.get("test_auc_std", {}).get(t)
-            cells.append("n/a" if mean is None else f"{mean:.4f}" + (f" ± {std:.4f}" if std else ""))
-        rows.append(f"| {name} | " + " | ".join(cells) + " |")
+            vals = [r["test_auc"][t] for r in per_seed if r.get("test_auc", {}).get(t) == r.get("test_auc", {}).get(t)]
+            if t in too_few:
+                cells.append(f"⚠ not shown: {too_few[t]} test positive(s)")
+            elif mean is None or mean != mean:
+                cells.append("n/a")
+            else:
+                spread = f" ± {std:.4f} [{min(vals):.4f}, {max(vals):.4f}]" if len(vals) > 1 else ""
+                cells.append(f"{mean:.4f}{spread}")
+        rows.append(f"| {name} | {max(len(per_seed), 1)} | " + " | ".join(cells) + " |")
     return rows
+
+
+def split_counts(layout: RunLayout, d: dict, sample_type: str = "all") -> dict[str, dict[str, int]]:
+    """``{split: {"rows": n, <task>: positives}}`` of the downstream scenario, counted from
+    the log (the rows the downstream model was trained and tested on)."""
+    import pyarrow.compute as pc
+
+    from datasources import read_log
+    from downstream.data import select_rows
+
+    out = {}
+    for part, days in (d.get("days") or {}).items():
+        if not days:
+            continue
+        t = select_rows(read_log(layout.log, list(days)), d["scenario"], sample_type)
+        out[part] = {"rows": t.num_rows}
+        for task in d["tasks"]:
+            out[part][task] = int(pc.sum(pc.equal(t[task], 1)).as_py() or 0) if task in t.column_names else 0
+    return out
+
+
+def representation_health(layout: RunLayout, published: dict, min_share: float) -> list[dict]:
+    """Effective rank (exp of the entropy of the normalised singular values) of each
+    published table's latest snapshot, against ``min_share`` x its dimension."""
+    from engines import delta_io
+    from extract.health import table_health
+
+    if not published:
+        return []
+    last = max(published)
+    out = []
+    for name in sorted(published[last]):
+        path = layout.table(name)
+        try:
+            snap = delta_io.read_days(path, [last], columns=["vector"])
+        except Exception:  # noqa: BLE001 - a table the report cannot read is named, not fatal
+            out.append({"table": name, "ds": last, "error": "unreadable"})
+            continue
+        h = table_health(snap)
+        dim = h.get("dim") or 0
+        erank = h.get("effective_rank", float("nan"))
+        out.append({"table": name, "ds": last, "rows": h.get("rows", 0), "dim": dim, "effective_rank": erank,
+                    "collapsed": bool(dim and erank == erank and erank < min_share * dim)})
+    return out
 
 
 def _rollover_rows(rollover: dict) -> list[str]:
@@ -41,6 +96,27 @@ def _rollover_rows(rollover: dict) -> list[str]:
     return rows
 
 
+def _quality_rows(index: dict) -> list[str]:
+    """The retrieval-quality section: the query table's recall/NDCG@K on the held-out day
+    beside popularity and the live version, and the promotion decision."""
+    q = index.get("quality")
+    if not q:
+        return []
+    rows = ["", "## Retrieval quality (query tower)", "",
+            f"`{index.get('query_table')}` partition {q['query_ds']} against the positives of {q['held_out_day']} "
+            f"({q['users']} users seen before; tower {json.dumps(q.get('tower', {}))}).", "",
+            "| K | recall@K | NDCG@K | popularity recall@K | popularity NDCG@K | live recall@K |",
+            "|---|---|---|---|---|---|"]
+    for k in sorted(q.get("recall_at_k", {}), key=int):
+        cells = [q["recall_at_k"].get(k), q["ndcg_at_k"].get(k), q["popularity_recall_at_k"].get(k),
+                 q["popularity_ndcg_at_k"].get(k), q.get("live_recall_at_k", {}).get(k)]
+        rows.append(f"| {k} | " + " | ".join("n/a" if c is None else f"{c:.4f}" for c in cells) + " |")
+    verdict = "promoted (CURRENT)" if q.get("promoted") else f"**NOT promoted**: {q.get('refused')}"
+    rows += ["", f"Version `{index['version']}`: {verdict} (gate on recall@{q.get('gate_k')}, live version "
+             f"`{q.get('live_version')}`)."]
+    return rows
+
+
 def write_report(cfg, layout: RunLayout, st, failure: str | None = None, failed_step: str | None = None) -> Path:
     out = layout.report(st.ds)
     out.mkdir(parents=True, exist_ok=True)
@@ -53,6 +129,14 @@ def write_report(cfg, layout: RunLayout, st, failure: str | None = None, failed_
                   "consumers keep reading its previous partition (point in time). Tables the step aligned "
                   "before the refused one stay published; a rerun skips them. The steps after rollover "
                   "did not run.", ""]
+    elif failure and failed_step == "retrieval":
+        lines += ["## INDEX PROMOTION REFUSED", "", f"**{failure}**", "",
+                  "The tables (user_query included) are published; the new index version is kept on disk, "
+                  "not CURRENT: the live version keeps serving (see Retrieval quality below).", ""]
+    elif failure and failed_step == "retrieval":
+        lines += ["## INDEX NOT PROMOTED", "", f"**{failure}**", "",
+                  "The day's tables are published; the new index version is kept on disk but the live "
+                  "(CURRENT) index stays the previous one.", ""]
     elif failure:
         lines += ["## RUN STOPPED BEFORE PUBLISHING", "", f"**{failure}**", "",
                   "Nothing of the failing day was published; the previous tables and index stay current.", ""]
@@ -66,6 +150,8 @@ def write_report(cfg, layout: RunLayout, st, failure: str | None = None, failed_
             lines.append(f"- table `{name}`: `{layout.table(name)}` (latest ds {last_ds})")
     if st.index:
         lines.append(f"- index: `{layout.indexes}` (version `{st.index['version']}`, factory `{st.index['factory']}`)")
+        if st.index.get("query_tower_skipped"):
+            lines.append(f"- query tower skipped (too little data yet): {st.index['query_tower_skipped']}")
     lines += ["", "## Split", ""]
     for part, days in st.split.items():
         lines.append(f"- {part}: {days[0]}..{days[-1]} ({len(days)} days)")
@@ -83,13 +169,38 @@ def write_report(cfg, layout: RunLayout, st, failure: str | None = None, failed_
         lines += _rollover_rows(st.rollover)
     if st.downstream:
         d = st.downstream
-        lines += ["", f"## Downstream: scenario {d['scenario']} ({d.get('scenario_name', '')})", "",
-                  f"Rows train/valid/test: {d['rows']['train']}/{d['rows']['valid']}/{d['rows']['test']}; "
+        rcfg = getattr(cfg, "report", None)
+        min_pos = rcfg.min_positives if rcfg is not None else 30
+        name = d.get("scenario_name") or str(d["scenario"])
+        lines += ["", f"## Downstream: scenario `{name}` (id {d['scenario']})", "",
+                  f"The downstream ranking model is trained on scenario `{name}` alone "
+                  f"({'chosen in the config' if cfg.downstream.scenario is not None else 'the smallest scenario'}); "
                   f"representations {d['representations']} through the `{d['adapter']}` adapter; "
                   f"coverage on test rows {json.dumps(d.get('coverage', {}))}.", ""]
-        lines += _auc_rows(d)
+        try:
+            counts = split_counts(layout, d, getattr(cfg.downstream, "sample_type", "all"))
+        except Exception:  # noqa: BLE001 - counts are context; the model rows below still show
+            counts = {}
+        lines += ["| split | rows | " + " | ".join(f"positives ({t})" for t in d["tasks"]) + " |",
+                  "|---|---|" + "---|" * len(d["tasks"])]
+        for part in ("train", "valid", "test"):
+            c = counts.get(part, {})
+            lines.append(f"| {part} | {d['rows'].get(part, c.get('rows', 'n/a'))} | "
+                         + " | ".join(str(c.get(t, "n/a")) for t in d["tasks"]) + " |")
+        test = counts.get("test", {})
+        too_few = {t: test[t] for t in d["tasks"] if t in test and test[t] < min_pos}
+        lines += [""]
+        lines += _auc_rows(d, too_few)
         if "lift" in d:
-            lines += ["", "Lift (transfer - vanilla): " + ", ".join(f"{t} {v:+.4f}" for t, v in d["lift"].items())]
+            shown = {t: v for t, v in d["lift"].items() if t not in too_few}
+            if shown:
+                lines += ["", "Lift (transfer - vanilla): " + ", ".join(f"{t} {v:+.4f}" for t, v in shown.items())]
+        for t, n in too_few.items():
+            lines += ["", f"> ⚠ **{t}**: only {n} positive(s) in the test split (< report.min_positives={min_pos}): "
+                          "its AUC and lift would be noise, so they are not shown."]
+        seeds = len((d.get("vanilla") or {}).get("per_seed") or [])
+        if seeds <= 1:
+            lines += ["", "One seed: no spread over seeds is shown (downstream.seeds lists more)."]
     if st.index:
         i = st.index
         lines += ["", "## Retrieval index", "",
@@ -99,8 +210,28 @@ def write_report(cfg, layout: RunLayout, st, failure: str | None = None, failed_
         if i.get("hit_rate_at_k"):
             lines += ["", "| K | hit-rate@K of later positives |", "|---|---|"]
             lines += [f"| {k} | {v:.4f} |" for k, v in sorted(i["hit_rate_at_k"].items(), key=lambda kv: int(kv[0]))]
+        lines += _quality_rows(i)
+    rcfg = getattr(cfg, "report", None)
+    share = rcfg.min_rank_share if rcfg is not None else 0.15
+    health = representation_health(layout, st.published, share) if st.published else []
+    if health:
+        lines += ["", "## Representation health (latest published snapshot)", "",
+                  "| table | ds | rows | dim | effective rank | share of dim |", "|---|---|---|---|---|---|"]
+        for h in health:
+            if "error" in h:
+                lines.append(f"| {h['table']} | {h['ds']} | unreadable | | | |")
+                continue
+            frac = h["effective_rank"] / h["dim"] if h["dim"] else float("nan")
+            flag = " ⚠ collapsed" if h["collapsed"] else ""
+            lines.append(f"| {h['table']} | {h['ds']} | {h['rows']} | {h['dim']} | {h['effective_rank']:.2f} | "
+                         f"{frac:.2f}{flag} |")
+        for h in (h for h in health if h.get("collapsed")):
+            lines += ["", f"> ⚠ **representation collapse**: `{h['table']}` uses an effective rank of "
+                          f"{h['effective_rank']:.1f} of its {h['dim']} dimensions (below report.min_rank_share="
+                          f"{share}): its vectors vary along few directions; consumers get little from it."]
     lines += ["", "## Step timings (s)", "", "| step | seconds |", "|---|---|"]
-    lines += [f"| {k} | {v} |" for k, v in st.timings.items()]
+    reused = set(getattr(st, "reused", []))
+    lines += [f"| {k} | {'reused' if k in reused else v} |" for k, v in st.timings.items()]
     path = out / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Callable
 
 from contracts import CheckpointManifest, RunLayout, config_hash
 from contracts.checkpoint import MANIFEST_FILE
+from contracts.dataset import IngestReport
 from pipelines.config import RunConfig
 from pipelines.gates import GateFailed
 from pipelines.rollover import RolloverError
@@ -35,19 +37,30 @@ class RunState:
     downstream: dict | None = None
     index: dict | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    reused: list[str] = field(default_factory=list)  # steps restored from the ledger (timing 0.0)
     # seconds inside the extract step: extract (Ray Data), gate, aggregate+publish (Spark -> Delta)
     substeps: dict[str, float] = field(default_factory=dict)
     report: Path | None = None
+    ingest: IngestReport | None = None  # what the ingest step committed (None: a fixed source, reused)
 
 
 def step_ingest(cfg: RunConfig, layout: RunLayout, st: RunState, force: bool = False) -> None:
-    from datasources import log_days, materialize
+    from datasources import last_ingest, log_days, materialize
 
-    materialize(cfg.source, layout.log)
+    # a file source is ingested incrementally (new/changed days); --force rebuilds it. Generated
+    # and MovieLens logs are fixed: reused as they are.
+    materialize(cfg.source, layout.log, force=force and cfg.source.kind == "file")
+    st.ingest = last_ingest(layout.log)
     st.days = log_days(layout.log)
+    if not st.days:
+        from contracts import InputError
+
+        raise InputError(f"{layout.log}: the log has no rows")
     st.ds = cfg.ds or st.days[-1]
     if st.ds not in st.days:
-        raise ValueError(f"ds {st.ds} has no rows in the log ({st.days[0]}..{st.days[-1]})")
+        from contracts import ConfigError
+
+        raise ConfigError(f"ds: {st.ds} has no rows in the log ({st.days[0]}..{st.days[-1]})")
     st.split = cfg.split.resolve([d for d in st.days if d <= st.ds])
 
 
@@ -109,21 +122,33 @@ def step_extract_aggregate(cfg: RunConfig, layout: RunLayout, st: RunState, forc
     agg_cfg = cfg.aggregate.model_copy(update={"force": force or cfg.aggregate.force})
     targets = publish_days(cfg, st)
     days = [d for d in st.days if d <= st.ds]
+    from extract.aggregate import daily_layer, published_layer
+
+    # the layer the probe chose (manifest) unless the config pins one; days published at
+    # another layer (the probe ran after them) are republished at this one
+    layer = daily_layer(st.manifest, extract_cfg.layers, agg_cfg.layer)
+    stale = set() if agg_cfg.force else {
+        d for d in targets if published_layer(layout.table("user_cr"), d) not in (None, layer)}
     from pipelines.preflight import check_log_files
 
     clock = {"extract": 0.0, "gate": 0.0, "aggregate_publish": 0.0}
     st.substeps = clock
     t0 = time.perf_counter()
     check_log_files(layout.log, days)  # a truncated/replaced log file: named here, not deep in a Ray task
-    pending = [d for d in targets if agg_cfg.force or not all(
+    pending = [d for d in targets if agg_cfg.force or d in stale or not all(
         already_published(layout.table(n), n, st.manifest.model_version, d)
         for n in ("user_ur", "item_ir", "user_cr", "item_cr"))]
     # Spark only when a day is still to be published, and launched before extraction may
     # start Ray in this process (a JVM launched while a Ray driver is up hung or crashed
     # Ray's GCS client: docs/pipelines.md); already up when pretraining ran here.
-    spark = get_spark(cfg.spark_master or cfg.aggregate.spark_master) if pending else None
+    from pipelines import signals
+
+    with signals.deferred():  # a JVM launch cut in half outlives this process
+        spark = get_spark(cfg.spark_master or cfg.aggregate.spark_master) if pending else None
     extract_days(st.checkpoint, layout.log, days, {d: layout.samples(d) for d in days}, extract_cfg)
     clock["extract"] = round(time.perf_counter() - t0, 2)
+    from engines.progress import report_progress
+
     previous = None
     for d in days:
         t0 = time.perf_counter()
@@ -139,8 +164,10 @@ def step_extract_aggregate(cfg: RunConfig, layout: RunLayout, st: RunState, forc
             st.published[d] = {n: -1 for n in ("user_ur", "item_ir", "user_cr", "item_cr")}
             continue
         t0 = time.perf_counter()
-        st.published[d] = aggregate_day(layout.samples(d), layout.root / "tables", d, st.manifest, agg_cfg, spark)
+        day_cfg = agg_cfg.model_copy(update={"force": True}) if d in stale else agg_cfg
+        st.published[d] = aggregate_day(layout.samples(d), layout.root / "tables", d, st.manifest, day_cfg, spark)
         clock["aggregate_publish"] = round(clock["aggregate_publish"] + time.perf_counter() - t0, 2)
+        report_progress("aggregate.days", sum(x in st.published for x in pending), len(pending), ds=d)
 
 
 def step_rollover(cfg: RunConfig, layout: RunLayout, st: RunState, force: bool = False) -> None:
@@ -166,10 +193,36 @@ def step_downstream(cfg: RunConfig, layout: RunLayout, st: RunState, force: bool
 
 
 def step_retrieval(cfg: RunConfig, layout: RunLayout, st: RunState, force: bool = False) -> None:
-    from retrieval import run_retrieval
+    """Train the query tower, publish ``user_query``, build the paired index over item_ir and
+    promote it only when the quality gate passes (retrieval/paired.py); a refused version is
+    kept on disk, named in the report, and raises IndexPromotionRefused (exit 7)."""
+    if cfg.retrieval.query_tower is None:  # index only, evaluated with query_table vectors
+        from retrieval import run_retrieval
 
-    manifest = run_retrieval(layout.root, st.ds, cfg.retrieval, expect_model_version=st.manifest.model_version)
+        manifest = run_retrieval(layout.root, st.ds, cfg.retrieval, expect_model_version=st.manifest.model_version)
+        st.index = manifest.model_dump(mode="json")
+        return
+    from contracts import IndexPromotionRefused
+    from retrieval import run_retrieval
+    from retrieval.paired import TooLittleData, run_query_retrieval
+
+    try:
+        manifest = run_query_retrieval(layout.root, st.ds, st.split, cfg.retrieval,
+                                       expect_model_version=st.manifest.model_version)
+    except TooLittleData as e:  # a young log: serve the item index as before, and say why
+        log.warning("query tower skipped for ds=%s: %s; the index is built without it", st.ds, e,
+                    extra={"ds": st.ds, "step": "retrieval", "event": "query_tower_skipped"})
+        manifest = run_retrieval(layout.root, st.ds, cfg.retrieval, expect_model_version=st.manifest.model_version)
+        st.index = {**manifest.model_dump(mode="json"), "query_tower_skipped": str(e)}
+        return
     st.index = manifest.model_dump(mode="json")
+    if manifest.quality is not None and not manifest.quality.promoted:
+        msg = (f"index {manifest.version} built and kept in {layout.indexes / manifest.version} but not promoted: "
+               f"{manifest.quality.refused}")
+        from pipelines.report import write_report
+
+        st.report = write_report(cfg, layout, st, failure=msg, failed_step="retrieval")
+        raise IndexPromotionRefused(msg)
 
 
 def step_report(cfg: RunConfig, layout: RunLayout, st: RunState, force: bool = False) -> None:
@@ -255,8 +308,28 @@ def _spark_before_training(cfg: RunConfig, layout: RunLayout, st: RunState, forc
     if not force and _reusable_checkpoint(layout, cfg, st.split["train"]) is not None:
         return
     from engines import get_spark
+    from pipelines import signals
 
-    get_spark(cfg.spark_master or cfg.aggregate.spark_master)
+    with signals.deferred():  # a JVM launch cut in half outlives this process
+        get_spark(cfg.spark_master or cfg.aggregate.spark_master)
+
+
+_STOPPED_BY = {"## RUN STOPPED BEFORE PUBLISHING": "extract", "## ROLLOVER REFUSED": "rollover",
+               "## INDEX NOT PROMOTED": "retrieval"}
+
+
+def _refresh_stopped_report(cfg: RunConfig, layout: RunLayout, st: RunState, chain: list[str]) -> None:
+    """A day's report written when a gate, the rollover or the index promotion stopped it
+    says so; once a later run of that day gets through the step that stopped (without the
+    report step, e.g. ``lfm4ads experiment`` or ``stage extract``), rewrite it."""
+    path = layout.report(st.ds) / "report.md" if st.ds else None
+    if path is None or not path.is_file():
+        return
+    text = path.read_text()
+    if any(header in text and step in chain for header, step in _STOPPED_BY.items()):
+        from pipelines.report import write_report
+
+        st.report = write_report(cfg, layout, st)
 
 
 def run_pipeline(
@@ -266,6 +339,7 @@ def run_pipeline(
     on_step: Callable[[str, float], None] | None = None,
     wait: bool = False,
     on_start: Callable[[str, list[str]], None] | None = None,
+    on_reuse: Callable[[str], None] | None = None,
 ) -> RunState:
     """Run ``steps`` (default: all, in order) for ``cfg.ds`` under the run root's lock.
 
@@ -274,8 +348,20 @@ def run_pipeline(
     resumes at its first unfinished step. Steps the asked-for ones depend on (ingest,
     pretrain) are reused or run. ``on_start(step, chain)`` is called before each step
     (``chain``: the steps this call runs, in order), ``on_step(step, seconds)`` after it
-    (seconds 0.0 for a step reused from the ledger).
+    (seconds 0.0 for a step reused from the ledger; ``on_reuse(step)`` instead, when given).
+
+    SIGINT / SIGTERM stop the running step within seconds (pipelines.signals): it is marked
+    ``interrupted`` in the ledger and :class:`pipelines.signals.Interrupted` propagates.
     """
+    from pipelines import signals
+
+    with signals.handling():
+        return _run_chain(cfg, steps, force, on_step, wait, on_start, on_reuse)
+
+
+def _run_chain(cfg, steps, force, on_step, wait, on_start, on_reuse) -> RunState:
+    from contracts import ConfigError
+    from pipelines import signals
     from pipelines.ledger import Ledger
     from pipelines.lock import ds_lock
 
@@ -287,7 +373,7 @@ def run_pipeline(
     wanted = steps or list(STEPS)
     unknown = [s for s in wanted if s not in STEPS]
     if unknown:
-        raise ValueError(f"unknown step(s) {unknown}; steps are {list(STEPS)}")
+        raise ConfigError(f"unknown step(s) {unknown}; steps are {list(STEPS)}")
     order = list(STEPS)
     last = max(order.index(s) for s in wanted)
     needed = {"ingest"} | ({"pretrain"} if last >= order.index("pretrain") else set())
@@ -309,18 +395,36 @@ def run_pipeline(
                 if prev is not None:
                     _restore(name, st, prev)
                     st.timings[name] = 0.0
+                    st.reused.append(name)
                     log.info("step %s already done for ds=%s: reused", name, st.ds,
                              extra={"ds": st.ds, "step": name, "event": "reused"})
-                    if on_step:
+                    if on_reuse:
+                        on_reuse(name)
+                    elif on_step:
                         on_step(name, 0.0)
                     continue
-            if name == "pretrain" and "extract" in chain:
-                _spark_before_training(cfg, layout, st, redo)
             if name != "ingest":
                 ledger.start(st.ds, name, hashes[name], {"config_hash": hashes[name], "split": st.split,
                                                          "checkpoint": str(st.checkpoint)})
             try:
+                signals.check()  # a signal between two steps stops before the next one starts
+                if name == "pretrain" and "extract" in chain:
+                    _spark_before_training(cfg, layout, st, redo)
+                if name == "report":  # `stage report` alone: the day's finished steps still report
+                    for earlier in ("extract", "rollover", "downstream", "retrieval"):
+                        row = None if earlier in chain else ledger.get(st.ds, earlier)
+                        if row and row["status"] == "done" and row["outputs"]:
+                            _restore(earlier, st, row["outputs"])
                 STEPS[name](cfg, layout, st, force=redo)
+            except KeyboardInterrupt as e:  # SIGINT / SIGTERM (signals.Interrupted) or Ctrl-C
+                how = signal.Signals(getattr(e, "signum", signals.received() or signal.SIGINT)).name
+                day = st.ds or cfg.ds or "latest"  # ingest stopped before it read the log's last day
+                if name == "ingest":
+                    ledger.start(day, name, hashes[name], {"source": cfg.source.model_dump(mode="json")})
+                ledger.interrupt(day, name, how)
+                log.error("step %s interrupted by %s for ds=%s; nothing of it was published", name, how, st.ds,
+                          extra={"ds": st.ds, "step": name, "event": "interrupted", "signal": how})
+                raise
             except BaseException as e:
                 if name != "ingest":
                     ledger.fail(st.ds, name, f"{type(e).__name__}: {e}")
@@ -340,6 +444,8 @@ def run_pipeline(
                             **({"substeps": st.substeps} if name == "extract" else {})})
             if on_step:
                 on_step(name, st.timings[name])
+        if "report" not in chain:
+            _refresh_stopped_report(cfg, layout, st, chain)
     summary = {"ds": st.ds, "timings": st.timings, "report": str(st.report) if st.report else None}
     (layout.root / "last_run.json").write_text(json.dumps(summary, indent=2))
     return st

@@ -5,9 +5,10 @@ Train start-up per run:
     python -m pretrain.ablation --data generated --seeds 0 1 2
     python -m pretrain.ablation --data movielens --movielens ../shared/data/ml-100k --seeds 0 1 2
 
-Variants: full model; no sequence encoder; full attention everywhere (no BFTS); no NLIR
-(plain FFN); SFG on; combined-pair loss (alpha=0.8) on the sparse task (``conversion`` on
-generated data, the only task on MovieLens). Validation AUC per task, mean and std over
+Variants: full model (one-sided NLIR); no sequence encoder; full attention everywhere (no
+BFTS); no NLIR (plain GELU FFN); NLIR read as a SwiGLU FFN (the earlier form); SFG on;
+target tokens (target-aware path into the mix tower); combined-pair loss (alpha=0.8) on the
+sparse task (``conversion`` on generated data, the only task on MovieLens). Validation AUC per task, mean and std over
 seeds. Last stdout line: JSON {variant: {task: {mean, std, runs}}}.
 """
 
@@ -26,7 +27,9 @@ VARIANTS: dict[str, dict] = {
     "no_sequence": {"model": {"use_sequence": False}},
     "no_bfts": {"model": {"bfts_full_layers": 99}},
     "no_nlir": {"model": {"nlir": "off"}},
+    "nlir_swiglu": {"model": {"nlir_form": "swiglu"}},
     "sfg": {"model": {"sfg": True}},
+    "target_tokens": {"model": {"target_tokens": True}},
     "pair_loss": {"train": {"pairwise_alpha": "<sparse>"}},
 }
 

@@ -32,7 +32,18 @@ class ModelConfig(StrictModel):
     )
     nlir: Literal["silu", "sigmoid", "gelu", "off"] = Field(
         "silu",
-        description="NLIR h <- h + W_o((W_a h) * phi(W_b h)) with phi this activation; 'off' = plain GELU FFN.",
+        description="NLIR h <- h + (W_a x) * phi(W_b x), x = LN(h), phi this activation on one operand; "
+        "'off' = plain GELU FFN.",
+    )
+    nlir_form: Literal["one_sided", "swiglu"] = Field(
+        "one_sided",
+        description="one_sided: the D->D multiplicative transform above (papers.md's reading); swiglu: the "
+        "earlier gated FFN W_o((W_a x) * phi(W_b x)) with ffn_mult*D hidden units (an ablation).",
+    )
+    target_tokens: bool = Field(
+        False,
+        description="Append the target item's token to the user-tower stream; it reads every token, none "
+        "reads it (UR stays target-free); its output is added to UR's slot of the mix-tower input only.",
     )
     ffn_mult: int = Field(2, ge=1, description="Hidden width multiplier of NLIR / FFN.")
     dropout: float = Field(0.0, ge=0, lt=1)
@@ -43,8 +54,11 @@ class ModelConfig(StrictModel):
     # --- mix tower (one copy per branch: ad, content) ---
     cross_layers: int = Field(2, ge=0, description="DCNv2 cross layers per branch.")
     mlp_dims: list[int] = Field([64, 32], min_length=1, description="MLP widths after the cross layers.")
-    sfg: bool = Field(False, description="SFG: cross layers multiply by a generated embedding instead of x0.")
+    sfg: bool = Field(
+        False, description="SFG: cross layers multiply by G_l = act(Linear(x0)) * gamma, generated from all "
+        "mix-tower fields (UR, IR), instead of the raw x0.")
     sfg_gamma: float = Field(1.0, gt=0, description="SFG output scale gamma.")
+    sfg_act: Literal["relu", "sigmoid", "tanh", "identity"] = Field("relu", description="SFG generator activation.")
 
     @model_validator(mode="after")
     def _heads_divide(self) -> "ModelConfig":
@@ -60,19 +74,23 @@ class TrainConfig(StrictModel):
     batch_size: int = Field(512, ge=1, description="Global batch size (split across workers).")
     shuffle_window: int = Field(
         65_536, ge=1,
-        description="Rows per shuffle window: the training stream (Ray Data) is cut into windows of this many "
-        "rows, each permuted by a (seed, epoch, window)-seeded permutation; >= the training rows = one global "
-        "shuffle per epoch. Bounds each worker's memory.",
+        description="Rows per shuffle window: each worker's shard of an epoch is cut into windows of this many "
+        "rows, each permuted by a (seed, epoch, window, rank)-seeded permutation; >= the shard's rows = one "
+        "shuffle of the whole shard per epoch. Bounds each worker's memory.",
     )
     lr: float = Field(2e-3, gt=0)
     weight_decay: float = Field(0.0, ge=0)
-    patience: int = Field(1, ge=0, description="Epochs without validation-AUC gain before stopping.")
-    num_workers: int = Field(1, ge=1, description="Ray Train CPU workers (gloo).")
+    patience: int = Field(
+        1, ge=0,
+        description="Stop at the patience-th epoch in a row without validation-AUC gain (0 behaves as 1); "
+        "the rule pretrain and downstream share (pretrain.loop.should_stop).",
+    )
+    num_workers: int = Field(1, ge=1, description="Ray Train workers (gloo on CPU; one GPU each over NCCL with use_gpu).")
     cpus_per_worker: float = Field(1.0, gt=0)
     data_cpus: float = Field(
         0.0, ge=0,
-        description="CPUs each Ray Data read/encode task reserves; 0 = never wait for a CPU the workers hold "
-        "(a reservation on a machine the workers fill would hang the stream).",
+        description="CPUs each vocabulary-count task (one per training file, pretrain.vocab) reserves; 0 = never "
+        "wait for a CPU another job holds (at most one task per cluster CPU runs at once either way).",
     )
     torch_threads: int | None = Field(None, ge=1, description="torch threads per worker; None = cpus_per_worker.")
     seed: int = 0
@@ -87,6 +105,18 @@ class TrainConfig(StrictModel):
     resume: bool = Field(True, description="Resume an interrupted identical run from its last epoch checkpoint.")
     diagnostics: bool = Field(True, description="Save validation metrics, effective ranks and erank.png.")
     diagnostics_rows: int = Field(2000, ge=10, description="Validation rows used for effective ranks.")
+    # --- device, numerics, reproducibility (pretrain.device) ---
+    use_gpu: bool = Field(
+        False, description="Train on CUDA (one GPU per Ray Train worker, NCCL). Fails clearly where no GPU is visible."
+    )
+    amp: Literal["off", "bf16"] = Field(
+        "off", description="bf16 autocast for the forward pass (CUDA with bf16 support only; fails otherwise)."
+    )
+    grad_clip: float | None = Field(None, gt=0, description="Clip the global gradient L2 norm to this; None = off.")
+    deterministic: bool = Field(
+        True, description="Deterministic torch ops and fixed threads: the same config and log give the same weights "
+        "on CPU (GPU: see docs/pretrain.md for what stays nondeterministic).",
+    )
 
     @model_validator(mode="after")
     def _alphas(self) -> "TrainConfig":

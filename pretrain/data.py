@@ -33,10 +33,13 @@ def iter_batches(arrays: Arrays, batch_size: int, order: np.ndarray | None = Non
 
 @torch.no_grad()
 def predict_logits(model: torch.nn.Module, arrays: Arrays, batch_size: int = 4096) -> np.ndarray:
-    """Logits [N, T] for every row, in order."""
+    """Logits [N, T] for every row, in order (batches go to the model's device)."""
     was_training = model.training
     model.eval()
-    out = [model(b).float().numpy() for b in iter_batches(arrays, batch_size)]
+    param = next(model.parameters(), None)
+    device = param.device if param is not None else torch.device("cpu")
+    out = [model({k: v.to(device) for k, v in b.items()}).float().cpu().numpy()
+           for b in iter_batches(arrays, batch_size)]
     model.train(was_training)
     if not out:
         return np.zeros((0, 0), dtype=np.float32)

@@ -31,16 +31,20 @@ millions of rows.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import torch
 
 from contracts import DatasetSpec
 from contracts.dataset import CANONICAL_SAMPLE_TYPE, CANONICAL_SCENARIO, CANONICAL_SEQUENCE, SAMPLE_TYPES
 
+if TYPE_CHECKING:
+    import torch
+
+# torch is imported inside encode() only: the vocabulary-count Ray tasks (pretrain.vocab)
+# validate rows through validate_arrays() and must start without importing torch.
 OOV = 0
 FORMAT_VERSION = 1
 
@@ -58,7 +62,7 @@ def _as_string(col: pa.ChunkedArray | pa.Array, name: str | None = None) -> pa.A
         bad = ~np.isfinite(vals)
         if bad.any():
             row = int(np.flatnonzero(bad)[0])
-            raise ValueError(f"feature column {name or '?'!r}: value {vals[row]!r} at row {row} is not finite")
+            raise ValueError(f"feature column {name or '?'!r}: value {float(vals[row])!r} at row {row} is not finite")
     if not pa.types.is_string(col.type):
         col = col.cast(pa.string())
     return col
@@ -114,11 +118,34 @@ class FeatureEncoder:
             vocabs[col] = _frequent_values(values, min_count, max_vocab)
         return cls(canon, vocabs, min_count=min_count, max_vocab=max_vocab)
 
+    @classmethod
+    def from_counts(
+        cls, spec: DatasetSpec, counts: dict[str, pa.Table], min_count: int = 1, max_vocab: int | None = None
+    ) -> "FeatureEncoder":
+        """The encoder :meth:`fit` would build, from per-column count tables (columns
+        ``values`` string, ``counts`` int64; the item field's table includes ``hist_seq``
+        events): what ``pretrain.vocab`` aggregates over the log without materialising it."""
+        if min_count < 1:
+            raise ValueError(f"min_count must be >= 1, got {min_count}")
+        if max_vocab is not None and max_vocab < 1:
+            raise ValueError(f"max_vocab must be >= 1 or None, got {max_vocab}")
+        canon = spec.canonical()
+        vocabs = {c: select_frequent(counts[c]["values"].combine_chunks(), counts[c]["counts"].combine_chunks(),
+                                     min_count, max_vocab) for c in canon.categorical_columns}
+        return cls(canon, vocabs, min_count=min_count, max_vocab=max_vocab)
+
     def extend(self, table: pa.Table, min_count: int | None = None, max_vocab: int | None = None) -> "FeatureEncoder":
         """Warm start on new days: a new encoder whose known values keep their indices and
         whose frequent new values (fitted on ``table``) are appended, up to ``max_vocab``
         per column in total. Old embedding rows stay valid for the grown tables."""
-        new = FeatureEncoder.fit(table, self.spec, min_count or self.min_count, None)
+        return self.extend_with(FeatureEncoder.fit(table, self.spec, min_count or self.min_count, None),
+                                min_count, max_vocab)
+
+    def extend_with(
+        self, new: "FeatureEncoder", min_count: int | None = None, max_vocab: int | None = None
+    ) -> "FeatureEncoder":
+        """:meth:`extend` with the new days' encoder already fitted (uncapped), e.g. by the
+        distributed count."""
         cap = max_vocab if max_vocab is not None else self.max_vocab
         vocabs = {}
         for col, old in self.vocabs.items():
@@ -154,25 +181,30 @@ class FeatureEncoder:
         Raises ValueError naming the column (and a row) on a missing column, a label other
         than 0/1/null, NaN/inf, an unknown scenario or a sample_type other than ad/content.
         """
+        import torch
+
+        return {k: torch.from_numpy(v) for k, v in self.encode_arrays(table, require_labels).items()}
+
+    def encode_arrays(self, table: pa.Table, require_labels: bool = True) -> dict[str, np.ndarray]:
+        """:meth:`encode` as numpy arrays (no torch import: what validation-only callers use)."""
         spec = self.spec
         required = [*spec.categorical_columns, CANONICAL_SCENARIO, CANONICAL_SAMPLE_TYPE, CANONICAL_SEQUENCE]
         if require_labels:
             required += spec.tasks
         _require_columns(table, required)
         n = table.num_rows
-        out: dict[str, torch.Tensor] = {}
+        out: dict[str, np.ndarray] = {}
         for col in spec.categorical_columns:
-            out[col] = torch.from_numpy(_lookup(_as_string(table[col], col), self._arrow[col]))
-        seq, mask = self._encode_sequence(table[CANONICAL_SEQUENCE])
-        out["hist_seq"], out["hist_mask"] = torch.from_numpy(seq), torch.from_numpy(mask)
-        out["scenario"] = torch.from_numpy(self._encode_scenario(table[CANONICAL_SCENARIO]))
-        out["is_ad"] = torch.from_numpy(_encode_sample_type(table[CANONICAL_SAMPLE_TYPE]))
+            out[col] = _lookup(_as_string(table[col], col), self._arrow[col])
+        out["hist_seq"], out["hist_mask"] = self._encode_sequence(table[CANONICAL_SEQUENCE])
+        out["scenario"] = self._encode_scenario(table[CANONICAL_SCENARIO])
+        out["is_ad"] = _encode_sample_type(table[CANONICAL_SAMPLE_TYPE])
         labels = np.zeros((n, len(spec.tasks)), dtype=np.float32)
         lmask = np.zeros((n, len(spec.tasks)), dtype=bool)
         for t, task in enumerate(spec.tasks):
             if task in table.column_names:
                 labels[:, t], lmask[:, t] = _encode_label(table[task], task)
-        out["labels"], out["label_mask"] = torch.from_numpy(labels), torch.from_numpy(lmask)
+        out["labels"], out["label_mask"] = labels, lmask
         return out
 
     def _encode_sequence(self, col: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
@@ -245,6 +277,12 @@ class FeatureEncoder:
         return f"FeatureEncoder({self.spec.name!r}, vocab_sizes={self.vocab_sizes})"
 
 
+def training_columns(spec: DatasetSpec) -> list[str]:
+    """The canonical columns training reads and :meth:`FeatureEncoder.encode` needs."""
+    spec = spec.canonical()
+    return [*spec.categorical_columns, CANONICAL_SCENARIO, CANONICAL_SAMPLE_TYPE, CANONICAL_SEQUENCE, *spec.tasks]
+
+
 def _require_columns(table: pa.Table, columns: list[str]) -> None:
     missing = [c for c in columns if c not in table.column_names]
     if missing:
@@ -253,8 +291,15 @@ def _require_columns(table: pa.Table, columns: list[str]) -> None:
 
 def _frequent_values(values: pa.Array, min_count: int, max_vocab: int | None) -> list[str]:
     counts = pc.value_counts(values.drop_null())
-    vals = counts.field("values").to_numpy(zero_copy_only=False)
-    cnt = counts.field("counts").to_numpy()
+    return select_frequent(counts.field("values"), counts.field("counts"), min_count, max_vocab)
+
+
+def select_frequent(values: pa.Array, counts: pa.Array, min_count: int, max_vocab: int | None) -> list[str]:
+    """The vocabulary from (distinct value, count) pairs: count >= ``min_count``, by count
+    descending then value, at most ``max_vocab``. Shared by the in-memory fit and the
+    distributed count (``pretrain.vocab``), so both give the same list."""
+    vals = values.cast(pa.string()).to_numpy(zero_copy_only=False)
+    cnt = np.asarray(counts.to_numpy(zero_copy_only=False), dtype=np.int64)
     keep = cnt >= min_count
     vals, cnt = vals[keep], cnt[keep]
     order = np.lexsort((vals.astype(str), -cnt))  # frequency desc, then value: deterministic
@@ -284,5 +329,5 @@ def _encode_label(col: pa.ChunkedArray, name: str) -> tuple[np.ndarray, np.ndarr
     bad = ~((vals == 0.0) | (vals == 1.0))  # NaN and inf fail here too
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
-        raise ValueError(f"label column {name!r}: value {vals[row]!r} at row {row} is not 0, 1 or null")
+        raise ValueError(f"label column {name!r}: value {float(vals[row])!r} at row {row} is not 0, 1 or null")
     return vals.astype(np.float32), present.astype(bool)

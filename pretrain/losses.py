@@ -2,6 +2,10 @@
 
 Shapes: logits, labels [B, T] float; mask [B, T] bool (False = task absent for the row,
 never treated as a negative).
+
+The one loss module of the project: pretraining (``pretrain.loop``) and downstream training
+(``downstream.train``) both call :func:`multitask_loss`. Every term is finite on any batch:
+no present rows -> 0, no positive (or no negative) -> pairwise term 0.
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ def multitask_loss(
                          f"mask {tuple(mask.shape)}, tasks {tasks}")
     pairwise_alpha = pairwise_alpha or {}
     task_weights = task_weights or {}
+    logits, labels = logits.float(), labels.float()  # bf16 autocast output: the loss stays in float32
     total = logits.new_zeros(())
     parts: dict[str, float] = {}
     for t, task in enumerate(tasks):

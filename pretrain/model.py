@@ -47,6 +47,8 @@ class FoundationModel(nn.Module):
         self.user_tower = UserTower(cfg, len(self.user_fields), spec.sequence.max_len)
         self.item_tower = ItemTower(cfg, len(self.item_fields))
         self.branches = nn.ModuleDict({b: MixBranch(cfg, self.num_scenarios, len(self.tasks)) for b in BRANCHES})
+        if cfg.target_tokens:  # the target item's token in the user-tower stream (towers.py)
+            self.target_proj = nn.Linear(len(self.item_fields) * cfg.embed_dim, cfg.d_model)
 
     def load_warm_start(self, old_state: dict[str, torch.Tensor]) -> None:
         """Copy a previous checkpoint's weights; embedding tables may have grown
@@ -96,15 +98,34 @@ class FoundationModel(nn.Module):
 
     def item_representation(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """IR [B, ir_dim]."""
-        return self.item_tower(torch.stack([self._emb(c, batch[c]) for c in self.item_fields], dim=1))
+        return self.item_tower(self._item_fields(batch))
+
+    def _item_fields(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return torch.stack([self._emb(c, batch[c]) for c in self.item_fields], dim=1)  # [B, F_i, E]
+
+    def mix_input(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(UR [B, ur_dim], IR [B, ir_dim], x0 [B, ur_dim + ir_dim]): the mix tower's input.
+
+        Without ``target_tokens`` x0 = [UR, IR]. With it, x0 = [UR + TA, IR], TA the target
+        token's output of the user-tower stream: target-aware inside the mix tower, while UR
+        (what is published) is unchanged by the target item."""
+        item_fields = self._item_fields(batch)
+        ir = self.item_tower(item_fields)
+        if not self.cfg.target_tokens:
+            ur, _ = self.user_representation(batch)
+            return ur, ir, torch.cat([ur, ir], dim=1)
+        fields = torch.stack([self._emb(c, batch[c]) for c in self.user_fields], dim=1)
+        seq = self._emb(self.seq_field, batch["hist_seq"]) if self.cfg.use_sequence else None
+        target = self.target_proj(item_fields.flatten(1))
+        ur, _, ta = self.user_tower.encode(fields, seq, batch.get("hist_mask"), target)
+        return ur, ir, torch.cat([ur + ta, ir], dim=1)
 
     # --- public API ------------------------------------------------------------------
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Logits [B, T]: ad rows through the ad branch, content rows through the content
         branch, each row's head picked by its ``scenario`` index."""
         self.check_batch(batch)
-        ur, _ = self.user_representation(batch)
-        x0 = torch.cat([ur, self.item_representation(batch)], dim=1)
+        _, _, x0 = self.mix_input(batch)
         is_ad = batch["is_ad"].bool()
         scen = batch["scenario"].long()
         logits = x0.new_zeros(x0.shape[0], len(self.tasks))
@@ -127,13 +148,11 @@ class FoundationModel(nn.Module):
             raise KeyError(f"unknown layer(s) {unknown}; valid: {valid}")
         self.check_batch(batch)
         out: dict[str, torch.Tensor] = {}
-        ur, _ = self.user_representation(batch)
-        ir = self.item_representation(batch)
+        ur, ir, x0 = self.mix_input(batch)
         if "user_tower" in layers:
             out["user_tower"] = ur
         if "item_tower" in layers:
             out["item_tower"] = ir
-        x0 = torch.cat([ur, ir], dim=1)
         for b in BRANCHES:
             keep = {n.split(".", 1)[1] for n in layers if n.startswith(b + ".")}
             if keep:

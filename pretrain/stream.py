@@ -1,33 +1,35 @@
-"""The training rows as a Ray Data stream: the log's Parquet files (or a table) -> Arrow
-blocks -> windows encoded and shuffled inside each Ray Train worker.
+"""Sharded training reads: each Ray Train worker reads and encodes only its share of an
+epoch's rows, straight from the log's Parquet files.
 
-Order is the contract that makes resume exact: Ray Data runs with ``preserve_order``, the
-files are read in :func:`log_files_for_days` order, and every worker iterates the WHOLE
-stream (``DataConfig(datasets_to_split=[])``) cut into windows of ``train.shuffle_window``
-rows; inside window w of epoch e every worker applies the same (seed, e, w)-seeded
-permutation and keeps its round-robin share (``pretrain.loop.window_order``). So the rows a
-worker trains on depend only on (files, seed, epoch, rank, world), never on scheduling, and
-the plain loop over :func:`read_in_stream_order` with :func:`pretrain.loop.array_windows`
-sees exactly the same batches. The price: with N workers each one reads and encodes the
-whole log (encoding 200k rows takes about 0.2 s; training on them about 40 s).
+The epoch is the training files' rows in :func:`log_files_for_days` order (days sorted,
+files sorted within a day). :func:`plan_files` reads only the files' footers (row count
+per row group), on the driver. With W workers the epoch is cut into W equal, contiguous
+slots of ``N // W`` rows (the last ``N % W`` rows sit the epoch out); in epoch e worker r
+takes slot ``(r + e) % W`` (:func:`shard_range`), so assignments are disjoint, cover the
+epoch, rotate between epochs and depend only on (files, epoch, rank, world). A worker
+decodes only the row groups overlapping its slot (:func:`read_range`), so read and decode
+cost per worker is divided by W, and every worker holds the same row count (DDP runs the
+same step count everywhere).
 
-The read task asks for ``train.data_cpus`` (default 0) CPUs: on a small machine Ray Train
-workers hold every CPU, and a read task that waits for a free CPU would hang the run
-(see stack-notes: Ray Data hangs silently when nothing is left for the read tasks).
+Inside its slot a worker cuts windows of ``train.shuffle_window`` rows and permutes each
+with a (seed, epoch, window, rank)-seeded permutation (``pretrain.loop.window_order``).
+Nothing depends on scheduling, so a resumed run replays exactly the epochs an uninterrupted
+run would, and with one worker the plain loop over :func:`read_in_stream_order` with
+``pretrain.loop.array_windows`` sees exactly the same batches.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pretrain.data import Arrays, to_arrays
-from pretrain.features import FeatureEncoder
-from pretrain.log_reader import BLOCK_ROWS, read_files
+from contracts import DatasetSpec
+from pretrain.data import Arrays
+from pretrain.features import FeatureEncoder, training_columns
 
 
 def log_files_for_days(log_path: str | Path, days: list[str]) -> list[str]:
@@ -42,61 +44,106 @@ def log_files_for_days(log_path: str | Path, days: list[str]) -> list[str]:
 
 
 def read_in_stream_order(files: list[str], columns: list[str] | None = None) -> pa.Table:
-    """The rows of ``files`` in the order the Ray Data stream yields them (a plain-loop
-    reference for tests and benchmarks)."""
+    """The rows of ``files`` in stream order (a plain-loop reference for tests and benchmarks)."""
     return pa.concat_tables([pq.read_table(f, columns=columns) for f in files], promote_options="default")
 
 
+def stream_columns_for(spec: DatasetSpec) -> list[str]:
+    """The canonical columns training reads (nothing else is read from the log)."""
+    return training_columns(spec)
+
+
 def stream_columns(encoder: FeatureEncoder) -> list[str]:
-    """The canonical columns the encoder reads (nothing else is read from the log)."""
-    from contracts.dataset import CANONICAL_SAMPLE_TYPE, CANONICAL_SCENARIO, CANONICAL_SEQUENCE
-
-    spec = encoder.spec
-    return [*spec.categorical_columns, CANONICAL_SCENARIO, CANONICAL_SAMPLE_TYPE, CANONICAL_SEQUENCE, *spec.tasks]
+    return stream_columns_for(encoder.spec)
 
 
-def train_dataset(source: list[str] | pa.Table, encoder: FeatureEncoder, data_cpus: float = 0.0) -> Any:
-    """A lazy ``ray.data.Dataset`` of the raw canonical rows the encoder needs, in source
-    order (workers encode each window: :func:`stream_windows`).
+@dataclass(frozen=True)
+class FilePlan:
+    """The epoch's files with the row count of each row group (from the footers)."""
 
-    ``source``: Parquet files (read by ONE Ray Data task per epoch and worker, streaming
-    them in order: ``pretrain.log_reader``) or an in-memory table (blocks of
-    ``BLOCK_ROWS`` in the object store)."""
-    import ray.data
+    files: list[str]
+    row_groups: list[list[int]] = field(default_factory=list)
 
-    cols = stream_columns(encoder)
-    if isinstance(source, pa.Table):
-        missing = [c for c in cols if c not in source.column_names]
-        if missing:
-            raise ValueError(f"training table lacks column(s) {missing}")
-        sel = source.select(cols)
-        return ray.data.from_arrow([sel.slice(s, BLOCK_ROWS) for s in range(0, sel.num_rows, BLOCK_ROWS)])
-    if not source:
+    @property
+    def total_rows(self) -> int:
+        return sum(sum(g) for g in self.row_groups)
+
+
+def plan_files(files: list[str]) -> FilePlan:
+    """Footers only: no row is read. Names a file that is not readable Parquet."""
+    from contracts import InputError
+
+    if not files:
         raise ValueError("no Parquet files to train on")
-    # Not read_parquet: its path resolution imports fsspec's HTTP filesystem, which fails
-    # without aiohttp (not installed here) with an ImportError Ray does not catch. And one
-    # task for all files, not one per file: each concurrent task needs its own Ray worker
-    # process, and Ray kills idle ones after a second, so per-file tasks respawned up to
-    # one process per file every epoch (minutes under load).
-    items = ray.data.from_items([{"paths": [str(f) for f in source]}], override_num_blocks=1)
-    return items.map_batches(read_files, batch_format="pyarrow", batch_size=1, num_cpus=data_cpus,
-                             fn_kwargs={"columns": cols})
+    groups = []
+    for f in files:
+        try:
+            md = pq.ParquetFile(f).metadata
+        except Exception as e:
+            raise InputError(f"{f}: not a readable Parquet file ({e})") from e
+        groups.append([md.row_group(i).num_rows for i in range(md.num_row_groups)])
+    return FilePlan([str(f) for f in files], groups)
 
 
-def ingest_options() -> Any:
-    """Ray Data execution options for the training stream: order preserved (see module doc)."""
-    from ray.train import DataConfig
-
-    opts = DataConfig.default_ingest_options()
-    opts.preserve_order = True
-    return opts
+def shard_range(total_rows: int, epoch: int, rank: int, world: int) -> tuple[int, int]:
+    """[start, stop) of the epoch's rows that worker ``rank`` of ``world`` trains on."""
+    per = total_rows // world
+    slot = (rank + epoch) % world
+    return slot * per, slot * per + per
 
 
-def stream_windows(iterator: Any, window_rows: int, encoder: FeatureEncoder) -> Iterator[Arrays]:
-    """Windows of ``window_rows`` rows from a worker's ``DataIterator`` (the last one
-    shorter), encoded into the numpy arrays :func:`pretrain.loop.train_epoch` takes."""
-    for batch in iterator.iter_batches(batch_size=window_rows, batch_format="pyarrow", prefetch_batches=1):
-        yield to_arrays(encoder.encode(batch))
+def read_range(plan: FilePlan, start: int, stop: int, columns: list[str], counter: dict | None = None) -> Iterator[pa.Table]:
+    """Rows [start, stop) of the plan, in order, decoding only the row groups that overlap.
+    ``counter['rows_read']`` adds the rows decoded (whole row groups)."""
+    pos = 0
+    for path, groups in zip(plan.files, plan.row_groups):
+        file_end = pos + sum(groups)
+        if file_end <= start or pos >= stop:
+            pos = file_end
+            continue
+        pf = pq.ParquetFile(path)
+        missing = [c for c in columns if c not in pf.schema_arrow.names]
+        if missing:
+            raise ValueError(f"{path}: column(s) {missing} missing")
+        for i, n in enumerate(groups):
+            lo, hi = pos, pos + n
+            pos = hi
+            if hi <= start or lo >= stop:
+                continue
+            t = pf.read_row_group(i, columns=columns)
+            if counter is not None:
+                counter["rows_read"] = counter.get("rows_read", 0) + t.num_rows
+            a, b = max(start, lo) - lo, min(stop, hi) - lo
+            yield t.slice(a, b - a)
+        pos = file_end
+
+
+def rebatch(tables: Iterator[pa.Table], rows: int) -> Iterator[pa.Table]:
+    """Consecutive tables of exactly ``rows`` rows (the last one shorter)."""
+    buf: list[pa.Table] = []
+    have = 0
+    for t in tables:
+        while t.num_rows:
+            take = min(rows - have, t.num_rows)
+            buf.append(t.slice(0, take))
+            have += take
+            t = t.slice(take)
+            if have == rows:
+                yield pa.concat_tables(buf, promote_options="default")
+                buf, have = [], 0
+    if have:
+        yield pa.concat_tables(buf, promote_options="default")
+
+
+def shard_windows(
+    plan: FilePlan, encoder: FeatureEncoder, window_rows: int, epoch: int, rank: int = 0, world: int = 1,
+    counter: dict | None = None,
+) -> Iterator[Arrays]:
+    """This worker's encoded windows of ``epoch`` (see module doc)."""
+    start, stop = shard_range(plan.total_rows, epoch, rank, world)
+    cols = stream_columns(encoder)
+    for window in rebatch(read_range(plan, start, stop, cols, counter), window_rows):
+        yield encoder.encode_arrays(window)
 
 
 def _local(uri: str) -> str:

@@ -11,6 +11,8 @@ import torch.nn.functional as F
 
 from pretrain.config import ModelConfig
 
+PHI = {"silu": F.silu, "sigmoid": torch.sigmoid, "gelu": F.gelu}
+
 
 def bfts_windows(cfg: ModelConfig) -> list[int | None]:
     """Window per layer, bottom up: None = full attention (the lowest ``bfts_full_layers``),
@@ -44,23 +46,41 @@ def bfts_mask(num_fields: int, seq_len: int, window: int | None, global_fields: 
 
 
 class NLIR(nn.Module):
-    """One-sided non-linear multiplicative transform, the update of
-    ``h <- h + W_o((W_a h) * phi(W_b h))`` (the layer adds the residual).
+    """TokenFormer's non-linear interaction representation, read as a one-sided non-linear
+    multiplicative transform of the hidden state (papers.md section 4; the exact form is open):
 
-    phi acts on one operand only (papers.md: the exact form is open; W_o projects the
-    ``hidden`` width back to D). [..., D] -> [..., D].
+        update(x) = (W_a x + b_a) * phi(W_b x + b_b)        W_a, W_b: [D, D]
+
+    The layer adds it to the residual stream, ``h <- h + update(LN(h))``. phi acts on one
+    operand only, so one side stays linear in x; there is no output projection and no
+    hidden expansion (that would make it a gated FFN). [..., D] -> [..., D].
     """
+
+    def __init__(self, d: int, phi: str, dropout: float = 0.0):
+        super().__init__()
+        self.a = nn.Linear(d, d)
+        self.b = nn.Linear(d, d)
+        self.phi = PHI[phi]
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop(self.a(x) * self.phi(self.b(x)))
+
+
+class SwiGLUFFN(nn.Module):
+    """The earlier reading, kept as an ablation: a gated FFN
+    ``W_o((W_a x) * phi(W_b x))`` with a ``hidden``-wide inner layer. [..., D] -> [..., D]."""
 
     def __init__(self, d: int, hidden: int, phi: str, dropout: float = 0.0):
         super().__init__()
         self.a = nn.Linear(d, hidden)
         self.b = nn.Linear(d, hidden)
         self.o = nn.Linear(hidden, d)
-        self.phi = {"silu": F.silu, "sigmoid": torch.sigmoid, "gelu": F.gelu}[phi]
+        self.phi = PHI[phi]
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
-        return self.drop(self.o(self.a(h) * self.phi(self.b(h))))
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop(self.o(self.a(x) * self.phi(self.b(x))))
 
 
 class FFN(nn.Module):
@@ -75,7 +95,8 @@ class FFN(nn.Module):
 
 
 class TokenFormerLayer(nn.Module):
-    """Pre-LN block: masked multi-head self-attention, then NLIR (or FFN). [B, N, D] -> [B, N, D]."""
+    """Pre-LN block: masked multi-head self-attention, then NLIR (or an FFN), each added to the
+    residual: ``h <- h + Attn(LN1(h))``, ``h <- h + NLIR(LN2(h))``. [B, N, D] -> [B, N, D]."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -86,7 +107,12 @@ class TokenFormerLayer(nn.Module):
         self.proj = nn.Linear(d, d)
         self.ln2 = nn.LayerNorm(d)
         hidden = cfg.ffn_mult * d
-        self.mix = FFN(d, hidden, cfg.dropout) if cfg.nlir == "off" else NLIR(d, hidden, cfg.nlir, cfg.dropout)
+        if cfg.nlir == "off":
+            self.mix: nn.Module = FFN(d, hidden, cfg.dropout)
+        elif cfg.nlir_form == "swiglu":
+            self.mix = SwiGLUFFN(d, hidden, cfg.nlir, cfg.dropout)
+        else:
+            self.mix = NLIR(d, cfg.nlir, cfg.dropout)
         self.drop = nn.Dropout(cfg.dropout)
 
     def forward(self, h: torch.Tensor, attn_mask: torch.Tensor) -> torch.Tensor:

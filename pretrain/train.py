@@ -1,18 +1,25 @@
-"""Train the foundation model with Ray Train (``TorchTrainer``, CPU workers, gloo).
+"""Train the foundation model with Ray Train (``TorchTrainer``; CPU workers over gloo, or
+one GPU per worker over NCCL with ``train.use_gpu``).
 
-Flow (driver): read train/valid days -> fit the FeatureEncoder on train days (and validate
-every row by encoding it once, so bad input fails before any worker starts) -> workers
-stream the train days' Parquet files through Ray Data (``pretrain.stream``: read + encode
-per block, seeded shuffle windows), train with DDP, evaluate validation AUC each epoch
-(validation arrays via the object store), report a checkpoint per epoch (model,
-optimizer, best weights, early-stopping state) -> the driver takes the best weights,
-computes diagnostics and writes the version folder atomically.
+Flow: the driver checks the config (device, task names, warm start) -> fits the vocabulary
+with a distributed count over the training days' Parquet files (``pretrain.vocab``: one Ray
+task per file reads, validates and counts; the driver merges distinct values only, never
+the training rows) -> reads the files' footers (``pretrain.stream.plan_files``) -> each
+worker reads, encodes and trains on only its shard of each epoch (``pretrain.stream``:
+disjoint, equal-size, rotating per epoch), with DDP, validation AUC each epoch (validation
+arrays via the object store), a checkpoint per epoch from rank 0 (model, optimizer, best
+weights, early-stopping state) -> the driver takes the best weights, computes diagnostics
+and writes the version folder atomically. The training loop itself is the project's one
+core (``pretrain.loop.run_epochs``), shared with downstream training.
 
 Resume: an interrupted run leaves its epoch checkpoints under
 ``<checkpoint_root>/.runs/<run_key>/`` (run_key = hash of config, log, days). Re-running the
 same command continues from the last epoch checkpoint and ends in the same state as an
-uninterrupted run (seeded, per-epoch shuffles). The folder is removed once the version is
-written.
+uninterrupted run (seeded, per-epoch shards and shuffles). The folder is removed once the
+version is written.
+
+Reproducible by default (``train.deterministic``): seeds, deterministic torch ops and a
+fixed thread count make the same config and log give the same weights on CPU.
 """
 
 from __future__ import annotations
@@ -22,33 +29,40 @@ import json
 import math
 import shutil
 import tempfile
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import ray
 import torch
 
 from contracts import CheckpointManifest, DatasetSpec, config_hash
 from contracts.dataset import CANONICAL_USER_ID
 from engines import ensure_ray
-from pretrain.checkpoint import load_checkpoint, save_checkpoint
+from pretrain.checkpoint import LoadedModel, load_checkpoint, save_checkpoint
 from pretrain.config import ModelConfig, PretrainConfig, TrainConfig
 from pretrain.data import Arrays, num_rows, predict_logits, to_arrays
+from pretrain.device import check_device_config, seed_everything, training_device
 from pretrain.diagnostics import effective_ranks, erank_plot, task_metrics
 from pretrain.features import FeatureEncoder
 from pretrain.loop import array_windows, fit_epochs, make_optimizer, new_state
 from pretrain.metrics import auc
 from pretrain.model import FoundationModel
-from pretrain.stream import ingest_options, log_files_for_days, stream_windows, train_dataset
+from pretrain.stream import FilePlan, log_files_for_days, plan_files, shard_windows, stream_columns_for
+from pretrain.vocab import fit_vocabulary
 
 STATE_FILE = "state.pt"
+METRICS_FILE = "metrics.json"
 RUNS_DIR = ".runs"
 
-__all__ = ["fit_plain", "fit_with_ray_train", "train_foundation_model", "train_on_tables"]
+__all__ = ["fit_plain", "fit_with_ray_train", "prepare_training", "train_foundation_model", "train_on_tables"]
+
+EncoderFit = Callable[[int, "int | None"], FeatureEncoder]
 
 
 def train_foundation_model(
@@ -64,6 +78,8 @@ def train_foundation_model(
     """Train on ``train_days`` of the canonical log, early-stop on ``valid_days``; write
     ``<checkpoint_root>/<model_version>/`` and return (manifest, folder).
 
+    The training days are never read on the driver (only their footers and the vocabulary
+    counts); the validation days are (they are scored every epoch).
     ``_fail_after_epoch`` is fault injection for tests (a worker raises after reporting
     that epoch's checkpoint).
     """
@@ -71,15 +87,38 @@ def train_foundation_model(
 
     _check_days(train_days, valid_days)
     log_path = Path(log_path)
-    spec = read_log_spec(log_path)
-    train_tbl = read_log(log_path, train_days)
+    spec = read_log_spec(log_path).canonical()
+    init = _preflight(cfg, spec, Path(checkpoint_root))
+    files = log_files_for_days(log_path, train_days)
+    ensure_ray(ray_address)
+
+    def fit_encoder(min_count: int, max_vocab: int | None) -> FeatureEncoder:
+        return fit_vocabulary(files, spec, min_count, max_vocab, task_cpus=cfg.train.data_cpus)
+
+    encoder = _encoder(cfg, init, fit_encoder)
     valid_tbl = read_log(log_path, valid_days)
     data_version = f"{log_path.resolve()}@v{_log_version(log_path)} train={train_days[0]}..{train_days[-1]} " \
                    f"valid={valid_days[0]}..{valid_days[-1]}"
-    return train_on_tables(
-        cfg, spec, train_tbl, valid_tbl, checkpoint_root, data_version, ray_address,
-        train_files=log_files_for_days(log_path, train_days), _fail_after_epoch=_fail_after_epoch,
-    )
+    return _train(cfg, spec, init, encoder, plan_files(files), valid_tbl, Path(checkpoint_root), data_version,
+                  ray_address, _fail_after_epoch)
+
+
+def prepare_training(
+    log_path: str | Path, train_days: list[str], tcfg: TrainConfig, ray_address: str | None = None,
+) -> tuple[FeatureEncoder, FilePlan, list[tuple[int, int]]]:
+    """What the driver does before any worker starts, on the training days: the distributed
+    vocabulary (validating every row in the Ray tasks), the file plan (footers) and epoch 0's
+    shard ranges per worker. ``benchmarks.train --memory`` measures its driver memory."""
+    from datasources import read_log_spec
+    from pretrain.stream import shard_range
+
+    spec = read_log_spec(Path(log_path)).canonical()
+    files = log_files_for_days(log_path, train_days)
+    ensure_ray(ray_address)
+    encoder = fit_vocabulary(files, spec, tcfg.min_count, tcfg.max_vocab, task_cpus=tcfg.data_cpus)
+    plan = plan_files(files)
+    shards = [shard_range(plan.total_rows, 0, r, tcfg.num_workers) for r in range(tcfg.num_workers)]
+    return encoder, plan, shards
 
 
 def train_on_tables(
@@ -94,44 +133,87 @@ def train_on_tables(
     train_files: list[str] | None = None,
     _fail_after_epoch: int | None = None,
 ) -> tuple[CheckpointManifest, Path]:
-    """:func:`train_foundation_model` on tables already read (canonical columns).
+    """:func:`train_foundation_model` on tables already in memory (canonical columns).
 
-    ``train_files``: the Parquet files holding ``train_tbl``'s rows; the workers stream
-    them through Ray Data (in :func:`pretrain.stream.log_files_for_days` order). None =
-    stream ``train_tbl`` itself."""
+    The vocabulary is fitted on ``train_tbl`` in this process. ``train_files``: Parquet
+    files holding ``train_tbl``'s rows in stream order, which the workers read; None = the
+    table is written to one temporary Parquet file under ``<checkpoint_root>/.runs/``."""
     spec = spec.canonical()
     checkpoint_root = Path(checkpoint_root)
     if train_tbl.num_rows == 0:
         raise ValueError(f"no training rows ({data_version})")
     if valid_tbl.num_rows == 0:
         raise ValueError(f"no validation rows ({data_version})")
+    init = _preflight(cfg, spec, checkpoint_root)
+
+    def fit_encoder(min_count: int, max_vocab: int | None) -> FeatureEncoder:
+        enc = FeatureEncoder.fit(train_tbl, spec, min_count, max_vocab)
+        enc.encode(train_tbl)  # validation only: a bad row is named here, before any worker starts
+        return enc
+
+    encoder = _encoder(cfg, init, fit_encoder)
+    tmp_rows = None
+    if train_files is None:
+        tmp_rows = checkpoint_root / RUNS_DIR / f"{_run_key(cfg, data_version)}.rows"
+        tmp_rows.mkdir(parents=True, exist_ok=True)
+        pq.write_table(train_tbl.select(stream_columns_for(spec)), tmp_rows / "train.parquet",
+                       row_group_size=16_384)
+        train_files = [str(tmp_rows / "train.parquet")]
+    try:
+        ensure_ray(ray_address)
+        return _train(cfg, spec, init, encoder, plan_files(train_files), valid_tbl, checkpoint_root, data_version,
+                      ray_address, _fail_after_epoch)
+    finally:
+        if tmp_rows is not None:
+            shutil.rmtree(tmp_rows, ignore_errors=True)
+
+
+def _preflight(cfg: PretrainConfig, spec: DatasetSpec, checkpoint_root: Path) -> LoadedModel | None:
+    """Every config check that needs no training rows: device, task names, version, warm start."""
+    check_device_config(cfg.train.use_gpu, cfg.train.amp)
     _check_task_names(cfg.train, spec)
     if cfg.model_version and (checkpoint_root / cfg.model_version).exists():
         raise FileExistsError(f"checkpoint {checkpoint_root / cfg.model_version} already exists; pick another model_version")
-    init_state, lineage = None, []
-    if cfg.init_from:
-        init = load_checkpoint(cfg.init_from, expect_spec=spec)
-        if init.manifest.model_config_data != cfg.model.model_dump(mode="json"):
-            raise ValueError(
-                f"init_from {cfg.init_from}: its model config differs from this config's `model` section; "
-                "warm start needs the same architecture"
-            )
-        # Old values keep their indices (aligned with the old weights); new frequent ids get rows.
-        encoder = init.encoder.extend(train_tbl, cfg.train.min_count, cfg.train.max_vocab)
-        init_state = init.model.state_dict()
-        lineage = [*init.manifest.lineage, f"{init.manifest.model_version} {init.manifest.data_version}"]
-    else:
-        encoder = FeatureEncoder.fit(train_tbl, spec, cfg.train.min_count, cfg.train.max_vocab)
-    encoder.encode(train_tbl)  # validation only: a bad row is named here, before any worker starts
+    if not cfg.init_from:
+        return None
+    init = load_checkpoint(cfg.init_from, expect_spec=spec)
+    if init.manifest.model_config_data != cfg.model.model_dump(mode="json"):
+        raise ValueError(
+            f"init_from {cfg.init_from}: its model config differs from this config's `model` section; "
+            "warm start needs the same architecture"
+        )
+    return init
+
+
+def _encoder(cfg: PretrainConfig, init: LoadedModel | None, fit_encoder: EncoderFit) -> FeatureEncoder:
+    if init is None:
+        return fit_encoder(cfg.train.min_count, cfg.train.max_vocab)
+    # Old values keep their indices (aligned with the old weights); new frequent ids get rows.
+    return init.encoder.extend_with(fit_encoder(cfg.train.min_count, None), cfg.train.min_count, cfg.train.max_vocab)
+
+
+def _train(
+    cfg: PretrainConfig, spec: DatasetSpec, init: LoadedModel | None, encoder: FeatureEncoder, plan: FilePlan,
+    valid_tbl: pa.Table, checkpoint_root: Path, data_version: str, ray_address: str | None,
+    fail_after_epoch: int | None,
+) -> tuple[CheckpointManifest, Path]:
+    if plan.total_rows == 0:
+        raise ValueError(f"no training rows ({data_version})")
+    if valid_tbl.num_rows == 0:
+        raise ValueError(f"no validation rows ({data_version})")
+    if plan.total_rows < cfg.train.num_workers:
+        raise ValueError(f"{plan.total_rows} training rows for {cfg.train.num_workers} workers ({data_version})")
     valid_arr = to_arrays(encoder.encode(valid_tbl))
+    init_state = init.model.state_dict() if init is not None else None
+    lineage = [*init.manifest.lineage, f"{init.manifest.model_version} {init.manifest.data_version}"] if init else []
 
     run_key = _run_key(cfg, data_version)
     run_dir = checkpoint_root / RUNS_DIR / run_key
     if not cfg.train.resume and run_dir.exists():
         shutil.rmtree(run_dir)
     final_state = fit_with_ray_train(
-        cfg.model, cfg.train, spec, encoder, train_files if train_files is not None else train_tbl, valid_arr, run_dir,
-        init_state=init_state, ray_address=ray_address, fail_after_epoch=_fail_after_epoch,
+        cfg.model, cfg.train, spec, encoder, plan, valid_arr, run_dir,
+        init_state=init_state, ray_address=ray_address, fail_after_epoch=fail_after_epoch,
     )
 
     model = FoundationModel(cfg.model, spec, encoder.vocab_sizes)
@@ -166,19 +248,21 @@ def fit_with_ray_train(
     tcfg: TrainConfig,
     spec: DatasetSpec,
     encoder: FeatureEncoder,
-    train_source: list[str] | pa.Table,
+    train_source: FilePlan | list[str],
     valid_arr: Arrays,
     run_dir: Path,
     init_state: dict[str, torch.Tensor] | None = None,
     ray_address: str | None = None,
     fail_after_epoch: int | None = None,
 ) -> dict[str, Any]:
-    """Run the TorchTrainer on ``train_source`` (Parquet files or a table, streamed through
-    Ray Data and encoded by ``encoder``); returns the last epoch state (``best_state``,
-    ``epoch``, ``history``)."""
-    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+    """Run the TorchTrainer on ``train_source`` (a file plan, or Parquet files in stream
+    order): each worker reads and encodes only its shard of each epoch; returns the last
+    epoch state (``best_state``, ``epoch``, ``history``)."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
+    check_device_config(tcfg.use_gpu, tcfg.amp)
+    plan = train_source if isinstance(train_source, FilePlan) else plan_files(list(train_source))
     ensure_ray(ray_address)
     run_dir = Path(run_dir).resolve()
     resume_path = _last_epoch_state(run_dir) if tcfg.resume else None
@@ -188,22 +272,19 @@ def fit_with_ray_train(
         "spec": spec.model_dump(mode="json"),
         "vocab_sizes": encoder.vocab_sizes,
         "encoder_json": encoder.to_json(),
+        "plan": {"files": plan.files, "row_groups": plan.row_groups},
         # A ref, not arrays: the object store ships it once per node, not per pickle.
         "valid_ref": ray.put(valid_arr),
         "init_ref": ray.put(init_state) if init_state is not None else None,
         "resume_path": str(resume_path) if resume_path else None,
         "fail_after_epoch": fail_after_epoch,
     }
+    resources = {"CPU": tcfg.cpus_per_worker, **({"GPU": 1} if tcfg.use_gpu else {})}
     trainer = TorchTrainer(
         _worker_loop,
         train_loop_config=config,
-        # Every worker iterates the whole stream and keeps its share of each window
-        # (deterministic, unlike a dynamic split): see pretrain.stream.
-        datasets={"train": train_dataset(train_source, encoder, tcfg.data_cpus)},
-        dataset_config=DataConfig(datasets_to_split=[], execution_options={"train": ingest_options()}),
-        scaling_config=ScalingConfig(
-            num_workers=tcfg.num_workers, use_gpu=False, resources_per_worker={"CPU": tcfg.cpus_per_worker}
-        ),
+        scaling_config=ScalingConfig(num_workers=tcfg.num_workers, use_gpu=tcfg.use_gpu,
+                                     resources_per_worker=resources),
         run_config=RunConfig(
             name=run_dir.name,
             storage_path=str(run_dir.parent),
@@ -211,27 +292,30 @@ def fit_with_ray_train(
             failure_config=FailureConfig(max_failures=0),
         ),
     )
+    watcher = _ProgressWatcher(run_dir, tcfg.epochs)
+    watcher.start()
     try:
         result = trainer.fit()
     except Exception as e:
         done = _last_epoch_state(run_dir)
         hint = f"; epoch checkpoints kept in {run_dir}, rerun the same command to resume" if done else ""
         raise RuntimeError(f"pretraining failed: {e}{hint}") from e
-    state_path = None
+    finally:
+        watcher.stop()
     if result.checkpoint is not None:
         with result.checkpoint.as_directory() as d:
             if (Path(d) / STATE_FILE).is_file():
-                return torch.load(Path(d) / STATE_FILE, weights_only=True)
+                return _load_state(Path(d) / STATE_FILE)
     state_path = _last_epoch_state(run_dir)
     if state_path is None:
         raise RuntimeError(f"pretraining finished without an epoch checkpoint in {run_dir}")
-    return torch.load(state_path, weights_only=True)
+    return _load_state(state_path)
 
 
 def _worker_loop(config: dict[str, Any]) -> None:
-    """Per-worker body: DDP over gloo (``prepare_model``), sharded epochs, gathered
-    validation, a checkpoint per epoch from rank 0, early stopping agreed by all ranks
-    (every rank sees the same gathered AUC)."""
+    """Per-worker body: DDP (``prepare_model``: gloo on CPU, NCCL on GPU), this worker's shard
+    of each epoch, gathered validation, a checkpoint per epoch from rank 0, early stopping
+    agreed by all ranks (every rank sees the same gathered AUC)."""
     import ray.train
     import ray.train.torch
 
@@ -240,7 +324,8 @@ def _worker_loop(config: dict[str, Any]) -> None:
     mcfg = ModelConfig.model_validate(config["model"])
     tcfg = TrainConfig.model_validate(config["train"])
     spec = DatasetSpec.model_validate(config["spec"])
-    model, opt = build_model_and_optimizer(mcfg, tcfg, spec, config["vocab_sizes"])
+    device = training_device(tcfg.use_gpu)
+    model, opt = build_model_and_optimizer(mcfg, tcfg, spec, config["vocab_sizes"], device)
     if config["init_ref"] is not None:
         with torch.no_grad():
             model.load_warm_start(ray.get(config["init_ref"]))
@@ -250,20 +335,32 @@ def _worker_loop(config: dict[str, Any]) -> None:
         model.load_state_dict(restored["model"])
         opt.load_state_dict(restored["optim"])
         state = {**restored, "resumed_from_epoch": int(restored["epoch"])}
-    ddp_model = ray.train.torch.prepare_model(model)
+    ddp_model = ray.train.torch.prepare_model(model) if world > 1 else model
     valid_arr = ray.get(config["valid_ref"])
-    train_it = ray.train.get_dataset_shard("train")
+    plan = FilePlan(config["plan"]["files"], config["plan"]["row_groups"])
     fail_after = config["fail_after_epoch"]
-
     encoder = FeatureEncoder.from_json(config["encoder_json"])
+    counter: dict[str, int] = {}
 
     def windows(epoch: int) -> Iterator[Arrays]:
-        return stream_windows(train_it, tcfg.shuffle_window, encoder)
+        counter["rows_read"] = 0
+        return shard_windows(plan, encoder, tcfg.shuffle_window, epoch, rank, world, counter)
+
+    def extras(epoch: int) -> dict[str, Any]:
+        mine = int(counter.get("rows_read", 0))
+        if world > 1:
+            import torch.distributed as dist
+
+            got: list[Any] = [None] * world
+            dist.all_gather_object(got, mine)
+            return {"rows_read_per_worker": [int(g) for g in got]}
+        return {"rows_read_per_worker": [mine]}
 
     def on_epoch_end(st: dict, metrics: dict) -> None:
         if rank == 0:
             with tempfile.TemporaryDirectory() as d:
                 torch.save(st, Path(d) / STATE_FILE)
+                (Path(d) / METRICS_FILE).write_text(json.dumps(metrics))
                 ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
         else:
             ray.train.report(metrics)
@@ -274,16 +371,18 @@ def _worker_loop(config: dict[str, Any]) -> None:
         return _gathered_valid_auc(m, arrays, task, rank, world)
 
     fit_epochs(model, ddp_model, opt, state, windows, valid_arr, list(spec.tasks), tcfg, valid_auc,
-               on_epoch_end, rank, world)
+               on_epoch_end, rank, world, device=device, epoch_extras=extras)
 
 
 def build_model_and_optimizer(
-    mcfg: ModelConfig, tcfg: TrainConfig, spec: DatasetSpec, vocab_sizes: dict[str, int]
+    mcfg: ModelConfig, tcfg: TrainConfig, spec: DatasetSpec, vocab_sizes: dict[str, int],
+    device: torch.device | None = None,
 ) -> tuple[FoundationModel, torch.optim.Optimizer]:
     """Seeded construction, identical in every worker and in the plain loop."""
-    torch.set_num_threads(tcfg.torch_threads or max(1, int(tcfg.cpus_per_worker)))
-    torch.manual_seed(tcfg.seed)
+    seed_everything(tcfg.seed, tcfg.torch_threads or max(1, int(tcfg.cpus_per_worker)), tcfg.deterministic)
     model = FoundationModel(mcfg, spec, vocab_sizes)
+    if device is not None:
+        model.to(device)
     return model, make_optimizer(model, tcfg)
 
 
@@ -291,8 +390,11 @@ def fit_plain(
     mcfg: ModelConfig, tcfg: TrainConfig, spec: DatasetSpec, vocab_sizes: dict[str, int],
     train_arr: Arrays, valid_arr: Arrays, init_state: dict[str, torch.Tensor] | None = None,
 ) -> dict[str, Any]:
-    """The same training in this process, without Ray (reference for tests and benchmarks)."""
-    model, opt = build_model_and_optimizer(mcfg, tcfg, spec, vocab_sizes)
+    """The same training in this process, without Ray (reference for tests and benchmarks):
+    one worker's view of the same rows in stream order."""
+    check_device_config(tcfg.use_gpu, tcfg.amp)
+    device = training_device(tcfg.use_gpu)
+    model, opt = build_model_and_optimizer(mcfg, tcfg, spec, vocab_sizes, device)
     if init_state is not None:
         with torch.no_grad():
             model.load_warm_start(init_state)
@@ -304,8 +406,57 @@ def fit_plain(
     def windows(epoch: int) -> Iterator[Arrays]:
         return array_windows(train_arr, tcfg.shuffle_window)
 
+    n = num_rows(train_arr)
     return fit_epochs(model, model, opt, state, windows, valid_arr, list(spec.tasks), tcfg, valid_auc,
-                      lambda st, metrics: None)
+                      lambda st, metrics: None, device=device,
+                      epoch_extras=lambda epoch: {"rows_read_per_worker": [n]}, progress_task="pretrain.epoch")
+
+
+class _ProgressWatcher:
+    """Reports each epoch checkpoint's metrics (written by rank 0) as ``pretrain.epoch``
+    progress from the driver, while ``trainer.fit()`` blocks it."""
+
+    def __init__(self, run_dir: Path, epochs: int, every_s: float = 1.0):
+        self.run_dir, self.epochs, self.every_s = run_dir, epochs, every_s
+        self.seen: set[int] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="pretrain-progress", daemon=True)
+
+    def start(self) -> None:
+        self.seen = {e for e, _ in self._scan()}  # epochs of an earlier (resumed) attempt were reported then
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self._poll()
+
+    def _scan(self) -> list[tuple[int, dict]]:
+        out = []
+        for f in self.run_dir.glob(f"checkpoint_*/{METRICS_FILE}"):
+            try:
+                m = json.loads(f.read_text())
+                out.append((int(m["epoch"]), m))
+            except Exception:
+                continue  # being written
+        return sorted(out, key=lambda x: x[0])
+
+    def _poll(self) -> None:
+        from engines.progress import report_progress
+
+        for epoch, m in self._scan():
+            if epoch not in self.seen:
+                self.seen.add(epoch)
+                report_progress("pretrain.epoch", epoch, self.epochs, loss=round(float(m["train_loss"]), 5),
+                                valid_auc=round(float(m["valid_auc"]), 5))
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every_s):
+            self._poll()
+
+
+def _load_state(path: Path) -> dict[str, Any]:
+    return torch.load(path, weights_only=True, map_location="cpu")
 
 
 def _restore(config: dict[str, Any]) -> dict[str, Any] | None:
@@ -315,9 +466,9 @@ def _restore(config: dict[str, Any]) -> dict[str, Any] | None:
     if ckpt is not None:
         with ckpt.as_directory() as d:
             if (Path(d) / STATE_FILE).is_file():
-                return torch.load(Path(d) / STATE_FILE, weights_only=True)
+                return _load_state(Path(d) / STATE_FILE)
     if config["resume_path"]:
-        return torch.load(config["resume_path"], weights_only=True)
+        return _load_state(Path(config["resume_path"]))
     return None
 
 
@@ -348,7 +499,7 @@ def _last_epoch_state(run_dir: Path) -> Path | None:
         return None
     for f in run_dir.glob(f"checkpoint_*/{STATE_FILE}"):
         try:
-            epoch = int(torch.load(f, weights_only=True)["epoch"])
+            epoch = int(_load_state(f)["epoch"])
         except Exception:
             continue  # a partly persisted checkpoint: ignore it
         if best is None or epoch > best[0]:

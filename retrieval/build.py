@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import shutil
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -63,6 +64,8 @@ def build_index(
     future: tuple[np.ndarray, list[list[str]]] | None = None,
     *,
     expect_model_version: str | None = None,
+    decide: "Callable[[IndexManifest], IndexManifest] | None" = None,
+    augment: "Callable[[np.ndarray, np.ndarray], np.ndarray] | None" = None,
 ) -> IndexManifest:
     """Build, evaluate and publish an index over partition ``ds`` of ``table_path``.
 
@@ -70,6 +73,11 @@ def build_index(
     None = sampled item vectors plus noise. future: optional (user vectors (nu, dim),
     items each user interacted with after ``ds``) for hit-rate@K in the manifest.
     expect_model_version: refuse a partition written by another model version.
+    augment: ``(ids, vectors (n, d)) -> (n, d')``: the vectors actually indexed (e.g. IR plus
+    the query tower's popularity column); the manifest's ``dim`` is ``d'``.
+    decide: called with the measured manifest once the ANN-recall gate passed; returns it
+    completed (e.g. with ``quality``). When its ``quality.promoted`` is False the version
+    folder is still written (kept, prunable like any other) but CURRENT is not switched.
     Raises :class:`SourceError` for bad input and :class:`RecallBelowTarget` when the
     index misses ``cfg.recall_target``; in both cases (and any other failure) CURRENT
     and the published versions are untouched.
@@ -84,14 +92,17 @@ def build_index(
             f"{table_path} ds={ds}: model_version is {snap.model_version!r}, expected {expect_model_version!r}"
         )
     vectors = faiss_index.normalise(snap.vectors) if cosine else snap.vectors
+    if augment is not None:
+        vectors = np.ascontiguousarray(augment(snap.ids, vectors), dtype=np.float32)
+    dim = vectors.shape[1]
     q = prepare_queries(queries, vectors, cfg)
     if future is not None:
         fut_vecs = np.asarray(future[0], dtype=np.float32)
-        if fut_vecs.ndim != 2 or fut_vecs.shape[1] != snap.dim:
-            raise SourceError(f"hit-rate users: dimension mismatch, shape {fut_vecs.shape}, items have dim {snap.dim}")
+        if fut_vecs.ndim != 2 or fut_vecs.shape[1] != dim:
+            raise SourceError(f"hit-rate users: dimension mismatch, shape {fut_vecs.shape}, items have dim {dim}")
 
     n = len(snap.ids)
-    factory = cfg.factory or faiss_index.auto_factory(n, snap.dim, cfg.flat_max_items)
+    factory = cfg.factory or faiss_index.auto_factory(n, dim, cfg.flat_max_items)
     tb = time.perf_counter()
     index = faiss_index.build(factory, vectors, cfg.train_sample, cfg.seed, cfg.use_gpu)
     build_s = time.perf_counter() - tb
@@ -128,7 +139,7 @@ def build_index(
         factory=factory,
         params=manifest_params,
         num_items=n,
-        dim=snap.dim,
+        dim=dim,
         recall_at_k=recall,
     )
     if future is not None:
@@ -141,6 +152,9 @@ def build_index(
             manifest,
         )
 
+    if decide is not None:
+        manifest = decide(manifest)
+    live = manifest.quality is None or manifest.quality.promoted
     tmp = store.temp_dir(root)
     try:
         size = store.write_index_file(tmp, index)
@@ -150,6 +164,9 @@ def build_index(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    if not live:
+        log.warning("index %s kept but not promoted: %s", version, manifest.quality.refused)
+        return manifest
     store.set_current(root, version)
     gone = store.prune(root, cfg.keep_versions)
     log.info("index %s live (%s, recall %s); pruned %s", version, factory, recall, gone)

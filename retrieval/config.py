@@ -7,6 +7,69 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from contracts import REPRESENTATION_TABLES, StrictModel
+from contracts.tables import PUBLISHED_TABLES
+
+
+class QueryTowerConfig(StrictModel):
+    """The query tower (retrieval/query_tower.py): user tables -> IR space, trained on the
+    split's train days, its epoch chosen on the valid days (docs/retrieval.md)."""
+
+    inputs: list[str] = Field(
+        default_factory=lambda: ["user_ur", "user_cr"],
+        description="User tables concatenated as the tower's input (chosen by benchmarks.retrieval_quality).",
+    )
+    hidden: int = Field(64, ge=0, description="Width of the one ReLU layer; 0 = linear map.")
+    epochs: int = Field(20, ge=1, description="Maximum epochs; the best on validation recall@gate.k is kept.")
+    patience: int = Field(2, ge=1, description="Stop after this many epochs without a better validation recall.")
+    batch_size: int = Field(512, ge=2, description="Positives per batch (= in-batch negatives + 1).")
+    lr: float = Field(3e-3, gt=0)
+    temperature: float = Field(
+        0.2, gt=0, description="Softmax temperature of <q, IR> logits (0.2 won on validation on both benchmark logs)."
+    )
+    random_negatives: int = Field(0, ge=0, description="Uniform catalogue negatives added to each batch.")
+    logq: bool = Field(True, description="Subtract log sampling probability from every logit (Yi et al. 2019).")
+    task: str | None = Field(None, description="Label column whose positives train and evaluate; None = first task.")
+    popularity_column: bool = Field(
+        True, description="Append log share of positives to IR (index and training): an item-bias coordinate "
+        "the tower's query can weight; user_query then has IR dim + 1.",
+    )
+    exclude_seen: bool = Field(
+        True, description="Items the user interacted with before are neither retrieved nor counted as targets."
+    )
+    seed: int = 0
+
+    @field_validator("inputs")
+    @classmethod
+    def _user_inputs(cls, v: list[str]) -> list[str]:
+        users = sorted(n for n, t in REPRESENTATION_TABLES.items() if t.entity == "user")
+        bad = [n for n in v if n not in users]
+        if not v or bad:
+            raise ValueError(f"inputs {bad or v}: expected a non-empty list of {users}")
+        return list(dict.fromkeys(v))
+
+
+class PromotionGateConfig(StrictModel):
+    """When a new index version may replace the live one (besides the ANN-recall gate)."""
+
+    k: int = Field(50, ge=1, description="recall@k on the held-out day decides.")
+    max_drop: float = Field(
+        0.1, ge=0.0, le=1.0, description="Refuse when recall@k < (1 - max_drop) x the live version's on the same day."
+    )
+    beat_popularity: bool = Field(
+        True, description="Refuse when recall@k is below popularity's by more than popularity_z standard errors."
+    )
+    popularity_z: float = Field(
+        2.0, ge=0.0, description="Standard errors (of the paired per-user recall@k difference) by which the version "
+        "may trail popularity and still pass: below that the loss is noise of the held-out day. 0 = must beat it.",
+    )
+    popularity_tolerance: float = Field(
+        0.0, ge=0.0, lt=1.0, description="Also let a relative shortfall up to this pass (0 = none).",
+    )
+    min_users: int = Field(
+        500, ge=1, description="Fewer evaluated users than this: the quality is recorded but does not decide. "
+        "Below ~500 users one day's recall@50 has a standard error of 0.02 or more, and the tower is trained on "
+        "too few pairs to be judged (the 300-user logs of the pipeline tests land here).",
+    )
 
 
 class RetrievalConfig(StrictModel):
@@ -45,6 +108,12 @@ class RetrievalConfig(StrictModel):
         "(skipped when the log has none); 0 = off.",
     )
     hit_rate_task: str | None = Field(None, description="Label column whose positives count; None = first task.")
+    query_tower: QueryTowerConfig | None = Field(
+        default_factory=QueryTowerConfig,
+        description="Train the query tower, publish user_query and index item_ir for it (the daily run); "
+        "None = index source_table evaluated with query_table vectors only (no quality gate).",
+    )
+    promotion: PromotionGateConfig = Field(default_factory=PromotionGateConfig)
     seed: int = 0
 
     @field_validator("source_table")
@@ -61,9 +130,9 @@ class RetrievalConfig(StrictModel):
     def _user_table(cls, v: str | None) -> str | None:
         if v is None:
             return v
-        t = REPRESENTATION_TABLES.get(v)
+        t = PUBLISHED_TABLES.get(v)
         if t is None or t.entity != "user":
-            users = sorted(n for n, t in REPRESENTATION_TABLES.items() if t.entity == "user")
+            users = sorted(n for n, t in PUBLISHED_TABLES.items() if t.entity == "user")
             raise ValueError(f"{v!r} is not a user table; expected one of {users}")
         return v
 

@@ -65,17 +65,22 @@ def decayed_snapshot(keys: np.ndarray, t: np.ndarray, v: np.ndarray, cutoff: flo
     return ents, s, n, last
 
 
-def _read_layer(samples_dir: Path, layer: str) -> tuple[pa.Table, str] | None:
-    """The day's samples with the layer's column, or None when the day lacks the layer."""
+def _read_layer(samples_dir: Path, layer: str, sample_type: str | None = None) -> tuple[pa.Table, str] | None:
+    """The day's samples with the layer's column (only ``sample_type`` ones when given: the
+    daily CR tables fold ad samples only), or None when the day lacks the layer."""
+    import pyarrow.compute as pc
+
     from extract.samples import read_marker
 
     marker = read_marker(samples_dir)
     if layer not in marker.layers:
         return None
     col = marker.layers[layer]
-    cols = ["user_id", "item_id", "event_time", col]
-    parts = [pq.read_table(samples_dir / s, columns=cols) for s in marker.shards]
-    return pa.concat_tables(parts), col
+    cols = ["user_id", "item_id", "event_time", col] + (["sample_type"] if sample_type else [])
+    rows = pa.concat_tables([pq.read_table(samples_dir / s, columns=cols) for s in marker.shards])
+    if sample_type:
+        rows = rows.filter(pc.equal(rows["sample_type"], sample_type)).drop(["sample_type"])
+    return rows, col
 
 
 def publish_layer_tables(
@@ -86,6 +91,7 @@ def publish_layer_tables(
     *,
     tau_seconds: float | None = None,
     normalisation: str | None = None,
+    cr_samples: str = "ad",
 ) -> dict[str, Path]:
     """Publish CR(u) and CR(i) of every layer in ``layers`` for each of ``days``.
 
@@ -94,7 +100,9 @@ def publish_layer_tables(
     (``run_root/samples/ds=<d>``) are used where they hold the layer; otherwise every log
     day up to the last snapshot is extracted into ``layers/samples/ds=<d>`` first (one
     Ray Data job for all missing layers). Snapshots already published for this model
-    version are skipped. Returns layer -> its RunLayout root.
+    version are skipped. ``cr_samples`` (``"ad"`` or ``"all"``) is the daily job's
+    ``AggregateConfig.cr_samples``: which samples the CR states fold. Returns layer -> its
+    RunLayout root.
     """
     from datasources import log_days
     from engines import delta_io
@@ -119,7 +127,7 @@ def publish_layer_tables(
     base = TableProperties.from_delta(delta_io.table_configuration(daily)) if delta_io.exists(daily) else None
     tau = tau_seconds or (base.tau_seconds if base and base.tau_seconds else 7 * 86400.0)
     norm = normalisation or (base.normalisation if base else "l2")
-    chash = hashlib.sha256(f"layers|{tau}|{norm}".encode()).hexdigest()[:16]
+    chash = hashlib.sha256(f"layers|{tau}|{norm}|{cr_samples}".encode()).hexdigest()[:16]
 
     todo = {l: [d for d in days if not all(already_published(layer_root(run_root, l) / "tables" / n, n, mv, d)
                                            for n in CR_TABLES)] for l in layers}
@@ -133,7 +141,7 @@ def publish_layer_tables(
         src = side if layer in lacking else layout.samples(log_d[0]).parent
         parts = []
         for d in log_d:
-            got = _read_layer(src / f"ds={d}", layer)
+            got = _read_layer(src / f"ds={d}", layer, None if cr_samples == "all" else cr_samples)
             if got is None:
                 raise ValueError(f"{src / f'ds={d}'}: layer {layer!r} was not extracted")
             parts.append(got[0].rename_columns(["user_id", "item_id", "event_time", "cr"]))

@@ -1,11 +1,18 @@
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 import pyarrow as pa
 import pytest
 
 from contracts import DatasetSpec
-from datasources import LogValidationError, canonicalize, ingest, log_days, read_log, read_log_spec
+from datasources import (
+    LogValidationError,
+    canonicalize,
+    ingest,
+    log_days,
+    read_log,
+    read_log_spec,
+)
 from datasources.ingest import build_sequences
 
 SPEC = DatasetSpec(name="t", user_id="uid", item_id="iid", event_time="ts", scenario="scen",
@@ -13,11 +20,14 @@ SPEC = DatasetSpec(name="t", user_id="uid", item_id="iid", event_time="ts", scen
                    sequence={"item_field": "iid", "max_len": 2, "positive_task": "click"})
 
 
+T0 = 1_772_323_200  # 2026-03-01 00:00 UTC
+
+
 def raw(**over):
     cols = {
         "uid": pa.array([1, 1, 2, 1], pa.int64()),
         "iid": pa.array(["x", "y", "x", "z"]),
-        "ts": pa.array([100, 200, 200, 90_000], pa.int64()),
+        "ts": pa.array([T0 + 100, T0 + 200, T0 + 200, T0 + 90_000], pa.int64()),
         "scen": pa.array([1, 2, 1, 1], pa.int32()),
         "click": pa.array([1, 1, 0, 0], pa.int8()),
         "age": pa.array(["20", "20", "30", "20"]),
@@ -29,7 +39,7 @@ def raw(**over):
 
 def test_canonical_log_and_sequences(tmp_path):
     days = ingest(raw(), SPEC, tmp_path / "log")
-    assert days == ["1970-01-01", "1970-01-02"]
+    assert days == ["2026-03-01", "2026-03-02"]
     assert log_days(tmp_path / "log") == days
     assert read_log_spec(tmp_path / "log") == SPEC.canonical()
     t = read_log(tmp_path / "log")
@@ -57,11 +67,11 @@ def test_build_sequences_matches_a_plain_loop():
     "over, message",
     [
         ({"cat": None}, r"missing column\(s\) 'cat' \(spec key item_features\)"),
-        ({"ts": pa.array(["a", "b", "c", "d"])}, r"'ts' \(spec key event_time\) must be a timestamp"),
-        ({"scen": pa.array([1, 2, 7, 1], pa.int32())}, r"unknown scenario id 7 at row 2"),
-        ({"click": pa.array([1, 2, 0, 0], pa.int8())}, r"label column 'click' has value 2.0 at row 1"),
-        ({"uid": pa.array([1, None, 2, 1], pa.int64())}, r"'uid' has 1 null id\(s\), first at row 1"),
-        ({"iid": pa.array([1.5, 2.0, 3.0, 4.0])}, r"'iid' must be string or integer"),
+        ({"ts": pa.array(["a", "b", "c", "d"])}, r"'ts' \(spec key event_time\) row 0: value 'a': not an ISO-8601 timestamp"),
+        ({"scen": pa.array([1, 2, 7, 1], pa.int32())}, r"'scen' \(spec key scenario\) row 2: value 7: unknown scenario id"),
+        ({"click": pa.array([1, 2, 0, 0], pa.int8())}, r"'click' \(spec key tasks\) row 1: value 2.0: labels must be 0, 1 or null"),
+        ({"uid": pa.array([1, None, 2, 1], pa.int64())}, r"'uid' \(spec key user_id\) row 1: value None: null id"),
+        ({"iid": pa.array([1.5, 2.0, 3.0, 4.0])}, r"'iid' \(spec key item_id\): must be string or integer"),
     ],
 )
 def test_bad_input_is_named_and_nothing_is_written(tmp_path, over, message):
@@ -75,7 +85,7 @@ def test_bad_input_is_named_and_nothing_is_written(tmp_path, over, message):
 
 def test_bad_sample_type(tmp_path):
     spec = SPEC.model_copy(update={"sample_type": "kind"})
-    with pytest.raises(LogValidationError, match=r"'kind'.*'banner' at row 3"):
+    with pytest.raises(LogValidationError, match=r"'kind'.* row 3: value 'banner'"):
         canonicalize(raw(kind=pa.array(["ad", "content", "ad", "banner"])), spec)
 
 
@@ -86,6 +96,6 @@ def test_empty_day_is_an_error(tmp_path):
 
 
 def test_timestamps_and_days_are_utc(tmp_path):
-    ts = pa.array([datetime(2026, 3, 1, 23, 30, tzinfo=timezone.utc)] * 4, pa.timestamp("s", tz="UTC"))
+    ts = pa.array([datetime(2026, 3, 1, 23, 30, tzinfo=UTC)] * 4, pa.timestamp("s", tz="UTC"))
     t = canonicalize(raw(ts=ts), SPEC)
     assert set(t["ds"].to_pylist()) == {"2026-03-01"}

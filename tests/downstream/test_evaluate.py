@@ -71,3 +71,18 @@ def test_shipped_config_loads_with_defaults():
 
     cfg = load_config(Path(__file__).resolve().parents[2] / "configs" / "downstream.yaml", DownstreamConfig)
     assert cfg == DownstreamConfig()
+
+
+def test_summarise_reports_the_validation_auc_methods_are_chosen_on():
+    import numpy as np
+
+    from downstream.evaluate import summarise
+    from downstream.train import FitResult
+
+    runs = [FitResult(0.61, {"click": 0.70}, 4, 2), FitResult(0.67, {"click": 0.72}, 5, 3),
+            FitResult(0.64, {"click": float("nan")}, 3, 1)]
+    s = summarise(runs, ["click"])
+    assert s["valid_auc"] == pytest.approx(np.mean([0.61, 0.67, 0.64]))
+    assert s["valid_auc_std"] == pytest.approx(np.std([0.61, 0.67, 0.64], ddof=1))
+    assert s["test_auc"]["click"] == pytest.approx(0.71)  # NaN seeds left out of the test mean
+    assert [r["valid_auc"] for r in s["per_seed"]] == [0.61, 0.67, 0.64]

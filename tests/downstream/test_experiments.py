@@ -3,6 +3,7 @@
 import json
 import math
 from datetime import datetime, timezone
+from pathlib import Path
 
 import pytest
 import torch
@@ -10,7 +11,11 @@ import torch
 from contracts import CheckpointManifest, ConfigError
 from datasources import read_log
 from downstream import DownstreamConfig
-from downstream.experiments import TransferExperimentConfig, main, run_transfer_experiment
+from downstream.experiments import (
+    TransferExperimentConfig,
+    main,
+    run_transfer_experiment,
+)
 from pretrain import FeatureEncoder, FoundationModel, ModelConfig
 from pretrain.checkpoint import save_checkpoint
 from tests.downstream.synth import DAYS, make_run
@@ -33,22 +38,115 @@ def test_transfer_experiment_writes_table_and_json(tmp_path):
     log, spec = make_run(tmp_path, rows_per_day=600)
     ckpt = _checkpoint(tmp_path, log, spec)
     cfg = TransferExperimentConfig(
-        downstream=DownstreamConfig(epochs=2, batch_size=256, seeds=[0]), adapters=["linear"], module_k=[0, 2]
+        downstream=DownstreamConfig(epochs=2, batch_size=256, seeds=[0]), adapters=["linear", "gate_linear"],
+        module_k=[0, 2], workers=2,
     )
     out = run_transfer_experiment(log, tmp_path, tmp_path / "report", cfg, checkpoint=ckpt)
     json.dumps(out)
-    for key in ("dataset", "seeds", "scenarios", "scenarios_improved", "small_scenario", "vanilla_auc",
-                "best_transfer_auc", "best_method", "lift"):
+    for key in ("dataset", "seeds", "scenarios", "scenarios_improved", "small_scenario", "vanilla_auc", "picked_on",
+                "picked_method", "lift", "mean_picked_test_auc", "mean_vanilla_test_auc", "default_method",
+                "default_scenarios_improved", "wall_s", "valid_best_method", "upper_bound_best_on_test"):
         assert key in out
-    assert out["seeds"] == [0] and out["scenarios"] == [0, 1]
+    assert out["picked_on"] == "valid" and out["default_method"] == "gate_linear:UR+IR+CR"
+    assert out["seeds"] == [0] and sorted(out["scenarios"]) == [0, 1]
+    assert out["scenarios"][0] == out["small_scenario"]  # smallest first: the headline is measured first
     methods = out["table"]["0"]["methods"]
-    assert set(methods) == {"vanilla", "linear:UR+IR+CR", "gate:UR", "gate:UR+IR", "gate:UR+IR+CR", "gate+cross:UR+IR+CR",
-                            "model:retrieval", "module:k=0", "module:k=2"}
-    assert all(not math.isnan(m["test_auc"]["click"]) for m in methods.values())
-    assert out["lift"] == out["best_transfer_auc"] - out["vanilla_auc"]
+    assert set(methods) == {"vanilla", "linear:UR+IR+CR", "gate_linear:UR+IR+CR", "gate:UR", "gate:UR+IR",
+                            "gate:UR+IR+CR", "gate+cross:UR+IR+CR", "model:retrieval", "module:k=0", "module:k=2"}
+    assert all(not math.isnan(m["test_auc"]["click"]) and not math.isnan(m["valid_auc"]) for m in methods.values())
+    # the pick is the best mean validation AUC over the seeds' cells (reference: the per-seed numbers)
+    for s, row in out["table"].items():
+        means = {m: sum(c["valid_auc"] for c in v["per_seed"]) / len(v["per_seed"])
+                 for m, v in row["methods"].items() if m != "vanilla"}
+        assert row["picked_method"] == max(means, key=means.get)
+        assert out["picks"][s] == row["picked_method"]
+    small = out["table"][str(out["small_scenario"])]
+    assert out["lift"] == pytest.approx(small["methods"][small["picked_method"]]["test_auc"]["click"]
+                                        - small["methods"]["vanilla"]["test_auc"]["click"])
+    assert out["mean_vanilla_test_auc"] == pytest.approx(
+        sum(r["methods"]["vanilla"]["test_auc"]["click"] for r in out["table"].values()) / 2)
+    assert out["cells"]["computed"] == 2 * 10 and out["cells"]["reused"] == 0
     md = (tmp_path / "report" / "transfer.md").read_text()
-    assert "| gate:UR+IR |" in md and "± " in md
+    assert "| gate:UR+IR |" in md and "± " in md and "(picked)" in md and "upper bound" in md
     assert (tmp_path / "report" / "transfer_auc.png").stat().st_size > 1000
+    # the same inputs again: every cell is reused, the numbers are identical; two cells
+    # removed are recomputed in this process (workers: 1) to the same numbers as the pool's
+    folder = Path(out["cells"]["folder"])
+    for name in ("vanilla.*.seed0.json", "module%3Ak%3D2.*.seed0.json"):
+        (cell,) = (folder / "s1").glob(name)
+        cell.unlink()
+    again = run_transfer_experiment(log, tmp_path, tmp_path / "report", cfg.model_copy(update={"workers": 1}),
+                                    checkpoint=ckpt)
+    assert again["cells"] == {**out["cells"], "reused": 18, "computed": 2}
+    assert again["table"] == out["table"]
+
+
+def _summary(valid: float, test: float, std: float = 0.001) -> dict:
+    return {"valid_auc": valid, "test_auc": {"click": test}, "test_auc_std": {"click": std}}
+
+
+def test_selection_uses_validation_not_test():
+    """A planted case: in scenario 0 the test-best row (gate) is not the validation-best
+    row (linear); the headline must report linear's test AUC, and count the scenario as
+    improved only if linear beats vanilla. Best-on-test appears only as the upper bound."""
+    from downstream.selection import headline
+
+    rows = {
+        "0": {"vanilla": _summary(0.60, 0.600, 0.005), "linear": _summary(0.70, 0.601, 0.005),
+              "gate": _summary(0.65, 0.700, 0.005)},
+        "1": {"vanilla": _summary(0.60, 0.600), "linear": _summary(0.61, 0.650), "gate": _summary(0.62, 0.640)},
+    }
+    h = headline(rows, "click", "0", "gate")
+    assert h["picked_on"] == "valid" and h["picks"] == {"0": "linear", "1": "gate"}
+    assert h["picked_method"] == "linear" and h["lift"] == pytest.approx(0.001)
+    # 0: linear +0.001 is not above one pooled std (0.005); 1: gate +0.04 is above 0.001
+    assert h["scenarios_improved"] == 1
+    assert h["mean_picked_test_auc"] == pytest.approx((0.601 + 0.640) / 2)
+    assert h["mean_vanilla_test_auc"] == pytest.approx(0.600)
+    assert h["default_method"] == "gate" and h["default_scenarios_improved"] == 2
+    assert h["default_lift"] == pytest.approx(0.100)
+    # mean validation AUC over scenarios: linear 0.655, gate 0.635
+    assert h["valid_best_method"] == "linear"
+    ub = h["upper_bound_best_on_test"]
+    assert ub["picks"] == {"0": "gate", "1": "linear"} and ub["lift"] == pytest.approx(0.100)
+    assert ub["scenarios_improved"] == 2 and "upper bound" in ub["note"]
+
+
+def test_killed_transfer_experiment_resumes_from_finished_cells(tmp_path):
+    """A real kill (SIGKILL of the command line process after its first finished cells):
+    the run started again reuses exactly the cells that were on disk and computes the rest."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    make_run(tmp_path, rows_per_day=300)
+    conf = tmp_path / "t.yaml"
+    conf.write_text("downstream: {epochs: 2, batch_size: 256, seeds: [0, 1]}\n"
+                    "adapters: [linear, gate_linear]\ncross_adapters: []\nmodule_k: []\nmodel_level: false\n"
+                    "workers: 1\n")
+    argv = ["transfer", "--root", str(tmp_path), "--config", str(conf), "--out", str(tmp_path / "r")]
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    proc = subprocess.Popen([sys.executable, "-m", "downstream", *argv], env=env, cwd=os.getcwd(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    cells: list = []
+    while time.time() < deadline and proc.poll() is None:
+        cells = [p for p in (tmp_path / "r" / "cells").glob("*/s*/*.json")]
+        if len(cells) >= 3:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    finished = {p.relative_to(tmp_path / "r") for p in (tmp_path / "r" / "cells").glob("*/s*/*.json")}
+    assert 3 <= len(finished) < 2 * 6 * 2, proc.stderr.read().decode()[-2000:]
+    before = {p: (tmp_path / "r" / p).read_text() for p in finished}
+    out = main(argv)
+    total = 2 * 6 * 2  # scenarios x rows (vanilla, linear, gate_linear, gate:UR, UR+IR, UR+IR+CR) x seeds
+    assert out["cells"]["reused"] == len(finished) and out["cells"]["computed"] == total - len(finished)
+    assert all((tmp_path / "r" / p).read_text() == text for p, text in before.items())  # not recomputed
+    assert not list((tmp_path / "r" / "cells").glob("*/s*/.*.tmp"))
 
 
 def test_rankup_experiment_reports_auc_and_erank_per_layer(tmp_path, capsys):
@@ -86,7 +184,7 @@ def _small_transfer_conf(tmp_path, extra: str = ""):
     conf = tmp_path / "t.yaml"
     conf.write_text(
         "downstream: {epochs: 1, batch_size: 256}\n"
-        "adapters: [linear]\ncross_adapters: []\nmodule_k: []\nmodel_level: false\n" + extra
+        "adapters: [linear]\ncross_adapters: []\nmodule_k: []\nmodel_level: false\nworkers: 1\n" + extra
     )
     return conf
 
@@ -125,7 +223,7 @@ def test_per_layer_rows_and_gate_variants(tmp_path):
     make_run(other, rows_per_day=10)  # publishes its own UR/IR/CR tables under other/tables
     cfg = TransferExperimentConfig(
         downstream=DownstreamConfig(epochs=1, batch_size=256, seeds=[0]), adapters=[], cross_adapters=[],
-        module_k=[], model_level=False, scenarios=[0],
+        module_k=[], model_level=False, scenarios=[0], workers=1,
         gate_variants={"gate[cross]": {"gate_mode": "cross", "gate_zero_init": True}},
     )
     out = run_transfer_experiment(log, tmp_path, tmp_path / "r", cfg, layer_roots={"ad.cross_1": other})

@@ -4,7 +4,14 @@ import numpy as np
 import pytest
 import torch
 
-from downstream.rankup import MixerBlock, PerTokenFFN, RankUpConfig, TokenMixerRanker, Tokenizer, token_mix
+from downstream.rankup import (
+    MixerBlock,
+    PerTokenFFN,
+    RankUpConfig,
+    Tokenizer,
+    TokenMixerRanker,
+    token_mix,
+)
 
 
 def test_token_mix_matches_loop_reference():
@@ -77,7 +84,8 @@ def _batch(B=6):
 
 @pytest.mark.parametrize(
     "cfg",
-    [RankUpConfig(), RankUpConfig.rankmixer(), RankUpConfig(global_token="fm", num_embeddings=3, crossed_token=False)],
+    [RankUpConfig(), RankUpConfig(crossed_token=True), RankUpConfig.rankmixer(),
+     RankUpConfig(global_token="fm", num_embeddings=3)],
 )
 def test_ranker_shapes_and_recorded_states(cfg):
     vocab = {"user_id": 10, "age": 4, "item_id": 12}
@@ -96,9 +104,117 @@ def test_bad_configs_are_clear():
     with pytest.raises(ValueError, match="divisible by num_tokens"):
         RankUpConfig(d_model=60, num_tokens=8)
     with pytest.raises(ValueError, match="crossed token needs tables"):
-        TokenMixerRanker(RankUpConfig(), {"user_id": 3, "item_id": 3}, 1, user_columns=["user_id"],
+        TokenMixerRanker(RankUpConfig(crossed_token=True), {"user_id": 3, "item_id": 3}, 1, user_columns=["user_id"],
                          item_columns=["item_id"], seq_field=None, rep_dims={})
     with pytest.raises(ValueError, match="leaves no feature token"):
-        TokenMixerRanker(RankUpConfig(num_tokens=4, d_model=8), {"user_id": 3, "item_id": 3}, 3,
+        TokenMixerRanker(RankUpConfig(num_tokens=4, d_model=8, crossed_token=True), {"user_id": 3, "item_id": 3}, 3,
                          user_columns=["user_id"], item_columns=["item_id"], seq_field=None,
                          rep_dims={"user_ur": 2, "item_ir": 2})
+
+
+def _np(t):
+    return t.detach().double().numpy()
+
+
+@pytest.mark.parametrize("kind", ["mlp", "fm", "fwfm", "dcnv2"])
+@pytest.mark.parametrize("sfg", [False, True])
+def test_global_token_matches_loop_reference(kind, sfg):
+    """g = P(f(E)) from papers.md section 2 (MLP, FM, FwFM, DCNv2), with SFG's generated side
+    (papers.md section 5) where it applies; written as plain loops over field pairs."""
+    from downstream.rankup import GlobalToken
+
+    if sfg and kind == "mlp":
+        return
+    torch.manual_seed(0)
+    n, De, D = 4, 3, 5
+    g = GlobalToken(kind, n, De, D, cross_layers=2, sfg=sfg, gamma=0.7)
+    if kind == "fwfm":
+        with torch.no_grad():
+            g.r.copy_(torch.randn(n, n))
+    E = torch.randn(2, n, De)
+    out = _np(g(E))
+    for b in range(2):
+        e = _np(E[b])
+        if sfg:
+            w, bias = _np(g.gen.lin.weight), _np(g.gen.lin.bias)
+            gen = (np.maximum(w @ e.reshape(-1) + bias, 0) * 0.7).reshape(n, De)
+        else:
+            gen = e
+        if kind == "mlp":
+            z = _np(g.f[2].weight) @ np.maximum(_np(g.f[0].weight) @ e.mean(0) + _np(g.f[0].bias), 0) + _np(g.f[2].bias)
+            np.testing.assert_allclose(out[b], z, rtol=1e-5, atol=1e-6)
+            continue
+        if kind == "dcnv2":
+            x0, side = e.reshape(-1), gen.reshape(-1)
+            x = x0.copy()
+            for lin in g.cross:
+                x = x + side * (_np(lin.weight) @ x + _np(lin.bias))
+            pooled = x
+        else:
+            r = _np(g.r) if kind == "fwfm" else np.ones((n, n))
+            pooled = np.zeros(De)
+            for i in range(n):
+                for j in range(i + 1, n):
+                    pooled += r[i, j] * (e[i] * gen[j] + gen[i] * e[j]) / 2
+        np.testing.assert_allclose(out[b], _np(g.f.weight) @ pooled + _np(g.f.bias), rtol=1e-5, atol=1e-6)
+
+
+def test_global_sfg_needs_an_interaction():
+    with pytest.raises(ValueError, match="global_sfg needs"):
+        RankUpConfig(global_token="mlp", global_sfg=True)
+
+
+def _ranker(cfg, tasks=2):
+    vocab = {"user_id": 10, "age": 4, "item_id": 12}
+    return TokenMixerRanker(cfg, vocab, tasks, user_columns=["user_id", "age"], item_columns=["item_id"],
+                            seq_field="item_id", rep_dims={"user_ur": 5, "item_ir": 5})
+
+
+def test_head_k_reads_task_token_k():
+    """Task tokens sit in slots 0..M-1 of the input; y_k = Tower_k([x_L[:, k], mean_t x_L[:, t]]):
+    perturbing final task token k (pool held fixed) moves head k only, and each head equals a
+    numpy evaluation of its own tower."""
+    torch.manual_seed(0)
+    m = _ranker(RankUpConfig(), tasks=3).eval()
+    b = _batch()
+    toks = m.tokens(b)
+    torch.testing.assert_close(toks[:, :3], m.task_tok.expand(6, -1, -1))
+    x = m.encode(b)
+    torch.testing.assert_close(m(b), m.head_logits(x))
+    task, pooled = x[:, :3], x.mean(1)
+    base = m.task_heads(task, pooled)
+    for k in range(3):
+        t2 = task.clone()
+        t2[:, k] += torch.randn(6, m.cfg.d_model)
+        moved = (m.task_heads(t2, pooled) - base).abs().amax(0)
+        assert moved[k] > 1e-4 and all(moved[j] == 0 for j in range(3) if j != k)
+    for k, tower in enumerate(m.towers):
+        inp = np.concatenate([_np(task[:, k]), _np(pooled)], 1)
+        h = np.maximum(inp @ _np(tower[0].weight).T + _np(tower[0].bias), 0)
+        np.testing.assert_allclose(_np(base[:, k]), h @ _np(tower[2].weight)[0] + _np(tower[2].bias)[0], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["fwfm", "dcnv2"])
+def test_ranker_runs_with_new_global_tokens(kind):
+    m = _ranker(RankUpConfig(global_token=kind, global_sfg=True))
+    out = m(_batch())
+    assert out.shape == (6, 2) and torch.isfinite(out).all()
+    out.sum().backward()
+
+
+def test_defaults_study_runs_on_a_run_root(tmp_path, capsys):
+    """``python -m downstream.rankup``: the validation-picked defaults study, on a tiny run root."""
+    import json
+
+    from downstream.rankup import study
+    from tests.downstream.synth import make_run
+
+    make_run(tmp_path, rows_per_day=300)
+    res = study(["--root", str(tmp_path), "--valid-start", "2026-01-04", "--test-start", "2026-01-05",
+                 "--seeds", "1", "--epochs", "1", "--erank-rows", "64",
+                 "--variant", 'crossed={"crossed_token": true, "lr": 0.001}'])
+    last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert set(last) == {"rankmixer", "rankup", "crossed"} == set(res)
+    for r in last.values():
+        assert 0.0 <= r["valid"] <= 1.0 and 1.0 <= r["erank"] <= 8.0
+    assert last["crossed"]["params"] > last["rankup"]["params"]

@@ -266,3 +266,37 @@ def test_bad_sample_rows_are_rejected_and_nothing_is_committed(tmp_path, spark):
             aggregate_day(folder, tables, "2024-03-01", fake_manifest(), spark=spark)
         for name in REPRESENTATION_TABLES:
             assert delta_io.list_days(tables / name) == [], (case, name)
+
+
+@pytest.mark.parametrize("formulation,setting", [("arrow", "ad"), ("columns", "ad"), ("arrow", "all")])
+def test_cr_tables_fold_ad_samples_only(tmp_path, spark, formulation, setting):
+    """Content samples go through the ad branch at extraction too; by default CR(u)/CR(i)
+    must fold only the ad samples (a plain loop over the ad rows is the reference), while
+    UR/IR see every sample. ``cr_samples: all`` folds everything."""
+    ds = "2024-03-01"
+    folder, table = make_samples(tmp_path, ds, n=60, seed=11)
+    kinds = np.where(np.random.default_rng(5).random(table.num_rows) < 0.4, "content", "ad")
+    table = table.set_column(table.schema.get_field_index("sample_type"), "sample_type", pa.array(kinds))
+    _rewrite(folder, table)
+    cutoff = cutoff_seconds(ds)
+    t = table["event_time"].cast(pa.int64()).to_numpy() / 1e6
+    cr = np.asarray(table["cr"].combine_chunks().flatten().to_numpy(), np.float64).reshape(-1, 4)
+    keep = kinds == "ad" if setting == "ad" else np.ones(len(kinds), bool)
+    cfg = AggregateConfig(tau_seconds=TAU, normalisation="l2", formulation=formulation, cr_samples=setting)
+    tables = tmp_path / "tables"
+    aggregate_day(folder, tables, ds, fake_manifest(), cfg, spark=spark)
+    for name, key in (("user_cr", "user_id"), ("item_cr", "item_id")):
+        ids = np.asarray(table[key].to_pylist(), dtype=object)
+        ref: dict[str, np.ndarray] = {}
+        for k in range(table.num_rows):  # S(T) = sum over kept samples of exp(-(T - t_k)/tau) CR_k
+            if keep[k]:
+                ref[ids[k]] = ref.get(ids[k], np.zeros(4)) + np.exp(-(cutoff - t[k]) / TAU) * cr[k]
+        got = read_asof(tables / name, ds, inclusive=True)
+        state = by_id(got, "decayed_sum")
+        assert set(state) == set(ref), (setting, name)
+        for e, v in ref.items():
+            np.testing.assert_allclose(state[e], v, rtol=1e-5, atol=1e-5)
+        counts = dict(zip(got["entity_id"].to_pylist(), got["sample_count"].to_pylist()))
+        assert counts == {e: int(((ids == e) & keep).sum()) for e in ref}
+    ur = read_asof(tables / "user_ur", ds, inclusive=True)
+    assert sum(ur["sample_count"].to_pylist()) == table.num_rows  # UR: every sample

@@ -216,7 +216,8 @@ def test_extract_then_aggregate_end_to_end(extracted, spark):
 
     layout, ckpt, days, results = extracted
     manifest = load_checkpoint(ckpt).manifest
-    cfg = AggregateConfig(tau_seconds=3 * 86400, normalisation="none")
+    # every sample folded (the reference below does): ad-only folding has its own test in test_aggregate.py
+    cfg = AggregateConfig(tau_seconds=3 * 86400, normalisation="none", cr_samples="all")
     # publishing only the last day still folds in the earlier extracted (unpublished) day
     d = days[-1]
     versions = aggregate_day(layout.samples(d), layout.root / "tables", d, manifest, cfg, spark=spark)

@@ -50,7 +50,7 @@ def test_probe_scores_every_layer_and_records_the_best(tiny_run, ray_cluster, tm
     shutil.copytree(ckpt, ckpt_copy)  # the probe rewrites the manifest: not the shared checkpoint
     with pytest.raises(ValueError, match=r"scenario 9 unknown.*valid: \[0, 1, 2, 3\]"):
         probe_layers(ckpt_copy, layout.log, days[:1], days[1:], 9, tmp_path / "p")
-    with pytest.raises(ValueError, match="both train and test"):
+    with pytest.raises(ValueError, match="both train and validation"):
         probe_layers(ckpt_copy, layout.log, days, days[1:], 0, tmp_path / "p")
     assert not (tmp_path / "p").exists()
     before = load_checkpoint(ckpt_copy).manifest
@@ -60,9 +60,12 @@ def test_probe_scores_every_layer_and_records_the_best(tiny_run, ray_cluster, tm
     cr = [l.name for l in before.layers if l.kind == "CR"]
     assert names == [*cr, "user_tower", "item_tower"]
     assert all(0.0 <= r["auc"] <= 1.0 for r in res["layers"])
-    best = max((r for r in res["layers"] if r["kind"] == "CR"), key=lambda r: r["auc"])
+    # only ad-branch layers compete (content layers and towers are scored for the plot)
+    ad = [r for r in res["layers"] if r["layer"].startswith("ad.")]
+    best = max(ad, key=lambda r: r["auc"])
     assert res["chosen"] == best["layer"] and res["previous_default"] == before.default_cr_layer
-    assert res["train_rows"] > 0 and res["test_rows"] > 0
+    assert res["ranking"] == [r["layer"] for r in sorted(ad, key=lambda r: -r["auc"])]
+    assert res["train_rows"] > 0 and res["valid_rows"] > 0 and res["valid_days"] == days[1:]
     table = (tmp_path / "p" / "probe.md").read_text()
     assert all(f"| {n} |" in table for n in names) and "chosen" in table
     assert (tmp_path / "p" / "probe.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -70,7 +73,16 @@ def test_probe_scores_every_layer_and_records_the_best(tiny_run, ray_cluster, tm
     after = load_checkpoint(ckpt_copy).manifest  # still a loadable checkpoint
     assert after.default_cr_layer == res["chosen"] and resolve_layers(after, None) == [res["chosen"]]
     assert after.metrics[f"probe_auc:{res['chosen']}"] == pytest.approx(best["auc"])
+    probe = after.layer_probe  # the chosen layer, the ranking and the plot travel with the checkpoint
+    assert probe.chosen == res["chosen"] and [p.layer for p in probe.ranking] == res["ranking"]
+    assert probe.valid_days == days[1:] and probe.ranking[0].valid_auc == pytest.approx(best["auc"])
+    assert (ckpt_copy / probe.plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not list(ckpt_copy.glob(".*.tmp"))
+    from extract.aggregate import daily_layer
+
+    assert daily_layer(after, None) == res["chosen"]  # what the daily run publishes...
+    assert daily_layer(after, None, pinned="ad.cross_1") == "ad.cross_1"  # ...unless the config pins one
+    assert daily_layer(after, ["ad.mlp_2"]) == "ad.mlp_2"
     # the command line with a config file: extraction is recognised as done, same scores
     from extract.probe import main
 
@@ -92,12 +104,20 @@ def test_probe_scores_every_layer_and_records_the_best(tiny_run, ray_cluster, tm
     assert daily.layers == [res["chosen"]] and read_marker(daily.out_dir).layers == {res["chosen"]: "cr"}
     assert set(pq.read_table(daily.out_dir / daily.shards[0])["layer"].to_pylist()) == {res["chosen"]}
     # a later choice changes the day's fingerprint: the finished day is recomputed with it
-    other = next(name for name in cr if name != res["chosen"])
+    other = next(name for name in cr if name != res["chosen"] and name.startswith("ad."))
     record_default_layer(ckpt_copy, other)
     redone = extract_day(ckpt_copy, layout.log, days[1], tmp_path / "daily", daily_cfg)
     assert not redone.skipped and read_marker(redone.out_dir).layers == {other: "cr"}
     with pytest.raises(KeyError, match="valid"):
         record_default_layer(ckpt_copy, "ad.mlp_9")
+    # a content layer can never become the ads default, by the probe, by hand or in a manifest
+    with pytest.raises(ValueError, match="ad-branch"):
+        record_default_layer(ckpt_copy, "content.mlp_1")
+    from contracts.checkpoint import CheckpointManifest
+
+    with pytest.raises(ValueError, match="must be an ad-branch layer"):
+        CheckpointManifest.model_validate({**after.model_dump(), "layer_probe": None,
+                                           "default_cr_layer": "content.mlp_1"})
 
 
 def test_auc_standard_error_matches_a_bootstrap():

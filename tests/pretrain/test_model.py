@@ -1,4 +1,5 @@
-"""BFTS masks vs hand-built ones, NLIR and token shapes, the model's layer API, SFG."""
+"""BFTS masks vs hand-built ones, token shapes, the model's layer API (NLIR, SFG and the
+target-token path: test_blocks.py)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,7 @@ import pytest
 import torch
 
 from pretrain import FeatureEncoder, FoundationModel, ModelConfig
-from pretrain.mix_tower import CrossLayer
-from pretrain.tokenformer import NLIR, TokenFormerLayer, bfts_mask, bfts_windows
+from pretrain.tokenformer import TokenFormerLayer, bfts_mask, bfts_windows
 from tests.pretrain.toy import SPEC, toy_table
 
 
@@ -34,16 +34,6 @@ def test_bfts_window_schedule():
     assert bfts_windows(ModelConfig(user_layers=2, bfts_full_layers=2)) == [None, None]
 
 
-def test_nlir_form_and_shapes():
-    torch.manual_seed(0)
-    layer = NLIR(8, 16, "silu")
-    h = torch.randn(4, 5, 8)
-    out = layer(h)
-    assert out.shape == h.shape
-    ref = layer.o(layer.a(h) * torch.nn.functional.silu(layer.b(h)))
-    torch.testing.assert_close(out, ref)
-
-
 def test_sliding_layer_ignores_tokens_outside_window():
     """Perturbing a sequence token outside a query's window (and not a field) leaves that
     query's output unchanged in a single sliding-window layer."""
@@ -58,15 +48,6 @@ def test_sliding_layer_ignores_tokens_outside_window():
     out, out2 = layer(h, mask), layer(h2, mask)
     torch.testing.assert_close(out[0, F + 2], out2[0, F + 2])  # |2-7| > 1: unaffected
     assert not torch.allclose(out[0, 0], out2[0, 0])  # field token sees everything
-
-
-def test_sfg_cross_layer_form():
-    torch.manual_seed(0)
-    x0, x = torch.randn(3, 6), torch.randn(3, 6)
-    plain = CrossLayer(6)
-    torch.testing.assert_close(plain(x0, x), x + x0 * plain.w(x))
-    sfg = CrossLayer(6, sfg=True, gamma=2.0)
-    torch.testing.assert_close(sfg(x0, x), x + torch.relu(sfg.gen(x0)) * 2.0 * sfg.w(x))
 
 
 @pytest.fixture(scope="module")
@@ -120,7 +101,8 @@ def test_sequence_tokens_shape_and_padding(model_and_batch):
     assert (toks[-1][~batch["hist_mask"]] == 0).all()
 
 
-@pytest.mark.parametrize("override", [{"use_sequence": False}, {"nlir": "off"}, {"sfg": True}, {"bfts_full_layers": 3},
+@pytest.mark.parametrize("override", [{"use_sequence": False}, {"nlir": "off"}, {"nlir_form": "swiglu"}, {"sfg": True},
+                                      {"target_tokens": True}, {"bfts_full_layers": 3},
                                       {"mlp_dims": [16], "cross_layers": 0}])
 def test_ablation_variants_run(override):
     t = toy_table(32)

@@ -135,3 +135,26 @@ def test_warm_start_starts_from_the_old_weights(log, warm):
     for k in got:
         torch.testing.assert_close(got[k], ref["best_state"][k], rtol=0, atol=0, msg=k)
     assert any(not torch.equal(got[k], cold["best_state"][k]) for k in got)
+
+
+def test_same_config_and_log_give_the_same_checkpoint(log, resumed, tmp_path_factory, caplog):
+    """Reproducible by default: a second uninterrupted run of the same config on the same log
+    writes the same weights, vocabulary and metrics as the first (which was interrupted and
+    resumed), and reports each epoch's progress from the driver."""
+    import logging
+
+    from engines.progress import PROGRESS_LOGGER
+
+    path_, train, valid = log
+    root = tmp_path_factory.mktemp("again")
+    with caplog.at_level(logging.INFO, logger=PROGRESS_LOGGER):
+        manifest, path = train_foundation_model(CFG, path_, root, train, valid)
+    _, first, first_path, _ = resumed
+    a, b = torch.load(first_path / WEIGHTS_FILE, weights_only=True), torch.load(path / WEIGHTS_FILE, weights_only=True)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert (first_path / "vocab.json").read_text() == (path / "vocab.json").read_text()
+    drop = {"resumed_from_epoch"}
+    assert {k: v for k, v in manifest.metrics.items() if k not in drop} == \
+        {k: v for k, v in first.metrics.items() if k not in drop}
+    done = [r.done for r in caplog.records if getattr(r, "task", None) == "pretrain.epoch"]
+    assert done == [1, 2]

@@ -60,8 +60,10 @@ def test_layer_tables_match_daily_tables_and_a_loop_decayed_sum(run_with_daily_t
     rows = [pq.read_table(f).to_pydict() for d in days for f in sorted((side / f"ds={d}").glob("*.parquet"))]
     cutoff = datetime(2026, 1, 3, tzinfo=timezone.utc).timestamp()
     ref: dict[str, np.ndarray] = {}
-    for r in rows:
-        for u, t, v in zip(r["user_id"], r["event_time"], r[col]):
+    for r in rows:  # the daily CR tables fold ad samples only (AggregateConfig.cr_samples)
+        for u, t, v, kind in zip(r["user_id"], r["event_time"], r[col], r["sample_type"]):
+            if kind != "ad":
+                continue
             w = math.exp((t.timestamp() - cutoff) / TAU)
             ref[u] = ref.get(u, 0.0) + w * np.asarray(v, np.float64)
     got = _vectors(RunLayout(roots["ad.cross_1"]).table("user_cr"), days[-1])

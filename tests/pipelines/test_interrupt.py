@@ -1,0 +1,117 @@
+"""SIGINT / SIGTERM stop `lfm4ads` at a step boundary and in the middle of a step: exit
+130 / 143, the step marked `interrupted` in the ledger, nothing of it published, no process
+of the run left behind. Real CLI processes on a tiny generated log."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from contracts import RunLayout
+from pipelines import RunConfig
+
+TINY = {
+    "source": {"kind": "generated", "generator": {"num_users": 200, "num_items": 100, "days": 4,
+                                                  "rows_per_day": 800, "windows_per_day": 2}},
+    "split": {"valid_days": 1, "test_days": 1},
+    "pretrain": {"model": {"d_model": 16, "user_layers": 2, "ur_dim": 16, "ir_dim": 16, "mlp_dims": [32, 16]},
+                 "train": {"epochs": 1, "batch_size": 256, "diagnostics_rows": 200}},
+    "downstream": {"scenario": 0, "epochs": 1},
+    "retrieval": {"recall_target": 0.5},
+}
+
+
+def _config(tmp_path: Path) -> Path:
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump({**TINY, "root": str(tmp_path / "root")}))
+    return path
+
+
+def _start(args: list[str]) -> subprocess.Popen:
+    # its own session: the test can check that nothing of the run's process group survives
+    return subprocess.Popen([sys.executable, "-m", "pipelines.cli", *args, "--log-format", "json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def _ledger(root: Path) -> dict[str, str]:
+    path = root / "ledger.sqlite"
+    if not path.is_file():
+        return {}
+    with sqlite3.connect(path) as con:
+        return {step: status for step, status in con.execute("SELECT step, status FROM steps")}
+
+
+def _wait_until(proc: subprocess.Popen, cond, timeout: float = 240.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert proc.poll() is None, f"exited {proc.returncode} early: {proc.stderr.read()[-3000:]}"
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.2)
+
+
+def _finish(proc: subprocess.Popen, sig: int) -> tuple[int, str, str]:
+    proc.send_signal(sig)  # the CLI process only, as `kill` or a scheduler would
+    out, err = proc.communicate(timeout=90)  # "within seconds": generous for a loaded CI machine
+    leftover = ""
+    for _ in range(40):  # the JVM and Ray's processes exit once their parent is gone
+        leftover = subprocess.run(["ps", "-o", "pid=,args=", "-g", str(proc.pid)], capture_output=True,
+                                  text=True).stdout.strip()
+        if not leftover:
+            break
+        time.sleep(0.5)
+    if leftover:  # clean up before failing
+        os.killpg(proc.pid, signal.SIGKILL)
+    assert not leftover, f"processes of the interrupted run still alive 20 s after it exited:\n{leftover}"
+    return proc.returncode, out, err
+
+
+def _json_lines(err: str) -> list[dict]:
+    return [json.loads(line) for line in err.splitlines() if line.strip()]
+
+
+def test_sigint_at_a_step_boundary_stops_before_the_next_step(tmp_path):
+    cfg = _config(tmp_path)
+    root = tmp_path / "root"
+    proc = _start(["run", "--config", str(cfg)])
+    _wait_until(proc, lambda: _ledger(root).get("ingest") == "done")
+    rc, out, err = _finish(proc, signal.SIGINT)
+    assert rc == 130, err[-3000:]
+    steps = _ledger(root)
+    assert steps["ingest"] == "done"
+    assert list(steps.values()).count("interrupted") == 1 and "running" not in steps.values(), steps
+    assert not (root / "checkpoints").is_dir() or not any(
+        (p / "manifest.json").is_file() for p in (root / "checkpoints").iterdir())
+    assert not (root / "tables").is_dir()
+    assert out.strip() == ""  # no result object: the run did not finish
+    lines = _json_lines(err)  # json mode: every stderr line is a JSON object, the error too
+    assert lines[-1]["exit_code"] == 130 and "SIGINT" in lines[-1]["msg"]
+
+
+def test_sigterm_mid_extraction_publishes_nothing(tmp_path):
+    """A checkpoint exists (random weights: what is under test is stopping, not training); the
+    extract step (Spark start, Ray Data extraction, Spark aggregation) is stopped a few
+    seconds after it started: exit 143, `interrupted`, no table version for any day."""
+    from tests.pipelines.helpers import untrained_checkpoint
+
+    cfg_path = _config(tmp_path)
+    cfg = RunConfig.model_validate(yaml.safe_load(cfg_path.read_text()))
+    untrained_checkpoint(cfg, "v-interrupt")
+    root = tmp_path / "root"
+    proc = _start(["stage", "extract", "--config", str(cfg_path)])
+    _wait_until(proc, lambda: _ledger(root).get("extract") == "running")
+    time.sleep(4)  # inside the step: engines starting or extraction running
+    rc, out, err = _finish(proc, signal.SIGTERM)
+    assert rc == 143, err[-3000:]
+    assert _ledger(root)["extract"] == "interrupted"
+    layout = RunLayout(root)
+    for name in ("user_ur", "item_ir", "user_cr", "item_cr"):
+        assert not (layout.table(name) / "_delta_log").is_dir(), f"{name} was published"
+    assert "SIGTERM" in _json_lines(err)[-1]["msg"]
