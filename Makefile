@@ -10,7 +10,7 @@ export SPARK_LOCAL_IP := 127.0.0.1
 export RAY_USAGE_STATS_ENABLED := 0
 export PYTHONHASHSEED := 0
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test lint bench clean
 
 install: $(STAMP)
 
@@ -28,6 +28,12 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# ruff (lint + format check) over the tree; mypy, strict on contracts/ and engines/
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy contracts engines
 
 clean:
 	rm -rf runs/ .pytest_cache

@@ -64,12 +64,15 @@ def make_samples(folder: Path, rows: int, users: int, dim: int, files: int = 4, 
         if n <= 0:
             break
         cr = rng.standard_normal((n, dim), dtype=np.float32)
-        table = pa.table({
-            "user_id": pa.array(np.char.add("u", rng.integers(0, users, n).astype(str))),
-            "event_time": pa.array(((day0 + rng.integers(0, 86400, n)) * 1_000_000).astype(np.int64),
-                                   pa.timestamp("us", tz="UTC")),
-            "cr": pa.FixedSizeListArray.from_arrays(pa.array(cr.ravel()), dim),
-        })
+        table = pa.table(
+            {
+                "user_id": pa.array(np.char.add("u", rng.integers(0, users, n).astype(str))),
+                "event_time": pa.array(
+                    ((day0 + rng.integers(0, 86400, n)) * 1_000_000).astype(np.int64), pa.timestamp("us", tz="UTC")
+                ),
+                "cr": pa.FixedSizeListArray.from_arrays(pa.array(cr.ravel()), dim),
+            }
+        )
         pq.write_table(table, folder / f"part-{f:03d}.parquet", row_group_size=262_144)
 
 
@@ -80,8 +83,9 @@ def run_spark(spark, src: Path, out: Path, dim: int, **knobs) -> float:
 
     knobs = {k: v for k, v in knobs.items() if v is not None}
     t = time.perf_counter()
-    rows = decayed_cr_rows(spark, parquet_files(src), "user_id", "cr", dim, CUTOFF, TAU, "none", exact_state=True,
-                           **knobs)
+    rows = decayed_cr_rows(
+        spark, parquet_files(src), "user_id", "cr", dim, CUTOFF, TAU, "none", exact_state=True, **knobs
+    )
     rows.select("entity_id", rows["decayed_sum"].alias("s")).write.mode("overwrite").parquet(str(out))
     return time.perf_counter() - t
 
@@ -94,8 +98,9 @@ def run_spark_columns(spark, src: Path, out: Path, dim: int) -> float:
 
     t = time.perf_counter()
     state = decayed_state(spark.read.parquet(str(src)), "user_id", "cr", dim, DS, TAU)
-    state.select("entity_id", F.array(*[F.col(f"s{i}") for i in range(dim)]).alias("s")) \
-        .write.mode("overwrite").parquet(str(out))
+    state.select("entity_id", F.array(*[F.col(f"s{i}") for i in range(dim)]).alias("s")).write.mode(
+        "overwrite"
+    ).parquet(str(out))
     return time.perf_counter() - t
 
 
@@ -111,7 +116,7 @@ def tree_rss_mb() -> float | None:
             continue
         try:
             stat = (d / "stat").read_text()
-            fields = stat[stat.rindex(")") + 2:].split()
+            fields = stat[stat.rindex(")") + 2 :].split()
             parent[int(d.name)], rss[int(d.name)] = int(fields[1]), int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
         except (OSError, ValueError, IndexError):
             continue
@@ -184,18 +189,27 @@ def main() -> None:
     p.add_argument("--rows", type=int, default=10_000_000)
     p.add_argument("--users", type=int, default=20_000)
     p.add_argument("--dim", type=int, default=64)
-    p.add_argument("--files", type=int, default=None,
-                   help="Parquet files (default: one per 500k rows; row groups of 262,144 rows)")
+    p.add_argument(
+        "--files", type=int, default=None, help="Parquet files (default: one per 500k rows; row groups of 262,144 rows)"
+    )
     p.add_argument("--workdir", default=None)
     p.add_argument("--repeats", type=int, default=4, help="interleaved pairs, DuckDB first and Spark first in turn")
     p.add_argument("--columns-runs", type=int, default=1, help="runs of the Spark SQL formulation (0: skip)")
     p.add_argument("--tasks-per-core", type=int, default=None, help="override decayed_cr_rows' default")
     p.add_argument("--partitions", type=int, default=None, help="shuffle partitions of the partials (override)")
     p.add_argument("--target-rows", type=int, default=None, help="rows per fragment (override)")
-    p.add_argument("--conf", action="append", default=[], metavar="KEY=VALUE",
-                   help="a Spark SQL setting for the session (spark.conf.set), for experiments")
-    p.add_argument("--compare", action="store_true",
-                   help="with knobs/--conf: also run the default Spark job in every pair (A/B seconds apart)")
+    p.add_argument(
+        "--conf",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a Spark SQL setting for the session (spark.conf.set), for experiments",
+    )
+    p.add_argument(
+        "--compare",
+        action="store_true",
+        help="with knobs/--conf: also run the default Spark job in every pair (A/B seconds apart)",
+    )
     a = p.parse_args()
     knobs = {"tasks_per_core": a.tasks_per_core, "partitions": a.partitions, "target_rows": a.target_rows}
     work = Path(a.workdir or tempfile.mkdtemp(prefix="bench-agg-"))
@@ -240,26 +254,43 @@ def main() -> None:
     spark_rss = tree_rss_mb()
     ids, ref = load(work / "numpy.parquet", a.dim)
     diff = 0.0
-    for other in ([work / "duckdb.parquet", work / "spark"] + ([work / "spark_columns"] if cols else [])
-                  + ([work / "spark_default"] if base else [])):
+    for other in (
+        [work / "duckdb.parquet", work / "spark"]
+        + ([work / "spark_columns"] if cols else [])
+        + ([work / "spark_default"] if base else [])
+    ):
         oids, vals = load(other, a.dim)
         assert oids == ids, f"{other}: different entity set"
         diff = max(diff, float(np.abs(vals - ref).max()))
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    result = {"rows": a.rows, "users": a.users, "dim": a.dim,
-              "spark_s": round(float(np.median(spk)), 3), "duckdb_s": round(float(np.median(duck)), 3),
-              "numpy_s": round(times["numpy_s"], 3),
-              "ratio_spark_over_duckdb": round(float(np.median(np.array(spk) / np.array(duck))), 3),
-              "max_abs_diff": diff, "peak_rss_mb": round(rss / 1024, 1), "spark_tree_rss_mb": spark_rss,
-              "spark_startup_s": round(times["spark_startup_s"], 3), "spark_first_s": round(times["spark_first_s"], 3),
-              "spark_runs_s": [round(x, 3) for x in spk], "duckdb_runs_s": [round(x, 3) for x in duck],
-              "spark_columns_s": round(min(cols), 3) if cols else None,
-              **({"spark_default_runs_s": [round(x, 3) for x in base],
-                  "ratio_knobs_over_default": round(float(np.median(np.array(spk) / np.array(base))), 3)}
-                 if base else {}),
-              "load_avg_1m": round(os.getloadavg()[0], 2),
-              "knobs": {k: v for k, v in knobs.items() if v is not None} | dict(kv.split("=", 1) for kv in a.conf),
-              "note": "spark_s: arrow formulation (aggregate_day's); peak_rss_mb: the Python driver only"}
+    result = {
+        "rows": a.rows,
+        "users": a.users,
+        "dim": a.dim,
+        "spark_s": round(float(np.median(spk)), 3),
+        "duckdb_s": round(float(np.median(duck)), 3),
+        "numpy_s": round(times["numpy_s"], 3),
+        "ratio_spark_over_duckdb": round(float(np.median(np.array(spk) / np.array(duck))), 3),
+        "max_abs_diff": diff,
+        "peak_rss_mb": round(rss / 1024, 1),
+        "spark_tree_rss_mb": spark_rss,
+        "spark_startup_s": round(times["spark_startup_s"], 3),
+        "spark_first_s": round(times["spark_first_s"], 3),
+        "spark_runs_s": [round(x, 3) for x in spk],
+        "duckdb_runs_s": [round(x, 3) for x in duck],
+        "spark_columns_s": round(min(cols), 3) if cols else None,
+        **(
+            {
+                "spark_default_runs_s": [round(x, 3) for x in base],
+                "ratio_knobs_over_default": round(float(np.median(np.array(spk) / np.array(base))), 3),
+            }
+            if base
+            else {}
+        ),
+        "load_avg_1m": round(os.getloadavg()[0], 2),
+        "knobs": {k: v for k, v in knobs.items() if v is not None} | dict(kv.split("=", 1) for kv in a.conf),
+        "note": "spark_s: arrow formulation (aggregate_day's); peak_rss_mb: the Python driver only",
+    }
     if not a.workdir:
         shutil.rmtree(work, ignore_errors=True)
     print(json.dumps(result))

@@ -67,16 +67,25 @@ def main(argv: list[str] | None = None) -> dict:
     from pipelines import RunConfig, run_pipeline
 
     root = a.workdir or Path(tempfile.mkdtemp(prefix="lfm4ads-daily-"))
-    cfg = RunConfig.model_validate({
-        "root": str(root),
-        "source": {"kind": "generated", "generator": {
-            "num_users": a.users, "num_items": a.items, "days": a.days, "rows_per_day": a.rows // a.days}},
-        "split": {"valid_days": 1, "test_days": 1},
-        "pretrain": {"train": {"epochs": a.epochs, "batch_size": 2048, "diagnostics_rows": 2000}},
-        "extract": {"batch_size": 8192},
-        "downstream": {"epochs": 3, "representations": ["user_ur", "item_ir", "user_cr", "item_cr"]},
-        "retrieval": {"recall_target": 0.9},
-    })
+    cfg = RunConfig.model_validate(
+        {
+            "root": str(root),
+            "source": {
+                "kind": "generated",
+                "generator": {
+                    "num_users": a.users,
+                    "num_items": a.items,
+                    "days": a.days,
+                    "rows_per_day": a.rows // a.days,
+                },
+            },
+            "split": {"valid_days": 1, "test_days": 1},
+            "pretrain": {"train": {"epochs": a.epochs, "batch_size": 2048, "diagnostics_rows": 2000}},
+            "extract": {"batch_size": 8192},
+            "downstream": {"epochs": 3, "representations": ["user_ur", "item_ir", "user_cr", "item_cr"]},
+            "retrieval": {"recall_target": 0.9},
+        }
+    )
     publish_s = _time_commits()
     t0 = time.perf_counter()
     st = run_pipeline(cfg)

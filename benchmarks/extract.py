@@ -69,8 +69,17 @@ ID_COLUMNS = ["user_id", "item_id", "event_time", "scenario", "sample_type"]
 MODELS = {
     "default": {},
     # a much cheaper model: the pipeline's own costs (decode, write, health, Ray) weigh more
-    "small": {"d_model": 8, "num_heads": 1, "user_layers": 1, "embed_dim": 8, "ur_dim": 16, "ir_dim": 16,
-              "item_hidden": 16, "cross_layers": 1, "mlp_dims": [32, 16]},
+    "small": {
+        "d_model": 8,
+        "num_heads": 1,
+        "user_layers": 1,
+        "embed_dim": 8,
+        "ur_dim": 16,
+        "ir_dim": 16,
+        "item_hidden": 16,
+        "cross_layers": 1,
+        "mlp_dims": [32, 16],
+    },
 }
 
 
@@ -91,9 +100,15 @@ def build(work: Path, rows: int, days: int = 1, model: str = "default"):
     torch.manual_seed(0)
     fm = FoundationModel(mcfg, spec, encoder.vocab_sizes).eval()
     manifest = CheckpointManifest(
-        model_version="bench", created_at=datetime.now(timezone.utc), dataset=spec.canonical(),
-        model_config_data=mcfg.model_dump(mode="json"), config_hash="bench", data_version="bench",
-        vocab_sizes=encoder.vocab_sizes, layers=fm.layer_infos(), default_cr_layer=fm.default_cr_layer,
+        model_version="bench",
+        created_at=datetime.now(timezone.utc),
+        dataset=spec.canonical(),
+        model_config_data=mcfg.model_dump(mode="json"),
+        config_hash="bench",
+        data_version="bench",
+        vocab_sizes=encoder.vocab_sizes,
+        layers=fm.layer_infos(),
+        default_cr_layer=fm.default_cr_layer,
     )
     return layout, save_checkpoint(layout.checkpoints, fm, encoder, manifest), "2026-01-01"
 
@@ -108,8 +123,23 @@ def build_once(work: Path, rows_per_day: int, days: int, model: str):
     if not (stamp.is_file() and json.loads(stamp.read_text()) == tag):
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir(parents=True)
-        subprocess.run([sys.executable, "-m", "benchmarks.extract", "--build-only", "--workdir", str(work),
-                        "--rows", str(rows_per_day * days), "--days", str(days), "--model", model], check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "benchmarks.extract",
+                "--build-only",
+                "--workdir",
+                str(work),
+                "--rows",
+                str(rows_per_day * days),
+                "--days",
+                str(days),
+                "--model",
+                model,
+            ],
+            check=True,
+        )
     layout = RunLayout(work)
     ckpt = next(p for p in sorted(layout.checkpoints.iterdir()) if (p / "manifest.json").is_file())
     return layout, ckpt
@@ -143,9 +173,15 @@ def plain_loop(ckpt: Path, uris: list[str], out: Path, batch: int, max_rows: int
             t = pa.Table.from_batches([rb])
             with torch.inference_mode():
                 reps = lm.model.representations(lm.encoder.encode(t, require_labels=False), layers)
-            o = pa.table({**{c: t[c] for c in ID_COLUMNS}, "ur": fixed(reps[layers[0]]),
-                          "ir": fixed(reps[layers[1]]), "cr": fixed(reps[layers[2]]),
-                          "layer": pa.array([layers[2]] * t.num_rows, pa.string())})
+            o = pa.table(
+                {
+                    **{c: t[c] for c in ID_COLUMNS},
+                    "ur": fixed(reps[layers[0]]),
+                    "ir": fixed(reps[layers[1]]),
+                    "cr": fixed(reps[layers[2]]),
+                    "layer": pa.array([layers[2]] * t.num_rows, pa.string()),
+                }
+            )
             writer = writer or pq.ParquetWriter(out / f"part-{k}.parquet", o.schema)
             writer.write_table(o)
             rows += o.num_rows
@@ -180,7 +216,7 @@ def forward_only(ckpt: Path, table: pa.Table, batch: int) -> float:
     t0 = time.perf_counter()
     with torch.inference_mode():
         for s in range(0, n, batch):
-            lm.model.representations({k: v[s:s + batch] for k, v in enc.items()}, layers)
+            lm.model.representations({k: v[s : s + batch] for k, v in enc.items()}, layers)
     return n / (time.perf_counter() - t0)
 
 
@@ -226,8 +262,13 @@ def backfill(a) -> None:
     build_s = time.perf_counter() - t0
     days = log_days(layout.log)
     ensure_ray(num_cpus=os.cpu_count(), object_store_gb=1.0)
-    cfg = ExtractConfig(batch_size=a.batch_size, num_cpus=a.cpus_per_actor, torch_threads=a.threads,
-                        rows_per_unit=a.rows_per_unit, force=True)
+    cfg = ExtractConfig(
+        batch_size=a.batch_size,
+        num_cpus=a.cpus_per_actor,
+        torch_threads=a.threads,
+        rows_per_unit=a.rows_per_unit,
+        force=True,
+    )
     sample = days[: a.per_day_sample]
     t0 = time.perf_counter()
     for d in sample:
@@ -238,11 +279,17 @@ def backfill(a) -> None:
     one_job_s = time.perf_counter() - t0
     rows = sum(r.rows for r in res.values())
     result = {
-        "days": len(days), "rows": rows, "one_job_s": round(one_job_s, 2),
-        "one_job_per_day_s": round(one_job_s / len(days), 3), "job_per_day_s": round(per_day_s, 2),
+        "days": len(days),
+        "rows": rows,
+        "one_job_s": round(one_job_s, 2),
+        "one_job_per_day_s": round(one_job_s / len(days), 3),
+        "job_per_day_s": round(per_day_s, 2),
         "job_per_day_extrapolated_s": round(per_day_s * len(days), 1),
-        "backfill_speedup": round(per_day_s * len(days) / one_job_s, 1), "rows_per_s": round(rows / one_job_s),
-        "per_day_sample": len(sample), "build_s": round(build_s, 1), "load_avg_1m": round(os.getloadavg()[0], 2),
+        "backfill_speedup": round(per_day_s * len(days) / one_job_s, 1),
+        "rows_per_s": round(rows / one_job_s),
+        "per_day_sample": len(sample),
+        "build_s": round(build_s, 1),
+        "load_avg_1m": round(os.getloadavg()[0], 2),
     }
     if not a.workdir:
         shutil.rmtree(work, ignore_errors=True)
@@ -270,8 +317,9 @@ def decode_passes(a) -> None:
         rows = 0
         for u in units:
             off = 0
-            for rb in open_parquet(u["uri"]).iter_batches(batch_size=a.batch_size, row_groups=u["row_groups"],
-                                                         columns=columns):
+            for rb in open_parquet(u["uri"]).iter_batches(
+                batch_size=a.batch_size, row_groups=u["row_groups"], columns=columns
+            ):
                 off += rb.num_rows
                 rows += max(0, min(off, u["stop"]) - max(off - rb.num_rows, u["start"]))
                 if off >= u["stop"]:
@@ -281,8 +329,9 @@ def decode_passes(a) -> None:
     def per_run() -> int:
         rows = 0
         for run in runs_of(units):
-            for rb in open_parquet(run[0]["uri"]).iter_batches(batch_size=a.batch_size,
-                                                              row_groups=run[0]["row_groups"], columns=columns):
+            for rb in open_parquet(run[0]["uri"]).iter_batches(
+                batch_size=a.batch_size, row_groups=run[0]["row_groups"], columns=columns
+            ):
                 rows += rb.num_rows
         return rows
 
@@ -293,10 +342,21 @@ def decode_passes(a) -> None:
     assert per_unit() == n
     unit_s = time.perf_counter() - t0
     md = [pq.read_metadata(u.removeprefix("file://")) for u in uris]
-    print(json.dumps({"rows": n, "files": len(uris), "row_groups": sum(m.num_row_groups for m in md),
-                      "units": len(units), "runs": len(runs_of(units)), "per_unit_decode_s": round(unit_s, 2),
-                      "one_pass_decode_s": round(run_s, 2), "decode_ratio": round(unit_s / run_s, 2),
-                      "load_avg_1m": round(os.getloadavg()[0], 2)}))
+    print(
+        json.dumps(
+            {
+                "rows": n,
+                "files": len(uris),
+                "row_groups": sum(m.num_row_groups for m in md),
+                "units": len(units),
+                "runs": len(runs_of(units)),
+                "per_unit_decode_s": round(unit_s, 2),
+                "one_pass_decode_s": round(run_s, 2),
+                "decode_ratio": round(unit_s / run_s, 2),
+                "load_avg_1m": round(os.getloadavg()[0], 2),
+            }
+        )
+    )
 
 
 def main() -> None:
@@ -306,8 +366,12 @@ def main() -> None:
     p.add_argument("--model", choices=sorted(MODELS), default="default")
     p.add_argument("--naive-rows", type=int, default=20_000)
     p.add_argument("--forward-rows", type=int, default=300_000, help="forward-only on the first N rows (in memory)")
-    p.add_argument("--loop-rows", type=int, default=0,
-                   help="> 0: the plain loop runs on the first N rows only (its rows/s is that prefix's)")
+    p.add_argument(
+        "--loop-rows",
+        type=int,
+        default=0,
+        help="> 0: the plain loop runs on the first N rows only (its rows/s is that prefix's)",
+    )
     p.add_argument("--repeats", type=int, default=1, help="loop and Ray job alternately N times; best of each")
     p.add_argument("--batch-size", type=int, default=4096)
     p.add_argument("--pool", type=int, default=1)
@@ -349,8 +413,14 @@ def main() -> None:
     del head
 
     ensure_ray(num_cpus=os.cpu_count(), object_store_gb=1.0)
-    cfg = ExtractConfig(batch_size=a.batch_size, actor_pool_size=a.pool, num_cpus=a.cpus_per_actor,
-                        torch_threads=max(1, a.threads // a.pool), rows_per_unit=a.rows_per_unit, force=True)
+    cfg = ExtractConfig(
+        batch_size=a.batch_size,
+        actor_pool_size=a.pool,
+        num_cpus=a.cpus_per_actor,
+        torch_threads=max(1, a.threads // a.pool),
+        rows_per_unit=a.rows_per_unit,
+        force=True,
+    )
     loops, rays, actor_rss, phases = [], [], 0.0, []
     for _ in range(a.repeats):
         t0 = time.perf_counter()
@@ -367,21 +437,37 @@ def main() -> None:
     rps, loop_rps = max(rays), max(loops)
     driver_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     result = {
-        "rows": n, "rows_per_s": round(rps), "loop_rows_per_s": round(loop_rps),
-        "forward_rows_per_s": round(fwd), "naive_rows_per_s": round(naive_rps),
-        "ratio_vs_loop": round(rps / loop_rps, 3), "ratio_vs_forward": round(rps / fwd, 3),
-        "speedup_vs_naive": round(rps / naive_rps, 2), "peak_rss_mb": round(max(driver_rss, actor_rss), 1),
-        "driver_peak_rss_mb": round(driver_rss, 1), "actor_peak_rss_mb": round(actor_rss, 1),
-        "ray_rows_per_s_runs": [round(x) for x in rays], "loop_rows_per_s_runs": [round(x) for x in loops],
-        "loop_rows_measured": loop_n, "forward_rows_measured": min(a.forward_rows, n),
-        "naive_rows_measured": min(a.naive_rows, n), "days": len(days), "model": a.model,
-        "ray_seconds_best": round(n / rps, 2), "pool": a.pool, "cpus_per_actor": a.cpus_per_actor,
-        "threads": a.threads, "batch_size": a.batch_size, "rows_per_unit": a.rows_per_unit,
-        "shards": sum(len(r.shards) for r in res.values()), "build_s": round(build_s, 1),
+        "rows": n,
+        "rows_per_s": round(rps),
+        "loop_rows_per_s": round(loop_rps),
+        "forward_rows_per_s": round(fwd),
+        "naive_rows_per_s": round(naive_rps),
+        "ratio_vs_loop": round(rps / loop_rps, 3),
+        "ratio_vs_forward": round(rps / fwd, 3),
+        "speedup_vs_naive": round(rps / naive_rps, 2),
+        "peak_rss_mb": round(max(driver_rss, actor_rss), 1),
+        "driver_peak_rss_mb": round(driver_rss, 1),
+        "actor_peak_rss_mb": round(actor_rss, 1),
+        "ray_rows_per_s_runs": [round(x) for x in rays],
+        "loop_rows_per_s_runs": [round(x) for x in loops],
+        "loop_rows_measured": loop_n,
+        "forward_rows_measured": min(a.forward_rows, n),
+        "naive_rows_measured": min(a.naive_rows, n),
+        "days": len(days),
+        "model": a.model,
+        "ray_seconds_best": round(n / rps, 2),
+        "pool": a.pool,
+        "cpus_per_actor": a.cpus_per_actor,
+        "threads": a.threads,
+        "batch_size": a.batch_size,
+        "rows_per_unit": a.rows_per_unit,
+        "shards": sum(len(r.shards) for r in res.values()),
+        "build_s": round(build_s, 1),
         "ray_phases_best": phases[rays.index(rps)],
-        "load_avg_1m_start": round(load_start, 2), "load_avg_1m_end": round(os.getloadavg()[0], 2),
+        "load_avg_1m_start": round(load_start, 2),
+        "load_avg_1m_end": round(os.getloadavg()[0], 2),
         "note": "peak_rss_mb = max(driver, Ray actor); forward/naive (and loop when loop_rows_measured < rows) "
-                "are rates on a prefix of the log",
+        "are rates on a prefix of the log",
     }
     if not a.workdir:
         shutil.rmtree(work, ignore_errors=True)

@@ -67,13 +67,13 @@ CASES = ("kill_chain", "kill_pretrain", "corrupt_log_file", "bad_day", "concurre
 KILL_CHAIN = [
     "after:ingest",
     "after:pretrain",
-    "extract:after-samples",      # today extracted, nothing published
-    "extract:staged:2",           # 2nd table commit: Spark's Parquet staged, not committed
-    "extract:committed:2",        # right after this run's 2nd table commit (today: 3 of 4 tables)
+    "extract:after-samples",  # today extracted, nothing published
+    "extract:staged:2",  # 2nd table commit: Spark's Parquet staged, not committed
+    "extract:committed:2",  # right after this run's 2nd table commit (today: 3 of 4 tables)
     "after:extract",
     "after:rollover",
     "after:downstream",
-    "retrieval:before-current",   # index version folder complete, CURRENT not moved
+    "retrieval:before-current",  # index version folder complete, CURRENT not moved
     "after:retrieval",
     "before:report",
 ]
@@ -172,11 +172,29 @@ class Harness:
         path.write_text(yaml.safe_dump({**self.base_cfg, "root": str(root)}))
         return path
 
-    def start(self, root: Path, point: str = "none", ds: str = TODAY, extra: list[str] | None = None,
-              tag: str = "", command: str = "run") -> subprocess.Popen:
+    def start(
+        self,
+        root: Path,
+        point: str = "none",
+        ds: str = TODAY,
+        extra: list[str] | None = None,
+        tag: str = "",
+        command: str = "run",
+    ) -> subprocess.Popen:
         cli = ["stage", "pretrain"] if command == "pretrain" else [command]
-        cmd = [sys.executable, "-m", "benchmarks.faults", "--child", point, *cli, "--config",
-               str(self.config(root)), "--ds", ds, *(extra or [])]
+        cmd = [
+            sys.executable,
+            "-m",
+            "benchmarks.faults",
+            "--child",
+            point,
+            *cli,
+            "--config",
+            str(self.config(root)),
+            "--ds",
+            ds,
+            *(extra or []),
+        ]
         out = open(self.work / f"{root.name}{tag}-{point.replace(':', '_')}.log", "ab")
         # own session: the harness can kill what the child leaves (Spark JVM, Ray) by group
         return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
@@ -189,11 +207,14 @@ class Harness:
             pass
         return rc
 
-    def run(self, root: Path, point: str = "none", ds: str = TODAY, extra: list[str] | None = None,
-            command: str = "run") -> int:
+    def run(
+        self, root: Path, point: str = "none", ds: str = TODAY, extra: list[str] | None = None, command: str = "run"
+    ) -> int:
         t0 = time.perf_counter()
         rc = self.wait(self.start(root, point, ds, extra, command=command))
-        self.log.append({"root": root.name, "point": point, "ds": ds, "rc": rc, "s": round(time.perf_counter() - t0, 1)})
+        self.log.append(
+            {"root": root.name, "point": point, "ds": ds, "rc": rc, "s": round(time.perf_counter() - t0, 1)}
+        )
         print(json.dumps(self.log[-1]), file=sys.stderr, flush=True)
         return rc
 
@@ -241,8 +262,12 @@ def _index(index_root: Path) -> dict | None:
         vecs = index.reconstruct_n(0, index.ntotal)
     except RuntimeError:  # not reconstructible (e.g. IVF without a direct map): compare ids only
         vecs = None
-    return {"version": manifest["version"], "ds": manifest["ds"], "ids": ids,
-            "vectors": None if vecs is None else dict(zip(ids, np.asarray(vecs)))}
+    return {
+        "version": manifest["version"],
+        "ds": manifest["ds"],
+        "ids": ids,
+        "vectors": None if vecs is None else dict(zip(ids, np.asarray(vecs))),
+    }
 
 
 def _key_counts(name: str, rows) -> Counter:
@@ -257,8 +282,9 @@ def _vectors(rows) -> dict:
 
     if "vector" not in rows.column_names:
         return {}
-    return dict(zip(rows.column("entity_id").to_pylist(),
-                    np.asarray(rows.column("vector").to_pylist(), dtype=np.float64)))
+    return dict(
+        zip(rows.column("entity_id").to_pylist(), np.asarray(rows.column("vector").to_pylist(), dtype=np.float64))
+    )
 
 
 def compare(got: dict, want: dict, days: list[str] | None = None) -> dict:
@@ -314,9 +340,15 @@ def published_issues(got: dict, want: dict, earlier_index: dict | None = None) -
     issues = []
     for name, days in got["tables"].items():
         for ds, rows in days.items():
-            one = compare({"tables": {name: {ds: rows}}, "index": None},
-                          {"tables": {name: {ds: want["tables"].get(name, {}).get(ds)}} if ds in
-                           want["tables"].get(name, {}) else {}, "index": None})
+            one = compare(
+                {"tables": {name: {ds: rows}}, "index": None},
+                {
+                    "tables": {name: {ds: want["tables"].get(name, {}).get(ds)}}
+                    if ds in want["tables"].get(name, {})
+                    else {},
+                    "index": None,
+                },
+            )
             issues += one["problems"]
     if got["index"] is not None:
         vs_today = compare({"tables": {}, "index": got["index"]}, {"tables": {}, "index": want["index"]})["problems"]
@@ -329,8 +361,11 @@ def published_issues(got: dict, want: dict, earlier_index: dict | None = None) -
 def _ledger_all_done(root: Path, ds: str) -> list[str]:
     from pipelines.ledger import Ledger
 
-    return [f"ledger: {r['step']} is {r['status']}" for r in Ledger(root / "ledger.sqlite").rows(ds)
-            if r["status"] != "done"]
+    return [
+        f"ledger: {r['step']} is {r['status']}"
+        for r in Ledger(root / "ledger.sqlite").rows(ds)
+        if r["status"] != "done"
+    ]
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -345,11 +380,19 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--workdir", type=Path, default=None)
     ap.add_argument("--only", default="", help="Comma-separated case names (default: all).")
     ap.add_argument("--keep", action="store_true", help="Keep the work folder.")
-    ap.add_argument("--jobs", type=int, default=2, choices=(1, 2),
-                    help="2 (default): the kill chain runs in one lane while the other cases run in a "
-                         "second, at the same time (each case on its own root); 1: every case in turn.")
-    ap.add_argument("--reuse-clean", action="store_true",
-                    help="Reuse the clean runs a kept --workdir holds (for reruns of single cases).")
+    ap.add_argument(
+        "--jobs",
+        type=int,
+        default=2,
+        choices=(1, 2),
+        help="2 (default): the kill chain runs in one lane while the other cases run in a "
+        "second, at the same time (each case on its own root); 1: every case in turn.",
+    )
+    ap.add_argument(
+        "--reuse-clean",
+        action="store_true",
+        help="Reuse the clean runs a kept --workdir holds (for reruns of single cases).",
+    )
     a = ap.parse_args(argv)
     only = set(filter(None, a.only.split(",")))
     if only - set(CASES):
@@ -361,13 +404,23 @@ def main(argv: list[str] | None = None) -> dict:
     work = (a.workdir or Path(tempfile.mkdtemp(prefix="lfm4ads-faults-"))).resolve()
     work.mkdir(parents=True, exist_ok=True)
     base_cfg = {
-        "source": {"kind": "generated", "generator": {
-            "num_users": a.users, "num_items": a.items, "days": len(DAYS), "rows_per_day": a.rows_per_day,
-            "windows_per_day": 4, "start_date": DAYS[0]}},
+        "source": {
+            "kind": "generated",
+            "generator": {
+                "num_users": a.users,
+                "num_items": a.items,
+                "days": len(DAYS),
+                "rows_per_day": a.rows_per_day,
+                "windows_per_day": 4,
+                "start_date": DAYS[0],
+            },
+        },
         # fixed split edges: yesterday's and today's runs share one checkpoint
         "split": {"valid_start": DAYS[2], "test_start": DAYS[3]},
-        "pretrain": {"model": {"d_model": 16, "user_layers": 2, "ur_dim": 16, "ir_dim": 16, "mlp_dims": [32, 16]},
-                     "train": {"epochs": 1, "batch_size": 256, "diagnostics_rows": 200, "num_workers": 1}},
+        "pretrain": {
+            "model": {"d_model": 16, "user_layers": 2, "ur_dim": 16, "ir_dim": 16, "mlp_dims": [32, 16]},
+            "train": {"epochs": 1, "batch_size": 256, "diagnostics_rows": 200, "num_workers": 1},
+        },
         "downstream": {"scenario": 0, "epochs": 1, "representations": ["user_ur", "item_ir", "user_cr", "item_cr"]},
         "retrieval": {"recall_target": 0.5},
     }
@@ -380,8 +433,12 @@ def main(argv: list[str] | None = None) -> dict:
     def record(name: str, ok: bool, cmp: dict | None = None, **extra) -> None:
         cmp = cmp or {"rows_lost": 0, "rows_duplicated": 0, "bad_publishes": 0, "problems": []}
         ok = ok and not cmp["problems"]
-        results[name] = {"passed": bool(ok), **{k: cmp[k] for k in ("rows_lost", "rows_duplicated", "bad_publishes")},
-                         "problems": cmp["problems"][:5], **extra}
+        results[name] = {
+            "passed": bool(ok),
+            **{k: cmp[k] for k in ("rows_lost", "rows_duplicated", "bad_publishes")},
+            "problems": cmp["problems"][:5],
+            **extra,
+        }
         print(json.dumps({"case": name, **results[name]}), file=sys.stderr, flush=True)
 
     # --- the clean run: yesterday, then today ---------------------------------------------
@@ -450,8 +507,14 @@ def main(argv: list[str] | None = None) -> dict:
             final["problems"].append(f"final rerun exit {rc}")
         for point, info in per_point.items():
             ok = info["killed"] and not info["bad_after_kill"]
-            cmp = dict(final, problems=[*final["problems"], *info["bad_after_kill"],
-                                        *([] if info["killed"] else [f"not killed at {point} (exit {info['rc']})"])])
+            cmp = dict(
+                final,
+                problems=[
+                    *final["problems"],
+                    *info["bad_after_kill"],
+                    *([] if info["killed"] else [f"not killed at {point} (exit {info['rc']})"]),
+                ],
+            )
             cmp["bad_publishes"] = final["bad_publishes"] + len(info["bad_after_kill"])
             # the chain's final tables are shared by every point: count the rows once
             if point != KILL_CHAIN[0]:
@@ -464,9 +527,15 @@ def main(argv: list[str] | None = None) -> dict:
         rc1 = h.run(root, "pretrain:before-save", command="pretrain")
         left = sorted(x.name for x in (root / "checkpoints").glob("*")) if (root / "checkpoints").exists() else []
         rc2 = h.run(root, command="pretrain")
-        complete = [x for x in (root / "checkpoints").iterdir()
-                    if not x.name.startswith((".", "_")) and (x / "manifest.json").is_file()] \
-            if (root / "checkpoints").exists() else []
+        complete = (
+            [
+                x
+                for x in (root / "checkpoints").iterdir()
+                if not x.name.startswith((".", "_")) and (x / "manifest.json").is_file()
+            ]
+            if (root / "checkpoints").exists()
+            else []
+        )
         problems = []
         if rc1 != -signal.SIGKILL:
             problems.append(f"not killed (exit {rc1})")
@@ -475,8 +544,11 @@ def main(argv: list[str] | None = None) -> dict:
         if rc2 != 0 or len(complete) != 1:
             problems.append(f"rerun exit {rc2}, {len(complete)} complete checkpoint(s)")
         problems += _ledger_all_done(root, TODAY)
-        record("kill:pretrain:before-save", not problems, {"rows_lost": 0, "rows_duplicated": 0,
-                                                            "bad_publishes": 0, "problems": problems})
+        record(
+            "kill:pretrain:before-save",
+            not problems,
+            {"rows_lost": 0, "rows_duplicated": 0, "bad_publishes": 0, "problems": problems},
+        )
 
     # --- a corrupt input file ---------------------------------------------------------
     def case_corrupt_log_file() -> None:
@@ -502,8 +574,12 @@ def main(argv: list[str] | None = None) -> dict:
         final = compare(snapshot(root), want)
         if rc2 != 0:
             problems.append(f"rerun after the fix: exit {rc2}")
-        record("corrupt_log_file", not problems, dict(final, problems=problems + final["problems"],
-                                                      bad_publishes=bad + final["bad_publishes"]), exit_code=rc1)
+        record(
+            "corrupt_log_file",
+            not problems,
+            dict(final, problems=problems + final["problems"], bad_publishes=bad + final["bad_publishes"]),
+            exit_code=rc1,
+        )
 
     # --- a day of bad rows --------------------------------------------------------------
     def case_bad_day() -> None:
@@ -532,8 +608,12 @@ def main(argv: list[str] | None = None) -> dict:
         # the log's history differs (two extra commits) but its rows must equal the clean log's
         if rc2 != 0:
             problems.append(f"rerun after the fix: exit {rc2}")
-        record("bad_day", not problems, dict(final, problems=problems + final["problems"],
-                                             bad_publishes=bad + final["bad_publishes"]), exit_code=rc1)
+        record(
+            "bad_day",
+            not problems,
+            dict(final, problems=problems + final["problems"], bad_publishes=bad + final["bad_publishes"]),
+            exit_code=rc1,
+        )
 
     # --- two (three) runs at once -------------------------------------------------------
     def case_concurrent() -> None:
@@ -549,8 +629,13 @@ def main(argv: list[str] | None = None) -> dict:
             problems.append(f"exit codes {rcs}: want one plain run 0 and one 4 (or both 4 behind --wait), --wait 0")
         record("concurrent", not problems, dict(final, problems=problems), exit_codes=rcs)
 
-    cases = {"kill_chain": case_kill_chain, "kill_pretrain": case_kill_pretrain,
-             "corrupt_log_file": case_corrupt_log_file, "bad_day": case_bad_day, "concurrent": case_concurrent}
+    cases = {
+        "kill_chain": case_kill_chain,
+        "kill_pretrain": case_kill_pretrain,
+        "corrupt_log_file": case_corrupt_log_file,
+        "bad_day": case_bad_day,
+        "concurrent": case_concurrent,
+    }
     selected = [c for c in CASES if not only or c in only]
 
     def timed(case: str) -> None:

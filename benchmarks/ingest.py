@@ -38,9 +38,15 @@ import pyarrow.parquet as pq
 
 T0 = 1_767_225_600  # 2026-01-01 00:00 UTC
 SPEC = {
-    "name": "bench", "user_id": "uid", "item_id": "ad", "event_time": "ts", "scenario": "pl",
-    "scenarios": {0: "feed", 1: "search", 2: "splash"}, "tasks": ["click", "conv"],
-    "user_features": ["zip"], "item_features": ["cat"],
+    "name": "bench",
+    "user_id": "uid",
+    "item_id": "ad",
+    "event_time": "ts",
+    "scenario": "pl",
+    "scenarios": {0: "feed", 1: "search", 2: "splash"},
+    "tasks": ["click", "conv"],
+    "user_features": ["zip"],
+    "item_features": ["cat"],
     "sequence": {"max_len": 20, "positive_task": "click"},
 }
 
@@ -48,8 +54,18 @@ SPEC = {
 def write_log(path: Path, rows: int, rows_per_day: int, users: int, items: int, seed: int = 0) -> None:
     """One row group per day; ids as zero-padded strings; conversion null where no click."""
     rng = np.random.default_rng(seed)
-    schema = pa.schema([("uid", pa.string()), ("ad", pa.string()), ("ts", pa.int64()), ("pl", pa.int64()),
-                        ("click", pa.int64()), ("conv", pa.int64()), ("zip", pa.string()), ("cat", pa.string())])
+    schema = pa.schema(
+        [
+            ("uid", pa.string()),
+            ("ad", pa.string()),
+            ("ts", pa.int64()),
+            ("pl", pa.int64()),
+            ("click", pa.int64()),
+            ("conv", pa.int64()),
+            ("zip", pa.string()),
+            ("cat", pa.string()),
+        ]
+    )
     uid_pool = pa.array([f"u{i:07d}" for i in range(users)])
     ad_pool = pa.array([f"ad{i:06d}" for i in range(items)])
     zip_pool = pa.array([f"{i:05d}" for i in range(users)])
@@ -61,12 +77,21 @@ def write_log(path: Path, rows: int, rows_per_day: int, users: int, items: int, 
             a = pa.array(rng.zipf(1.3, n) % items)
             click = rng.random(n) < 0.1
             conv = np.where(click, (rng.random(n) < 0.2).astype(np.int64), 0)
-            w.write_table(pa.table({
-                "uid": uid_pool.take(u), "ad": ad_pool.take(a),
-                "ts": pa.array(T0 + day * 86_400 + np.sort(rng.integers(0, 86_400, n))),
-                "pl": pa.array(rng.integers(0, 3, n)), "click": pa.array(click.astype(np.int64)),
-                "conv": pa.array(conv, mask=~click), "zip": zip_pool.take(u), "cat": cat_pool.take(a),
-            }, schema=schema))
+            w.write_table(
+                pa.table(
+                    {
+                        "uid": uid_pool.take(u),
+                        "ad": ad_pool.take(a),
+                        "ts": pa.array(T0 + day * 86_400 + np.sort(rng.integers(0, 86_400, n))),
+                        "pl": pa.array(rng.integers(0, 3, n)),
+                        "click": pa.array(click.astype(np.int64)),
+                        "conv": pa.array(conv, mask=~click),
+                        "zip": zip_pool.take(u),
+                        "cat": cat_pool.take(a),
+                    },
+                    schema=schema,
+                )
+            )
 
 
 def child(method: str, file: str, out: str) -> None:
@@ -88,8 +113,11 @@ def child(method: str, file: str, out: str) -> None:
 
 def measure(method: str, file: Path, out: Path) -> dict:
     """Run one method in a fresh child; its own peak RSS from wait4 (not shared with siblings)."""
-    proc = subprocess.Popen([sys.executable, "-m", "benchmarks.ingest", "--child", method, str(file), str(out)],
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "benchmarks.ingest", "--child", method, str(file), str(out)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     _, status, usage = os.wait4(proc.pid, 0)
     stdout = proc.stdout.read()
     proc.returncode = os.waitstatus_to_exitcode(status)
@@ -125,21 +153,30 @@ def main() -> None:
             src = work / f"log_{n}.parquet"
             t = time.perf_counter()
             write_log(src, n, args.rows_per_day, args.users, args.items)
-            print(f"wrote {n:,} rows ({src.stat().st_size / 2**20:.0f} MiB) in {time.perf_counter() - t:.1f}s", flush=True)
+            print(
+                f"wrote {n:,} rows ({src.stat().st_size / 2**20:.0f} MiB) in {time.perf_counter() - t:.1f}s", flush=True
+            )
             for method in ("plain", "project"):
                 dest = work / (f"{method}_{n}" + (".parquet" if method == "plain" else ""))
                 res = measure(method, src, dest)
                 out[f"{method}_{n}"] = res
-                print(f"{method:8s} {n:>11,} rows: {res['rows_per_s']:>9,} rows/s ({res['seconds']} s wall, "
-                      f"{res['cpu_s']} s CPU), peak RSS {res['peak_rss_mb']:,} MB", flush=True)
+                print(
+                    f"{method:8s} {n:>11,} rows: {res['rows_per_s']:>9,} rows/s ({res['seconds']} s wall, "
+                    f"{res['cpu_s']} s CPU), peak RSS {res['peak_rss_mb']:,} MB",
+                    flush=True,
+                )
                 shutil.rmtree(dest, ignore_errors=True) if dest.is_dir() else dest.unlink(missing_ok=True)
             src.unlink()
     finally:
         if not args.workdir:
             shutil.rmtree(work, ignore_errors=True)
     small, large = sizes
-    out["peak_rss_ratio_10x"] = round(out[f"project_{large}"]["peak_rss_mb"] / out[f"project_{small}"]["peak_rss_mb"], 3)
-    out["plain_peak_rss_ratio_10x"] = round(out[f"plain_{large}"]["peak_rss_mb"] / out[f"plain_{small}"]["peak_rss_mb"], 3)
+    out["peak_rss_ratio_10x"] = round(
+        out[f"project_{large}"]["peak_rss_mb"] / out[f"project_{small}"]["peak_rss_mb"], 3
+    )
+    out["plain_peak_rss_ratio_10x"] = round(
+        out[f"plain_{large}"]["peak_rss_mb"] / out[f"plain_{small}"]["peak_rss_mb"], 3
+    )
     out["cpu_ratio_vs_plain"] = round(out[f"plain_{large}"]["cpu_s"] / out[f"project_{large}"]["cpu_s"], 4)
     out["ratio_vs_plain"] = round(out[f"project_{large}"]["rows_per_s"] / out[f"plain_{large}"]["rows_per_s"], 4)
     print(json.dumps(out))

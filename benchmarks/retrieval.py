@@ -155,8 +155,9 @@ def peer(name: str, items: np.ndarray, q: np.ndarray, truth: np.ndarray, args, t
         import hnswlib
 
         index = hnswlib.Index(space="ip", dim=items.shape[1])
-        index.init_index(max_elements=n, M=args.peer_m, ef_construction=args.peer_ef_construction,
-                         random_seed=args.seed)
+        index.init_index(
+            max_elements=n, M=args.peer_m, ef_construction=args.peer_ef_construction, random_seed=args.seed
+        )
         index.set_num_threads(threads)
         index.add_items(items, np.arange(n))
 
@@ -166,8 +167,13 @@ def peer(name: str, items: np.ndarray, q: np.ndarray, truth: np.ndarray, args, t
     elif name == "usearch":
         from usearch.index import Index
 
-        index = Index(ndim=items.shape[1], metric="ip", dtype="f32", connectivity=args.peer_m,
-                      expansion_add=args.peer_ef_construction)
+        index = Index(
+            ndim=items.shape[1],
+            metric="ip",
+            dtype="f32",
+            connectivity=args.peer_m,
+            expansion_add=args.peer_ef_construction,
+        )
         index.add(np.arange(n, dtype=np.uint64), items, threads=threads)
 
         def run(queries, ef):
@@ -186,9 +192,14 @@ def peer(name: str, items: np.ndarray, q: np.ndarray, truth: np.ndarray, args, t
     for _ in range(args.rounds):
         peer_s = min(peer_s, timed(lambda: run(qb, chosen), 1)[1])
         faiss_s = min(faiss_s, timed(faiss_search, 1)[1])
-    return {"qps": round(len(qb) / peer_s, 1), f"recall_at_{k}": round(rec, 4), "ef": chosen,
-            "reached_faiss_recall": rec >= target, "build_s": round(build_s, 1),
-            "faiss_qps_same_rounds": round(len(qb) / faiss_s, 1)}
+    return {
+        "qps": round(len(qb) / peer_s, 1),
+        f"recall_at_{k}": round(rec, 4),
+        "ef": chosen,
+        "reached_faiss_recall": rec >= target,
+        "build_s": round(build_s, 1),
+        "faiss_qps_same_rounds": round(len(qb) / faiss_s, 1),
+    }
 
 
 def main(argv=None) -> dict:
@@ -262,9 +273,13 @@ def main(argv=None) -> dict:
             pts = curve(loaded.index, q, truth, args.k)
             for p in pts:
                 print(f"  curve {p['params']} recall {p['recall']:.4f} qps {p['qps']:.0f}", flush=True)
-            plot(pts, exact_qps, {"params": {k: m.params[k] for k in SEARCH_PARAMS if k in m.params},
-                                  "recall": rec, "qps": qps}, Path(args.plot),
-                 f"{args.items} x {args.dim}, {m.factory}, {faiss.omp_get_max_threads()} threads")
+            plot(
+                pts,
+                exact_qps,
+                {"params": {k: m.params[k] for k in SEARCH_PARAMS if k in m.params}, "recall": rec, "qps": qps},
+                Path(args.plot),
+                f"{args.items} x {args.dim}, {m.factory}, {faiss.omp_get_max_threads()} threads",
+            )
         result = {
             "items": args.items,
             "dim": args.dim,

@@ -64,16 +64,26 @@ def load(args, work: Path):
 
     log = work / "log"
     if args.data == "generated":
-        generate_log(GeneratorConfig(days=args.days, rows_per_day=args.rows_per_day, num_users=args.users,
-                                     num_items=args.items, seed=args.data_seed), log)
+        generate_log(
+            GeneratorConfig(
+                days=args.days,
+                rows_per_day=args.rows_per_day,
+                num_users=args.users,
+                num_items=args.items,
+                seed=args.data_seed,
+            ),
+            log,
+        )
         days = log_days(log)
         split = {"train": days[:-3], "valid": days[-3:-2], "test": days[-2:]}
     else:
         materialize(MovieLensSource(kind="movielens", path=Path(args.movielens)), log)
         days = log_days(log)
-        split = {"train": [d for d in days if d < "1998-02-01"],
-                 "valid": [d for d in days if "1998-02-01" <= d < "1998-03-01"],
-                 "test": [d for d in days if d >= "1998-03-01"]}
+        split = {
+            "train": [d for d in days if d < "1998-02-01"],
+            "valid": [d for d in days if "1998-02-01" <= d < "1998-03-01"],
+            "test": [d for d in days if d >= "1998-03-01"],
+        }
     spec = read_log_spec(log)
     table = read_log(log, split["train"] + split["valid"] + split["test"])
     return spec, table, split
@@ -91,15 +101,26 @@ def pretrain(spec, table, split, args):
     tr = table.filter(pc.is_in(table["ds"], pa.array(split["train"])))
     va = table.filter(pc.is_in(table["ds"], pa.array(split["valid"])))
     enc = FeatureEncoder.fit(tr, spec)
-    cfg = PretrainConfig.model_validate({"train": {"epochs": args.fm_epochs, "seed": 0, "torch_threads": args.threads,
-                                                   "patience": 1, "diagnostics": False}})
+    cfg = PretrainConfig.model_validate(
+        {
+            "train": {
+                "epochs": args.fm_epochs,
+                "seed": 0,
+                "torch_threads": args.threads,
+                "patience": 1,
+                "diagnostics": False,
+            }
+        }
+    )
     t0 = time.perf_counter()
     st = fit_plain(cfg.model, cfg.train, spec, enc.vocab_sizes, to_arrays(enc.encode(tr)), to_arrays(enc.encode(va)))
     model = FoundationModel(cfg.model, spec, enc.vocab_sizes)
     model.load_state_dict(st["best_state"])
     model.eval()
-    print(f"foundation model: {tr.num_rows} train rows, {st['epoch']} epoch(s), {time.perf_counter() - t0:.0f}s",
-          flush=True)
+    print(
+        f"foundation model: {tr.num_rows} train rows, {st['epoch']} epoch(s), {time.perf_counter() - t0:.0f}s",
+        flush=True,
+    )
     return model, enc, model.default_cr_layer
 
 
@@ -137,9 +158,15 @@ def as_log(table, spec, vecs) -> Log:
     t = table["event_time"].cast("int64").to_numpy() / 1e6  # timestamp[us] -> seconds
     task = spec.tasks[0]
     lab = table[task].to_numpy(zero_copy_only=False)
-    return Log(np.asarray(table["user_id"].to_pylist(), dtype=object), np.asarray(table["item_id"].to_pylist(), dtype=object),
-               t.astype(np.float64), np.asarray(table["ds"].to_pylist(), dtype=object),
-               table["scenario"].to_numpy(zero_copy_only=False).astype(np.int64), np.nan_to_num(lab) == 1.0, vecs)
+    return Log(
+        np.asarray(table["user_id"].to_pylist(), dtype=object),
+        np.asarray(table["item_id"].to_pylist(), dtype=object),
+        t.astype(np.float64),
+        np.asarray(table["ds"].to_pylist(), dtype=object),
+        table["scenario"].to_numpy(zero_copy_only=False).astype(np.int64),
+        np.nan_to_num(lab) == 1.0,
+        vecs,
+    )
 
 
 def l2(x: np.ndarray) -> np.ndarray:
@@ -205,12 +232,17 @@ def make_phase(lg: Log, fit_days: list[str], tau: float) -> Phase:
     for u, c in cnt.items():
         top[u] = c.most_common(1)[0][0]
     return Phase(
-        items=items, ir=ir, users=users,
+        items=items,
+        ir=ir,
+        users=users,
         state={"ur": ur_state.astype(np.float32), "cr": l2(cr_state).astype(np.float32)},
         seen=[sorted(seen[u]) for u in range(len(users))],
-        train_u=np.array([urow[u] for u in lg.user[rows]]), train_i=np.array([irow[i] for i in lg.item[rows]]),
+        train_u=np.array([urow[u] for u in lg.user[rows]]),
+        train_i=np.array([irow[i] for i in lg.item[rows]]),
         train_x={"ur": lg.vec["ur"][rows], "cr": l2(cr_before[pi]).astype(np.float32)},
-        train_scen=lg.scenario[rows], item_scen=dict(item_scen), user_top_scen=top,
+        train_scen=lg.scenario[rows],
+        item_scen=dict(item_scen),
+        user_top_scen=top,
     )
 
 
@@ -254,14 +286,24 @@ def item_space(ph: Phase, pop: bool) -> np.ndarray:
     return np.hstack([ph.ir, popularity_column(np.bincount(ph.train_i, minlength=len(ph.items)))])
 
 
-def fit_tower(ph: Phase, inputs: str, seed: int, args, evaluate=None, epochs=None, logq=True, temperature=None,
-              pop=False):
+def fit_tower(
+    ph: Phase, inputs: str, seed: int, args, evaluate=None, epochs=None, logq=True, temperature=None, pop=False
+):
     from retrieval.query_tower import train_query_tower
 
     return train_query_tower(
-        tower_inputs(ph.train_x, inputs), ph.train_i, item_space(ph, pop), hidden=args.hidden, epochs=epochs or args.epochs,
-        batch_size=args.batch, lr=args.lr, temperature=temperature or args.temperature, logq=logq, seed=seed,
-        evaluate=evaluate, patience=2,
+        tower_inputs(ph.train_x, inputs),
+        ph.train_i,
+        item_space(ph, pop),
+        hidden=args.hidden,
+        epochs=epochs or args.epochs,
+        batch_size=args.batch,
+        lr=args.lr,
+        temperature=temperature or args.temperature,
+        logq=logq,
+        seed=seed,
+        evaluate=evaluate,
+        patience=2,
     )
 
 
@@ -279,13 +321,14 @@ def fit_two_tower(ph: Phase, seed: int, args, evaluate=None, epochs=None):
         torch.nn.init.normal_(e.weight, std=0.1)
     opt = torch.optim.Adam([*ue.parameters(), *ie.parameters()], lr=args.lr)
     uu, ii = torch.as_tensor(ph.train_u), torch.as_tensor(ph.train_i)
-    log_p = torch.as_tensor(np.log(np.bincount(ph.train_i, minlength=len(ph.items)).clip(1) / len(ph.train_i)),
-                            dtype=torch.float32)
+    log_p = torch.as_tensor(
+        np.log(np.bincount(ph.train_i, minlength=len(ph.items)).clip(1) / len(ph.train_i)), dtype=torch.float32
+    )
     best, best_state, best_epoch, waited = -1.0, None, 0, 0
     for epoch in range(1, (epochs or args.epochs) + 1):
         order = torch.randperm(len(uu), generator=g)
         for a in range(0, len(order), args.batch):
-            idx = order[a:a + args.batch]
+            idx = order[a : a + args.batch]
             if len(idx) < 2:
                 continue
             loss = sampled_softmax_loss(ue(uu[idx]), ii[idx], ie(ii[idx]), log_p[ii[idx]], args.temperature)
@@ -310,11 +353,19 @@ def fit_als(ph: Phase, factors: int, reg: float, alpha: float, seed: int, thread
     import scipy.sparse as sp
     from implicit.cpu.als import AlternatingLeastSquares
 
-    m = sp.csr_matrix((np.full(len(ph.train_u), alpha, dtype=np.float32), (ph.train_u, ph.train_i)),
-                      shape=(len(ph.users), len(ph.items)))
+    m = sp.csr_matrix(
+        (np.full(len(ph.train_u), alpha, dtype=np.float32), (ph.train_u, ph.train_i)),
+        shape=(len(ph.users), len(ph.items)),
+    )
     m.sum_duplicates()
-    als = AlternatingLeastSquares(factors=factors, regularization=reg, iterations=15, random_state=seed,
-                                  num_threads=threads, calculate_training_loss=False)
+    als = AlternatingLeastSquares(
+        factors=factors,
+        regularization=reg,
+        iterations=15,
+        random_state=seed,
+        num_threads=threads,
+        calculate_training_loss=False,
+    )
     als.fit(m, show_progress=False)
     return np.asarray(als.user_factors, dtype=np.float32), np.asarray(als.item_factors, dtype=np.float32)
 
@@ -371,7 +422,8 @@ def rankers_for(ph: Phase, fitted: dict) -> dict:
     r = {
         "popularity": lambda rows, k, cand, scen: popularity_rank(ph, rows, k, None, cand),
         "popularity_scenario": lambda rows, k, cand, scen: popularity_rank(
-            ph, rows, k, ph.user_top_scen[rows] if scen is None else np.full(len(rows), scen), cand),
+            ph, rows, k, ph.user_top_scen[rows] if scen is None else np.full(len(rows), scen), cand
+        ),
     }
     for name, (q, items) in fitted.items():
         r[name] = vec(q, items)
@@ -394,8 +446,13 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--hidden", type=int, default=64)
     ap.add_argument("--temperature", type=float, default=0.1)
-    ap.add_argument("--temperatures", type=float, nargs="*", default=[0.05, 0.1, 0.2],
-                    help="query-tower temperatures tried on validation (with the chosen inputs)")
+    ap.add_argument(
+        "--temperatures",
+        type=float,
+        nargs="*",
+        default=[0.05, 0.1, 0.2],
+        help="query-tower temperatures tried on validation (with the chosen inputs)",
+    )
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=None, help="also write the full result JSON here")
     args = ap.parse_args()
@@ -420,12 +477,16 @@ def main() -> None:
     def v_recall(q, items) -> float:
         from retrieval.quality import recall_ndcg
 
-        return recall_ndcg(ranked_by_vectors(q, items, val, vrows, None, 50), [vt[u] for u in vrows], (50,))["recall"]["50"]
+        return recall_ndcg(ranked_by_vectors(q, items, val, vrows, None, 50), [vt[u] for u in vrows], (50,))["recall"][
+            "50"
+        ]
 
     choices: dict = {"valid_recall_at_50": {}}
     best_inputs, best_v, tower_epochs = None, -1.0, {}
     for inputs in ("ur", "cr", "ur+cr"):
-        fit = fit_tower(val, inputs, 0, args, evaluate=lambda tw, i=inputs: v_recall(tw.encode(tower_inputs(val.state, i)), val.ir))
+        fit = fit_tower(
+            val, inputs, 0, args, evaluate=lambda tw, i=inputs: v_recall(tw.encode(tower_inputs(val.state, i)), val.ir)
+        )
         v = max(h["valid"] for h in fit.history)
         choices["valid_recall_at_50"][f"query_tower[{inputs}]"] = round(v, 4)
         tower_epochs[inputs] = fit.epochs
@@ -435,8 +496,14 @@ def main() -> None:
     for temp in args.temperatures:
         if temp == args.temperature:
             continue
-        fit = fit_tower(val, best_inputs, 0, args, temperature=temp,
-                        evaluate=lambda tw: v_recall(tw.encode(tower_inputs(val.state, best_inputs)), val.ir))
+        fit = fit_tower(
+            val,
+            best_inputs,
+            0,
+            args,
+            temperature=temp,
+            evaluate=lambda tw: v_recall(tw.encode(tower_inputs(val.state, best_inputs)), val.ir),
+        )
         v = max(h["valid"] for h in fit.history)
         choices["valid_recall_at_50"][f"query_tower[{best_inputs}, T={temp}]"] = round(v, 4)
         if v > best_v:
@@ -444,24 +511,40 @@ def main() -> None:
     args.temperature = best_t  # the two-tower gets the same loss settings
     # the popularity column (an item-bias coordinate appended to IR, query_tower.popularity_column)
     pop_items = item_space(val, True)
-    fit = fit_tower(val, best_inputs, 0, args, temperature=best_t, pop=True,
-                    evaluate=lambda tw: v_recall(tw.encode(tower_inputs(val.state, best_inputs)), pop_items))
+    fit = fit_tower(
+        val,
+        best_inputs,
+        0,
+        args,
+        temperature=best_t,
+        pop=True,
+        evaluate=lambda tw: v_recall(tw.encode(tower_inputs(val.state, best_inputs)), pop_items),
+    )
     v = max(h["valid"] for h in fit.history)
     choices["valid_recall_at_50"][f"query_tower[{best_inputs}, T={best_t}, +pop column]"] = round(v, 4)
     use_pop = v > best_v
     if use_pop:
         best_v, tower_epochs[best_inputs] = v, fit.epochs
-    fit = fit_tower(val, best_inputs, 0, args, logq=False, pop=use_pop,
-                    evaluate=lambda tw: v_recall(tw.encode(tower_inputs(val.state, best_inputs)),
-                                                 item_space(val, use_pop)))
-    choices["valid_recall_at_50"][f"query_tower[{best_inputs}, no logQ]"] = round(max(h["valid"] for h in fit.history), 4)
+    fit = fit_tower(
+        val,
+        best_inputs,
+        0,
+        args,
+        logq=False,
+        pop=use_pop,
+        evaluate=lambda tw: v_recall(tw.encode(tower_inputs(val.state, best_inputs)), item_space(val, use_pop)),
+    )
+    choices["valid_recall_at_50"][f"query_tower[{best_inputs}, no logQ]"] = round(
+        max(h["valid"] for h in fit.history), 4
+    )
     scores: list[float] = []
     _, _, tt_epochs = fit_two_tower(val, 0, args, evaluate=lambda uq, it: scores.append(v_recall(uq, it)) or scores[-1])
     choices["valid_recall_at_50"]["two_tower"] = round(max(scores), 4)
     from retrieval.quality import recall_ndcg
 
-    choices["valid_recall_at_50"]["popularity"] = round(recall_ndcg(
-        popularity_rank(val, vrows, 50, None, None), [vt[u] for u in vrows], (50,))["recall"]["50"], 4)
+    choices["valid_recall_at_50"]["popularity"] = round(
+        recall_ndcg(popularity_rank(val, vrows, 50, None, None), [vt[u] for u in vrows], (50,))["recall"]["50"], 4
+    )
     als_best, als_v = None, -1.0
     for factors in (32, 64):
         for reg in (0.01, 0.1):
@@ -472,9 +555,14 @@ def main() -> None:
                 als_best, als_v = (factors, reg), v
     if raw_ok:
         choices["valid_recall_at_50"]["raw_ur"] = round(v_recall(val.state["ur"], val.ir), 4)
-    choices.update(query_tower_inputs=best_inputs, query_tower_temperature=best_t, query_tower_pop_column=use_pop,
-                   query_tower_epochs=tower_epochs[best_inputs],
-                   two_tower_epochs=tt_epochs, als=dict(factors=als_best[0], regularization=als_best[1], alpha=10.0))
+    choices.update(
+        query_tower_inputs=best_inputs,
+        query_tower_temperature=best_t,
+        query_tower_pop_column=use_pop,
+        query_tower_epochs=tower_epochs[best_inputs],
+        two_tower_epochs=tt_epochs,
+        als=dict(factors=als_best[0], regularization=als_best[1], alpha=10.0),
+    )
     print("validation choices:", json.dumps(choices), flush=True)
 
     # test phase: refit on train + valid with the chosen settings
@@ -488,8 +576,9 @@ def main() -> None:
     for seed in range(args.seeds):
         t0 = time.perf_counter()
         fitted = {}
-        tw = fit_tower(te, best_inputs, seed, args, epochs=tower_epochs[best_inputs], temperature=best_t,
-                       pop=use_pop).tower
+        tw = fit_tower(
+            te, best_inputs, seed, args, epochs=tower_epochs[best_inputs], temperature=best_t, pop=use_pop
+        ).tower
         fitted["query_tower"] = (tw.encode(tower_inputs(te.state, best_inputs)), item_space(te, use_pop))
         if raw_ok:
             fitted["raw_ur"] = (te.state["ur"], te.ir)
@@ -506,8 +595,10 @@ def main() -> None:
                 runs[name][f"{method}.users"] = [m["users"]]
         print(f"seed {seed}: {time.perf_counter() - t0:.0f}s", flush=True)
 
-    results = {name: {key: {"mean": round(float(np.mean(v)), 4), "std": round(float(np.std(v)), 4)}
-                      for key, v in r.items()} for name, r in runs.items()}
+    results = {
+        name: {key: {"mean": round(float(np.mean(v)), 4), "std": round(float(np.std(v)), 4)} for key, v in r.items()}
+        for name, r in runs.items()
+    }
     _print_tables(results)
     main_set = results["test"]
 
@@ -516,11 +607,17 @@ def main() -> None:
         return {m: main_set.get(f"{m}.{metric}", {}).get(stat) for m in keys}
 
     summary = {
-        "dataset": args.data, "seeds": args.seeds, "eval_set": "test",
-        "recall_at_50": pick("recall@50", "mean"), "ndcg_at_50": pick("ndcg@50", "mean"),
-        "recall_at_50_std": pick("recall@50", "std"), "ndcg_at_50_std": pick("ndcg@50", "std"),
+        "dataset": args.data,
+        "seeds": args.seeds,
+        "eval_set": "test",
+        "recall_at_50": pick("recall@50", "mean"),
+        "ndcg_at_50": pick("ndcg@50", "mean"),
+        "recall_at_50_std": pick("recall@50", "std"),
+        "ndcg_at_50_std": pick("ndcg@50", "std"),
         "next_day_recall_at_50": {m: results["next_day"].get(f"{m}.recall@50", {}).get("mean") for m in METHODS},
-        "small_scenarios": small, "choices": choices, "seconds": round(time.perf_counter() - t_start, 1),
+        "small_scenarios": small,
+        "choices": choices,
+        "seconds": round(time.perf_counter() - t_start, 1),
     }
     if args.out:
         Path(args.out).write_text(json.dumps({"summary": summary, "results": results}, indent=2))
@@ -531,12 +628,18 @@ def _print_tables(results: dict) -> None:
     for name, r in results.items():
         users = {m: r.get(f"{m}.users", {}).get("mean") for m in METHODS}
         print(f"\n{name} ({int(max(v for v in users.values() if v is not None))} users)")
-        print("| method | " + " | ".join(f"recall@{k}" for k in KS) + " | " + " | ".join(f"NDCG@{k}" for k in KS) + " |")
+        print(
+            "| method | " + " | ".join(f"recall@{k}" for k in KS) + " | " + " | ".join(f"NDCG@{k}" for k in KS) + " |"
+        )
         print("|---|" + "---|" * (2 * len(KS)))
         for m in METHODS:
             if f"{m}.recall@10" not in r:
                 continue
-            cells = [f"{r[f'{m}.{x}@{k}']['mean']:.4f} ± {r[f'{m}.{x}@{k}']['std']:.4f}" for x in ("recall", "ndcg") for k in KS]
+            cells = [
+                f"{r[f'{m}.{x}@{k}']['mean']:.4f} ± {r[f'{m}.{x}@{k}']['std']:.4f}"
+                for x in ("recall", "ndcg")
+                for k in KS
+            ]
             print(f"| {m} | " + " | ".join(cells) + " |")
 
 

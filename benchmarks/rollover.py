@@ -44,11 +44,14 @@ import pyarrow as pa
 TABLES = ["user_ur", "item_ir", "user_cr", "item_cr"]
 
 
-def version_config(root: Path, source: dict, seed: int, version: str, epochs: int, split: dict,
-                   init_from: Path | None = None) -> dict:
-    pre = {"model_version": version,
-           "model": {"d_model": 16, "user_layers": 2, "ur_dim": 16, "ir_dim": 16, "mlp_dims": [32, 16]},
-           "train": {"epochs": epochs, "batch_size": 512, "seed": seed, "diagnostics": False, "patience": 0}}
+def version_config(
+    root: Path, source: dict, seed: int, version: str, epochs: int, split: dict, init_from: Path | None = None
+) -> dict:
+    pre = {
+        "model_version": version,
+        "model": {"d_model": 16, "user_layers": 2, "ur_dim": 16, "ir_dim": 16, "mlp_dims": [32, 16]},
+        "train": {"epochs": epochs, "batch_size": 512, "seed": seed, "diagnostics": False, "patience": 0},
+    }
     if init_from is not None:
         pre["init_from"] = str(init_from)
     return {"root": str(root), "source": source, "split": split, "pretrain": pre}
@@ -65,15 +68,18 @@ def run_version(cfg: dict) -> object:
     from pipelines.config import RunConfig
     from pipelines.run import run_pipeline
 
-    code = ("import json,sys; from pipelines.config import RunConfig; from pipelines.run import run_pipeline; "
-            "run_pipeline(RunConfig.model_validate(json.loads(sys.argv[1])), steps=['extract'])")
+    code = (
+        "import json,sys; from pipelines.config import RunConfig; from pipelines.run import run_pipeline; "
+        "run_pipeline(RunConfig.model_validate(json.loads(sys.argv[1])), steps=['extract'])"
+    )
     subprocess.run([sys.executable, "-c", code, json.dumps(cfg)], check=True)
     # the ledger makes this a no-op that restores ds, split and what was published
     return run_pipeline(RunConfig.model_validate(cfg), steps=["extract"])
 
 
-def publish_variant(tables_root: Path, old_tables: Path, fit_ds: str | None, days: list[str], cfg: "object",
-                    suffix: str) -> dict:
+def publish_variant(
+    tables_root: Path, old_tables: Path, fit_ds: str | None, days: list[str], cfg: "object", suffix: str
+) -> dict:
     """A variant map per table, published as ``<table>__<suffix>`` through the same writer:
     fitted ONCE on ``fit_ds`` (same-day pairs) and applied to every day in ``days`` (the old
     version stopped publishing), or, ``fit_ds=None``, fitted per day like publish_aligned."""
@@ -85,8 +91,14 @@ def publish_variant(tables_root: Path, old_tables: Path, fit_ds: str | None, day
     def fit_on(new_path: Path, old_path: Path, day: str):
         old_snap, new_snap = delta_io.read_days(old_path, [day]), delta_io.read_days(new_path, [day])
         io, inew, _ = _shared(old_snap, new_snap)
-        return fit_procrustes(_vectors(old_snap)[io], _vectors(new_snap)[inew], centre=cfg.centre, scale=cfg.scale,
-                              method=cfg.method, scale_fit=cfg.scale_fit)
+        return fit_procrustes(
+            _vectors(old_snap)[io],
+            _vectors(new_snap)[inew],
+            centre=cfg.centre,
+            scale=cfg.scale,
+            method=cfg.method,
+            scale_fit=cfg.scale_fit,
+        )
 
     residuals = {}
     for name in TABLES:
@@ -136,10 +148,14 @@ def paired_stats(y: np.ndarray, preds: dict[str, list[np.ndarray]], ref: str, n_
         d = aucs[ref] - aucs[k]
         se_seed = float(np.std(d, ddof=1) / np.sqrt(len(d))) if len(d) > 1 else float("nan")
         se_rows = float(np.std(boots[ref] - boots[k], ddof=1)) if n_boot > 1 else float("nan")
-        out[k] = {"auc": round(float(aucs[k].mean()), 4), "loss": round(float(d.mean()), 4),
-                  "se_seed": round(se_seed, 4), "se_rows": round(se_rows, 4),
-                  "se": round(float(np.sqrt(se_seed**2 + se_rows**2)), 4),
-                  "per_seed": [round(float(x), 4) for x in aucs[k]]}
+        out[k] = {
+            "auc": round(float(aucs[k].mean()), 4),
+            "loss": round(float(d.mean()), 4),
+            "se_seed": round(se_seed, 4),
+            "se_rows": round(se_rows, 4),
+            "se": round(float(np.sqrt(se_seed**2 + se_rows**2)), 4),
+            "per_seed": [round(float(x), 4) for x in aucs[k]],
+        }
     return out
 
 
@@ -153,8 +169,16 @@ def publish_variants(new_tables: Path, old_tables: Path, days: list[str], base: 
         cfg = base.model_copy(update={"max_residual": 1e9, **upd})  # measured here, not gated
         for name in TABLES:
             for d in days:
-                r = publish_aligned(new_tables, name, d, "v2", "v1", cfg, old_tables_root=old_tables,
-                                    out=new_tables / f"{name}__{vname}_v1")
+                r = publish_aligned(
+                    new_tables,
+                    name,
+                    d,
+                    "v2",
+                    "v1",
+                    cfg,
+                    old_tables_root=old_tables,
+                    out=new_tables / f"{name}__{vname}_v1",
+                )
                 res.setdefault(vname, {}).setdefault(name, {})[d] = round(r.residual, 4)
     return res
 
@@ -190,16 +214,24 @@ def summarise(paths: list[Path], goal: float = 0.005) -> dict:
     # the replicates whose maps the default gate passed: what consumers would have been fed
     kept = np.array([r["feeds"]["aligned_new"]["loss"] for r in runs if not r.get("gate_refused", False)])
     se_kept = float(np.std(kept, ddof=1) / np.sqrt(len(kept))) if len(kept) > 1 else float("nan")
-    return {"runs": k, "files": [str(p) for p in paths], "log_seeds": [r["config"].get("log_seed", 0) for r in runs],
-            "gate_refused": [bool(r.get("gate_refused", False)) for r in runs],
-            "mean_loss_aligned_new": head["mean_loss"], "se_loss_aligned_new": head["se"],
-            "mean_loss_raw_new": out["raw_new"]["mean_loss"], "se_loss_raw_new": out["raw_new"]["se"],
-            "goal": f"mean loss_aligned_new + 2 se <= {goal}", "goal_met": head["mean_loss"] <= goal,
-            "goal_met_2se": bool(head["mean_loss"] + 2 * head["se"] <= goal),
-            "published_runs": int(len(kept)),
-            "mean_loss_aligned_new_published": round(float(kept.mean()), 4) if len(kept) else None,
-            "se_loss_aligned_new_published": round(se_kept, 4),
-            "goal_met_2se_published": bool(len(kept) > 1 and kept.mean() + 2 * se_kept <= goal), "feeds": out}
+    return {
+        "runs": k,
+        "files": [str(p) for p in paths],
+        "log_seeds": [r["config"].get("log_seed", 0) for r in runs],
+        "gate_refused": [bool(r.get("gate_refused", False)) for r in runs],
+        "mean_loss_aligned_new": head["mean_loss"],
+        "se_loss_aligned_new": head["se"],
+        "mean_loss_raw_new": out["raw_new"]["mean_loss"],
+        "se_loss_raw_new": out["raw_new"]["se"],
+        "goal": f"mean loss_aligned_new + 2 se <= {goal}",
+        "goal_met": head["mean_loss"] <= goal,
+        "goal_met_2se": bool(head["mean_loss"] + 2 * head["se"] <= goal),
+        "published_runs": int(len(kept)),
+        "mean_loss_aligned_new_published": round(float(kept.mean()), 4) if len(kept) else None,
+        "se_loss_aligned_new_published": round(se_kept, 4),
+        "goal_met_2se_published": bool(len(kept) > 1 and kept.mean() + 2 * se_kept <= goal),
+        "feeds": out,
+    }
 
 
 def main() -> None:
@@ -208,30 +240,55 @@ def main() -> None:
     ap.add_argument("--items", type=int, default=2000)
     ap.add_argument("--days", type=int, default=8)
     ap.add_argument("--rows-per-day", type=int, default=12_000)
-    ap.add_argument("--log-seed", type=int, default=0,
-                    help="generator seed of the log: another seed = an independent replicate (log, v1, v2, test rows)")
-    ap.add_argument("--eval", choices=["pooled", "smallest"], default="pooled",
-                    help="downstream rows: every scenario pooled (default: the most test rows) or the smallest")
+    ap.add_argument(
+        "--log-seed",
+        type=int,
+        default=0,
+        help="generator seed of the log: another seed = an independent replicate (log, v1, v2, test rows)",
+    )
+    ap.add_argument(
+        "--eval",
+        choices=["pooled", "smallest"],
+        default="pooled",
+        help="downstream rows: every scenario pooled (default: the most test rows) or the smallest",
+    )
     ap.add_argument("--scenario", type=int, default=None, help="one scenario id (overrides --eval)")
     ap.add_argument("--adapter", default="gate_linear", choices=["linear", "gate", "gate_linear"])
     ap.add_argument("--pretrain-epochs", type=int, default=2)
     ap.add_argument("--new-seed", type=int, default=1, help="pretraining seed of the from-scratch new version")
-    ap.add_argument("--warm-epochs", type=int, default=1,
-                    help="epochs of the warm-started new version (init_from v1); 0 = skip it")
+    ap.add_argument(
+        "--warm-epochs", type=int, default=1, help="epochs of the warm-started new version (init_from v1); 0 = skip it"
+    )
     ap.add_argument("--warm-seed", type=int, default=1)
     ap.add_argument("--downstream-epochs", type=int, default=8)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--vanilla-seeds", type=int, default=1, help="train the vanilla model (context only) for the first N seeds")
+    ap.add_argument(
+        "--vanilla-seeds", type=int, default=1, help="train the vanilla model (context only) for the first N seeds"
+    )
     ap.add_argument("--bootstrap", type=int, default=100, help="paired bootstrap resamples of the test rows")
     ap.add_argument("--no-centre", action="store_true")
-    ap.add_argument("--scale", choices=["none", "least_squares", "norm"], default=None,
-                    help="the headline map's scale (default: RolloverConfig's, least_squares)")
-    ap.add_argument("--weight", choices=["none", "sample_count"], default=None,
-                    help="Procrustes fit weights (default: RolloverConfig's).")
+    ap.add_argument(
+        "--scale",
+        choices=["none", "least_squares", "norm"],
+        default=None,
+        help="the headline map's scale (default: RolloverConfig's, least_squares)",
+    )
+    ap.add_argument(
+        "--weight",
+        choices=["none", "sample_count"],
+        default=None,
+        help="Procrustes fit weights (default: RolloverConfig's).",
+    )
     ap.add_argument("--no-variants", action="store_true", help="only the default alignment (and the frozen map)")
     ap.add_argument("--workdir", type=Path, default=None)
-    ap.add_argument("--summarise", type=Path, nargs="+", default=None, metavar="OUT",
-                    help="no run: summarise earlier runs' stdout files (their last lines) across replicates")
+    ap.add_argument(
+        "--summarise",
+        type=Path,
+        nargs="+",
+        default=None,
+        metavar="OUT",
+        help="no run: summarise earlier runs' stdout files (their last lines) across replicates",
+    )
     args = ap.parse_args()
     if args.summarise:
         print(json.dumps(summarise(args.summarise)))
@@ -250,9 +307,17 @@ def main() -> None:
 
     torch.set_num_threads(2)
     work = args.workdir or Path(tempfile.mkdtemp(prefix="bench_rollover_"))
-    source = {"kind": "generated", "generator": {"num_users": args.users, "num_items": args.items, "days": args.days,
-                                                 "rows_per_day": args.rows_per_day, "windows_per_day": 8,
-                                                 "seed": args.log_seed}}
+    source = {
+        "kind": "generated",
+        "generator": {
+            "num_users": args.users,
+            "num_items": args.items,
+            "days": args.days,
+            "rows_per_day": args.rows_per_day,
+            "windows_per_day": 8,
+            "seed": args.log_seed,
+        },
+    }
     split = {"valid_days": 1, "test_days": 1}
     secs: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -267,8 +332,17 @@ def main() -> None:
         # the realistic rollover: v1's weights trained further (another seed, same days)
         pairs["warm"] = work / f"v3_warm{args.warm_epochs}_seed{args.warm_seed}"
         t = time.perf_counter()
-        run_version(version_config(pairs["warm"], source, args.warm_seed, "v2", args.warm_epochs, split,
-                                   init_from=Path(st_old.checkpoint).resolve()))
+        run_version(
+            version_config(
+                pairs["warm"],
+                source,
+                args.warm_seed,
+                "v2",
+                args.warm_epochs,
+                split,
+                init_from=Path(st_old.checkpoint).resolve(),
+            )
+        )
         secs["version_warm"] = time.perf_counter() - t
     old_tables = RunLayout(work / "v1").root / "tables"
 
@@ -285,7 +359,7 @@ def main() -> None:
         new_tables = RunLayout(root).root / "tables"
         refused: dict[str, list[str]] = {}
 
-        def gated(name: str, d: str):
+        def gated(name: str, d: str, new_tables=new_tables, pname=pname, refused=refused):
             """The default publish; a map the gate refuses is recorded and published ungated,
             so the figures say what the gate kept from the consumer."""
             try:
@@ -293,19 +367,38 @@ def main() -> None:
             except RolloverError as e:
                 print(f"rollover: {pname} refused by the gate: {e}", file=sys.stderr, flush=True)
                 refused.setdefault(name, []).append(d)
-                return publish_aligned(new_tables, name, d, "v2", "v1", rcfg.model_copy(update={"max_residual": 1e9}),
-                                       old_tables_root=old_tables)
+                return publish_aligned(
+                    new_tables,
+                    name,
+                    d,
+                    "v2",
+                    "v1",
+                    rcfg.model_copy(update={"max_residual": 1e9}),
+                    old_tables_root=old_tables,
+                )
 
         aligned = {name: {d: gated(name, d) for d in published} for name in TABLES}
-        f = {"refused_by_gate": refused,
-             "residual_by_day": {n: {d: round(r.residual, 4) for d, r in v.items()} for n, v in aligned.items()},
-             "applied_residual_by_day": {n: {d: round(r.applied_residual, 4) for d, r in v.items()}
-                                         for n, v in aligned.items()},
-             "scale_by_day": {n: {d: round(read_map(r.table, d).scale, 4) for d, r in v.items()}
-                              for n, v in aligned.items()}}
-        f["frozen_residual"] = {n: v[min(v)] for n, v in publish_variant(
-            new_tables, old_tables, sp["train"][-1], [d for d in published if d > sp["train"][-1]],
-            rcfg, "frozen_v1").items()}
+        f = {
+            "refused_by_gate": refused,
+            "residual_by_day": {n: {d: round(r.residual, 4) for d, r in v.items()} for n, v in aligned.items()},
+            "applied_residual_by_day": {
+                n: {d: round(r.applied_residual, 4) for d, r in v.items()} for n, v in aligned.items()
+            },
+            "scale_by_day": {
+                n: {d: round(read_map(r.table, d).scale, 4) for d, r in v.items()} for n, v in aligned.items()
+            },
+        }
+        f["frozen_residual"] = {
+            n: v[min(v)]
+            for n, v in publish_variant(
+                new_tables,
+                old_tables,
+                sp["train"][-1],
+                [d for d in published if d > sp["train"][-1]],
+                rcfg,
+                "frozen_v1",
+            ).items()
+        }
         if not args.no_variants:
             f["variant_residual"] = publish_variants(new_tables, old_tables, later, rcfg, VARIANTS)
         fits[pname] = f
@@ -333,13 +426,23 @@ def main() -> None:
     t2 = time.perf_counter()
     data_old = build_scenario_data(tables, spec, {n: old_tables / n for n in TABLES}, expect_model_version="v1")
     one = tables["test"].slice(0, 1)  # fed tables only matter on the test rows: skip joining train/valid again
-    built = {k: build_scenario_data({"train": one, "valid": one, "test": tables["test"]}, spec, paths,
-                                    encoder=data_old.encoder, expect_model_version=mv)
-             for k, (paths, mv) in feeds.items()}
+    built = {
+        k: build_scenario_data(
+            {"train": one, "valid": one, "test": tables["test"]},
+            spec,
+            paths,
+            encoder=data_old.encoder,
+            expect_model_version=mv,
+        )
+        for k, (paths, mv) in feeds.items()
+    }
     evals = {"old": data_old.test, **{k: b.test for k, b in built.items()}}
     secs["join"] = time.perf_counter() - t2
-    print(f"rollover: {len(evals)} feeds joined in {secs['join']:.0f} s; {data_old.train.num_rows} train rows",
-          file=sys.stderr, flush=True)
+    print(
+        f"rollover: {len(evals)} feeds joined in {secs['join']:.0f} s; {data_old.train.num_rows} train rows",
+        file=sys.stderr,
+        flush=True,
+    )
     k_click = data_old.tasks.index("click")
     mask = data_old.test.batch["label_mask"].numpy()[:, k_click]
     y = data_old.test.batch["labels"].numpy()[mask, k_click]
@@ -353,8 +456,19 @@ def main() -> None:
         kw = dict(seed=seed, epochs=dcfg.epochs, lr=dcfg.lr, batch_size=dcfg.batch_size, patience=dcfg.patience)
         kinds = [("transfer", TABLES, dcfg.adapter)] + ([("vanilla", [], "none")] if i < args.vanilla_seeds else [])
         for kind, reps, adapter in kinds:
-            key = hashlib.sha256(json.dumps([kind, seed, v1m.config_hash, v1m.data_version, str(v1m.created_at),
-                                             dcfg.model_dump(mode="json"), data_old.train.num_rows]).encode())
+            key = hashlib.sha256(
+                json.dumps(
+                    [
+                        kind,
+                        seed,
+                        v1m.config_hash,
+                        v1m.data_version,
+                        str(v1m.created_at),
+                        dcfg.model_dump(mode="json"),
+                        data_old.train.num_rows,
+                    ]
+                ).encode()
+            )
             path = cache / f"{kind}_{key.hexdigest()[:16]}.pt"
             build = ranking_builder(data_old, dcfg, reps, adapter)
             if path.is_file():

@@ -37,9 +37,9 @@ from retrieval import RetrievalConfig, build_index, store
 
 
 def write_users(path: Path, vectors: np.ndarray) -> None:
-    from benchmarks.retrieval import DS
     import pyarrow as pa
 
+    from benchmarks.retrieval import DS
     from contracts import REPRESENTATION_TABLES, TableProperties
     from engines import delta_io
 
@@ -104,9 +104,12 @@ def main(argv=None) -> dict:
     ap.add_argument("--concurrency", type=int, default=8)
     ap.add_argument("--k", type=int, default=50)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--serve-module", default="retrieval.service",
-                    help="Module whose serve(index_root, user_table, host, port, poll_s=) runs the service "
-                    "(to compare another implementation on the same data and load).")
+    ap.add_argument(
+        "--serve-module",
+        default="retrieval.service",
+        help="Module whose serve(index_root, user_table, host, port, poll_s=) runs the service "
+        "(to compare another implementation on the same data and load).",
+    )
     args = ap.parse_args(argv)
 
     rng = np.random.default_rng(args.seed)
@@ -203,8 +206,9 @@ def main(argv=None) -> dict:
             "serve_module": args.serve_module,
             # CPU the service process spent per request (all its threads): less sensitive to
             # other load on the machine than rps and latency
-            "server_cpu_ms_per_request": round((cpu1 - cpu0) / args.requests * 1e3, 3) if cpu0 is not None
-            and cpu1 is not None else None,
+            "server_cpu_ms_per_request": round((cpu1 - cpu0) / args.requests * 1e3, 3)
+            if cpu0 is not None and cpu1 is not None
+            else None,
         }
         print(json.dumps(result))
         return result

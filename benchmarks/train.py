@@ -75,8 +75,9 @@ def _prepare_child(log: str, mode: str, workers: int) -> None:
         ensure_ray(num_cpus=2, object_store_gb=0.5)
         base = _peak_rss_mb()  # after ray.init: Ray's own driver-side cost is the same at any size
         t = time.perf_counter()
-        enc, plan, shards = prepare_training(log, days, PretrainConfig().train.model_copy(
-            update={"num_workers": workers}))
+        enc, plan, shards = prepare_training(
+            log, days, PretrainConfig().train.model_copy(update={"num_workers": workers})
+        )
         rows = plan.total_rows
     else:  # the in-memory path the driver used before: read, fit, encode the whole training table
         from datasources import read_log, read_log_spec
@@ -86,9 +87,18 @@ def _prepare_child(log: str, mode: str, workers: int) -> None:
         enc = FeatureEncoder.fit(tbl, read_log_spec(log))
         enc.encode(tbl)
         rows = tbl.num_rows
-    print(json.dumps({"rows": rows, "peak_rss_mb": round(_peak_rss_mb(), 1), "rss_before_mb": round(base, 1),
-                      "seconds": round(time.perf_counter() - t, 2),
-                      "vocab_sizes": enc.vocab_sizes}), flush=True)
+    print(
+        json.dumps(
+            {
+                "rows": rows,
+                "peak_rss_mb": round(_peak_rss_mb(), 1),
+                "rss_before_mb": round(base, 1),
+                "seconds": round(time.perf_counter() - t, 2),
+                "vocab_sizes": enc.vocab_sizes,
+            }
+        ),
+        flush=True,
+    )
 
 
 def _memory(args: argparse.Namespace) -> None:
@@ -105,8 +115,12 @@ def _memory(args: argparse.Namespace) -> None:
             print(f"{label}: generated {rows} rows in {time.perf_counter() - t:.1f}s", flush=True)
             modes = ["streaming"] + ([] if args.no_reference else ["inmemory"])
             for mode in modes:
-                res = subprocess.run([sys.executable, "-m", "benchmarks.train", "--_prepare", str(log), mode],
-                                     capture_output=True, text=True, check=False)
+                res = subprocess.run(
+                    [sys.executable, "-m", "benchmarks.train", "--_prepare", str(log), mode],
+                    capture_output=True,
+                    text=True,
+                    check=False,
+                )
                 if res.returncode != 0:
                     raise RuntimeError(f"{mode} prepare at {rows} rows failed:\n{res.stderr[-3000:]}")
                 got = json.loads(res.stdout.strip().splitlines()[-1])
@@ -119,7 +133,8 @@ def _memory(args: argparse.Namespace) -> None:
         for suffix in ("", "_inmemory"):
             if f"driver_peak_rss_mb_large{suffix}" in out:
                 out[f"driver_rss_ratio{suffix}"] = round(
-                    out[f"driver_peak_rss_mb_large{suffix}"] / out[f"driver_peak_rss_mb_small{suffix}"], 3)
+                    out[f"driver_peak_rss_mb_large{suffix}"] / out[f"driver_peak_rss_mb_small{suffix}"], 3
+                )
         print(json.dumps(out))
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -130,14 +145,20 @@ def main() -> None:
         _prepare_child(sys.argv[2], sys.argv[3], 2)
         return
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--rows", type=int, default=100_000, help="training rows (one more day is generated for validation)")
+    ap.add_argument(
+        "--rows", type=int, default=100_000, help="training rows (one more day is generated for validation)"
+    )
     ap.add_argument("--days", type=int, default=4, help="training days the rows are spread over")
     ap.add_argument("--epochs", type=int, default=2, help=">= 2 to also get the *_steady numbers")
     ap.add_argument("--plain-threads", type=int, default=os.cpu_count() or 2, help="threads of plain_mt; 0 skips it")
     ap.add_argument("--batch-size", type=int, default=512)
     ap.add_argument("--skip", nargs="*", default=[], choices=["plain", "ray_1w", "ray_2w"])
-    ap.add_argument("--ray-niceness", type=int, default=0,
-                    help="niceness of Ray's worker processes (Ray's own default is 15; 0 = the plain loop's)")
+    ap.add_argument(
+        "--ray-niceness",
+        type=int,
+        default=0,
+        help="niceness of Ray's worker processes (Ray's own default is 15; 0 = the plain loop's)",
+    )
     ap.add_argument("--memory", action="store_true", help="driver peak RSS of preparing training at two log sizes")
     ap.add_argument("--memory-rows", type=int, nargs=2, default=[200_000, 2_000_000], metavar=("SMALL", "LARGE"))
     ap.add_argument("--no-reference", action="store_true", help="--memory: skip the in-memory reference")
@@ -171,17 +192,35 @@ def main() -> None:
         tr, va = read_in_stream_order(files), read_log(work / "log", days[-1:])
         enc = FeatureEncoder.fit(tr, spec)
         train_arr, valid_arr = to_arrays(enc.encode(tr)), to_arrays(enc.encode(va))
-        print(f"data: {tr.num_rows} train rows, {va.num_rows} valid rows, built in {time.perf_counter() - t0:.1f}s",
-              flush=True)
+        print(
+            f"data: {tr.num_rows} train rows, {va.num_rows} valid rows, built in {time.perf_counter() - t0:.1f}s",
+            flush=True,
+        )
 
         def cfg(workers: int, threads: int = 1):
-            return PretrainConfig.model_validate({"train": {
-                "epochs": args.epochs, "batch_size": args.batch_size, "patience": args.epochs,
-                "num_workers": workers, "cpus_per_worker": 1, "torch_threads": threads, "diagnostics": False,
-                "use_gpu": args.gpu, "amp": "bf16" if args.gpu else "off"}})
+            return PretrainConfig.model_validate(
+                {
+                    "train": {
+                        "epochs": args.epochs,
+                        "batch_size": args.batch_size,
+                        "patience": args.epochs,
+                        "num_workers": workers,
+                        "cpus_per_worker": 1,
+                        "torch_threads": threads,
+                        "diagnostics": False,
+                        "use_gpu": args.gpu,
+                        "amp": "bf16" if args.gpu else "off",
+                    }
+                }
+            )
 
-        out: dict[str, float | int] = {"rows": tr.num_rows, "epochs": args.epochs, "plain_threads": args.plain_threads,
-                                       "batch_size": args.batch_size, "ray_niceness": args.ray_niceness}
+        out: dict[str, float | int] = {
+            "rows": tr.num_rows,
+            "epochs": args.epochs,
+            "plain_threads": args.plain_threads,
+            "batch_size": args.batch_size,
+            "ray_niceness": args.ray_niceness,
+        }
 
         def record(name: str, state: dict, wall: float) -> None:
             train_s = sum(h["seconds"] for h in state["history"])
@@ -194,10 +233,14 @@ def main() -> None:
             later = state["history"][1:]
             if later:
                 out[f"samples_per_s_{name}_steady"] = round(
-                    sum(h["samples"] for h in later) / sum(h["seconds"] for h in later), 1)
-            print(f"{name}: {out[f'samples_per_s_{name}']} samples/s "
-                  f"(epochs {[round(h['samples'] / h['seconds']) for h in state['history']]}), wall {wall:.1f}s, "
-                  f"outside training {wall - train_s:.1f}s", flush=True)
+                    sum(h["samples"] for h in later) / sum(h["seconds"] for h in later), 1
+                )
+            print(
+                f"{name}: {out[f'samples_per_s_{name}']} samples/s "
+                f"(epochs {[round(h['samples'] / h['seconds']) for h in state['history']]}), wall {wall:.1f}s, "
+                f"outside training {wall - train_s:.1f}s",
+                flush=True,
+            )
 
         if "plain" not in args.skip:
             runs = [("plain_1t", 1)] + ([("plain_mt", args.plain_threads)] if args.plain_threads > 0 else [])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from pydantic import Field, model_validator
 
@@ -59,7 +60,7 @@ class CheckpointManifest(StrictModel):
     model_version: str
     created_at: datetime
     dataset: DatasetSpec = Field(..., description="Canonical spec of the log it was trained on.")
-    model_config_data: dict = Field(..., description="The model config it was built from.")
+    model_config_data: dict[str, Any] = Field(..., description="The model config it was built from.")
     config_hash: str
     data_version: str = Field(..., description="Log table version and the day range trained on.")
     vocab_sizes: dict[str, int]
@@ -82,8 +83,9 @@ class CheckpointManifest(StrictModel):
         if self.default_cr_layer.startswith("content."):
             raise ValueError(f"default_cr_layer {self.default_cr_layer!r}: must be an ad-branch layer (ad.*)")
         if self.layer_probe is not None and self.layer_probe.chosen != self.default_cr_layer:
-            raise ValueError(f"layer_probe.chosen {self.layer_probe.chosen!r} != default_cr_layer "
-                             f"{self.default_cr_layer!r}")
+            raise ValueError(
+                f"layer_probe.chosen {self.layer_probe.chosen!r} != default_cr_layer {self.default_cr_layer!r}"
+            )
         return self
 
     def layer(self, name: str) -> LayerInfo:

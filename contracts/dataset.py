@@ -24,7 +24,7 @@ hist_seq            list<string>                 the user's last ``max_len`` beh
 from __future__ import annotations
 
 from datetime import date
-from typing import Literal
+from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, field_validator, model_validator
@@ -117,7 +117,7 @@ class DatasetSpec(StrictModel):
 
     @model_validator(mode="before")
     @classmethod
-    def _sequence_follows_item_id(cls, data):
+    def _sequence_follows_item_id(cls, data: Any) -> Any:
         """``sequence.item_field`` omitted = this spec's item id column (not the literal 'item_id')."""
         if not isinstance(data, dict):
             return data
@@ -151,9 +151,7 @@ class DatasetSpec(StrictModel):
     @model_validator(mode="after")
     def _consistent(self) -> "DatasetSpec":
         if self.sequence.positive_task is not None and self.sequence.positive_task not in self.tasks:
-            raise ValueError(
-                f"sequence.positive_task {self.sequence.positive_task!r} is not one of tasks {self.tasks}"
-            )
+            raise ValueError(f"sequence.positive_task {self.sequence.positive_task!r} is not one of tasks {self.tasks}")
         item_fields = {self.item_id, *self.item_features}
         if self.sequence.item_field not in item_fields:
             raise ValueError(

@@ -46,7 +46,9 @@ class RetrievalQuality(StrictModel):
     version, and what the promotion gate decided (docs/retrieval.md)."""
 
     held_out_day: str = Field(..., description="Day whose positives are the targets.")
-    query_ds: str = Field(..., description="Partition of the query table the evaluated vectors come from (< held_out_day).")
+    query_ds: str = Field(
+        ..., description="Partition of the query table the evaluated vectors come from (< held_out_day)."
+    )
     query_table_version: int | None = Field(None, description="Delta version of the query table read.")
     users: int = Field(..., ge=0, description="Users with a held-out positive and a query vector.")
     recall_at_k: dict[str, float] = Field(default_factory=dict)
@@ -54,7 +56,8 @@ class RetrievalQuality(StrictModel):
     popularity_recall_at_k: dict[str, float] = Field(default_factory=dict)
     popularity_ndcg_at_k: dict[str, float] = Field(default_factory=dict)
     popularity_diff_se: float | None = Field(
-        None, description="Standard error of the mean per-user recall@gate_k difference (version - popularity).")
+        None, description="Standard error of the mean per-user recall@gate_k difference (version - popularity)."
+    )
     live_version: str | None = None
     live_recall_at_k: dict[str, float] = Field(default_factory=dict, description="The live version on the same day.")
     gate_k: int = 50

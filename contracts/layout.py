@@ -8,12 +8,12 @@ from pathlib import Path
 class RunLayout:
     """Paths under a run root::
 
-        root/log/                      canonical interaction log (Delta, by ds)
-        root/checkpoints/<version>/    model.pt, vocab.json, manifest.json
-        root/samples/ds=<d>/           sample-level extraction output (Parquet shards)
-        root/tables/<name>/            representation tables (Delta, by ds)
-        root/indexes/<version>/        FAISS builds; root/indexes/CURRENT names the live one
-        root/reports/<ds>/             report.md and its plots
+    root/log/                      canonical interaction log (Delta, by ds)
+    root/checkpoints/<version>/    model.pt, vocab.json, manifest.json
+    root/samples/ds=<d>/           sample-level extraction output (Parquet shards)
+    root/tables/<name>/            representation tables (Delta, by ds)
+    root/indexes/<version>/        FAISS builds; root/indexes/CURRENT names the live one
+    root/reports/<ds>/             report.md and its plots
     """
 
     def __init__(self, root: str | Path):

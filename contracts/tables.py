@@ -87,14 +87,20 @@ def _compatible(have: pa.DataType, want: pa.DataType) -> bool:
     """Types as Delta stores them: plain/large lists for fixed-size ones, any string
     layout, any timestamp unit."""
     if pa.types.is_fixed_size_list(want):
-        return (pa.types.is_list(have) or pa.types.is_large_list(have) or pa.types.is_fixed_size_list(have)) \
+        return bool(
+            (pa.types.is_list(have) or pa.types.is_large_list(have) or pa.types.is_fixed_size_list(have))
             and have.value_type == want.value_type
+        )
     if pa.types.is_string(want):
-        return pa.types.is_string(have) or pa.types.is_large_string(have) or pa.types.is_string_view(have) \
-            or pa.types.is_dictionary(have) and pa.types.is_string(have.value_type)
+        return bool(
+            pa.types.is_string(have)
+            or pa.types.is_large_string(have)
+            or pa.types.is_string_view(have)
+            or (pa.types.is_dictionary(have) and pa.types.is_string(have.value_type))
+        )
     if pa.types.is_timestamp(want):
-        return pa.types.is_timestamp(have)
-    return have == want
+        return bool(pa.types.is_timestamp(have))
+    return bool(have == want)
 
 
 REPRESENTATION_TABLES: dict[str, RepresentationTable] = {

@@ -82,8 +82,14 @@ def _strings(col, file, name, key, offset, max_len, allow_null: bool) -> pa.Chun
         long = pc.greater(pc.utf8_length(col), max_len)
         row = _first(long)
         if row is not None:
-            raise _err(file, name, key, offset + row, col[row].as_py(),
-                       f"longer than checks.max_id_length={max_len} characters")
+            raise _err(
+                file,
+                name,
+                key,
+                offset + row,
+                col[row].as_py(),
+                f"longer than checks.max_id_length={max_len} characters",
+            )
     return col
 
 
@@ -127,9 +133,15 @@ def _detect_unit(v: np.ndarray, spec: DatasetSpec, file, name, offset) -> str:
     unit = next((u for u in UNITS if lo <= _to_us(np.array([int(med)]), u)[0] < hi), None)
     if unit is None:
         row = int(np.argmin(v))
-        raise _err(file, name, "event_time", offset + row, int(v[row]),
-                   f"integer timestamps fit no unit (s/ms/us/ns) in the plausible range "
-                   f"{spec.checks.min_time}..{spec.checks.max_time}; set event_time_unit or checks.min_time/max_time")
+        raise _err(
+            file,
+            name,
+            "event_time",
+            offset + row,
+            int(v[row]),
+            f"integer timestamps fit no unit (s/ms/us/ns) in the plausible range "
+            f"{spec.checks.min_time}..{spec.checks.max_time}; set event_time_unit or checks.min_time/max_time",
+        )
     return unit  # mixed units: the range check names the first row that does not fit
 
 
@@ -149,11 +161,18 @@ def _parse_iso(col: pa.ChunkedArray, spec: DatasetSpec, file, name, offset) -> p
         try:
             d = datetime.fromisoformat(s.strip())
         except ValueError:
-            raise _err(file, name, "event_time", offset + i, s,
-                       "not an ISO-8601 timestamp nor an integer epoch") from None
+            raise _err(
+                file, name, "event_time", offset + i, s, "not an ISO-8601 timestamp nor an integer epoch"
+            ) from None
         del d
-    raise _err(file, name, "event_time", offset, col[0].as_py(),
-               "timestamps mix values with and without a zone offset; write all with one or all without")
+    raise _err(
+        file,
+        name,
+        "event_time",
+        offset,
+        col[0].as_py(),
+        "timestamps mix values with and without a zone offset; write all with one or all without",
+    )
 
 
 def parse_event_time(col, spec: DatasetSpec, file: str, offset: int, found: Findings, now_us: int) -> pa.ChunkedArray:
@@ -172,26 +191,41 @@ def parse_event_time(col, spec: DatasetSpec, file: str, offset: int, found: Find
     if t is not None and pa.types.is_integer(t):
         v = col.cast(pa.int64()).to_numpy()
         if found.unit is None:
-            found.unit = spec.event_time_unit if spec.event_time_unit != "auto" else _detect_unit(v, spec, file, name, offset)
+            found.unit = (
+                spec.event_time_unit if spec.event_time_unit != "auto" else _detect_unit(v, spec, file, name, offset)
+            )
         col = pa.chunked_array([pa.array(_to_us(v, found.unit), pa.int64())]).cast(pa.timestamp("us", tz="UTC"))
     elif t is not None and pa.types.is_timestamp(t):
         if t.tz is None:
-            col = pc.assume_timezone(col.cast(pa.timestamp("us")), spec.timezone, ambiguous="earliest",
-                                     nonexistent="earliest")
+            col = pc.assume_timezone(
+                col.cast(pa.timestamp("us")), spec.timezone, ambiguous="earliest", nonexistent="earliest"
+            )
         col = col.cast(pa.timestamp("us", tz="UTC"))
     elif t is not None and pa.types.is_date(t):
         col = pc.assume_timezone(col.cast(pa.timestamp("us")), spec.timezone)
     elif t is not None:
-        raise _err(file, name, "event_time", None, None,
-                   f"must be a timestamp, ISO-8601 strings or integer epoch seconds/ms/us/ns, got {t}")
+        raise _err(
+            file,
+            name,
+            "event_time",
+            None,
+            None,
+            f"must be a timestamp, ISO-8601 strings or integer epoch seconds/ms/us/ns, got {t}",
+        )
     us = col.cast(pa.int64())
     lo, hi = _bounds(spec)
     row = _first(pc.or_(pc.less(us, lo), pc.greater_equal(us, hi)))
     if row is not None:
         unit = f" read as {found.unit}" if found.unit else ""
-        raise _err(file, name, "event_time", offset + row, orig[row].as_py(),
-                   f"outside the plausible range {spec.checks.min_time}..{spec.checks.max_time}{unit} "
-                   f"(set event_time_unit, or checks.min_time/max_time)")
+        raise _err(
+            file,
+            name,
+            "event_time",
+            offset + row,
+            orig[row].as_py(),
+            f"outside the plausible range {spec.checks.min_time}..{spec.checks.max_time}{unit} "
+            f"(set event_time_unit, or checks.min_time/max_time)",
+        )
     return col
 
 
@@ -217,8 +251,9 @@ def check_columns(have: list[str], spec: DatasetSpec, file: str, csv_header: boo
         raise InputError(f"{file}: missing column(s) {desc}; has {have[:20]}{hint}")
 
 
-def canonical_batch(raw: pa.Table, spec: DatasetSpec, file: str, offset: int, file_index: int,
-                    found: Findings, now_us: int) -> pa.Table:
+def canonical_batch(
+    raw: pa.Table, spec: DatasetSpec, file: str, offset: int, file_index: int, found: Findings, now_us: int
+) -> pa.Table:
     """Check and convert one raw batch (spec column names) into canonical columns + origin columns.
 
     ``offset`` is the batch's first data row in ``file``. Rows in the future are dropped
@@ -237,16 +272,23 @@ def canonical_batch(raw: pa.Table, spec: DatasetSpec, file: str, offset: int, fi
     unknown = pc.fill_null(pc.invert(pc.is_in(scen, value_set=pa.array(sorted(spec.scenarios), pa.int64()))), True)
     row = _first(unknown)
     if row is not None:
-        raise _err(file, spec.scenario, "scenario", offset + row, scen[row].as_py(),
-                   f"unknown scenario id (known: {sorted(spec.scenarios)})")
+        raise _err(
+            file,
+            spec.scenario,
+            "scenario",
+            offset + row,
+            scen[row].as_py(),
+            f"unknown scenario id (known: {sorted(spec.scenarios)})",
+        )
     cols["scenario"] = scen.cast(pa.int32())
     if spec.sample_type:
         st = _plain(raw[spec.sample_type]).cast(pa.string())
         bad = pc.fill_null(pc.invert(pc.is_in(st, value_set=pa.array(SAMPLE_TYPES))), True)
         row = _first(bad)
         if row is not None:
-            raise _err(file, spec.sample_type, "sample_type", offset + row, st[row].as_py(),
-                       f"allowed {list(SAMPLE_TYPES)}")
+            raise _err(
+                file, spec.sample_type, "sample_type", offset + row, st[row].as_py(), f"allowed {list(SAMPLE_TYPES)}"
+            )
         cols["sample_type"] = st
     else:
         cols["sample_type"] = pa.chunked_array([pa.repeat(pa.scalar("ad"), n)])
@@ -274,10 +316,16 @@ def canonical_batch(raw: pa.Table, spec: DatasetSpec, file: str, offset: int, fi
     if k:
         row = _first(fut)
         if spec.checks.future_events == "fail":
-            raise _err(file, spec.event_time, "event_time", offset + row, raw[spec.event_time][row].as_py(),
-                       f"in the future (later than now + checks.future_tolerance_hours="
-                       f"{spec.checks.future_tolerance_hours:g}); {k} such row(s) in this batch; "
-                       f"set checks.future_events: warn or drop to proceed")
+            raise _err(
+                file,
+                spec.event_time,
+                "event_time",
+                offset + row,
+                raw[spec.event_time][row].as_py(),
+                f"in the future (later than now + checks.future_tolerance_hours="
+                f"{spec.checks.future_tolerance_hours:g}); {k} such row(s) in this batch; "
+                f"set checks.future_events: warn or drop to proceed",
+            )
         if not found.first_future:
             found.first_future = f"{file} row {offset + row} ({et[row]})"
         found.future += k
@@ -302,9 +350,9 @@ def day_fingerprint(day: pa.Table) -> str:
         if _is_texty(t):
             b = pa.concat_arrays([col.fill_null("").cast(pa.large_string())]) if len(col) else col
             if len(b):
-                offs = np.frombuffer(b.buffers()[1], np.int64)[b.offset:b.offset + len(b) + 1]
+                offs = np.frombuffer(b.buffers()[1], np.int64)[b.offset : b.offset + len(b) + 1]
                 h.update((offs - offs[0]).tobytes())
-                h.update(memoryview(b.buffers()[2])[offs[0]:offs[-1]])
+                h.update(memoryview(b.buffers()[2])[offs[0] : offs[-1]])
         else:
             v = col.cast(pa.int64()) if pa.types.is_timestamp(t) else col
             h.update(np.asarray(v.fill_null(0).to_numpy(zero_copy_only=False)).tobytes())

@@ -209,24 +209,28 @@ def generate_days(cfg: GeneratorConfig):
             seq = _sequences(hist, hist_len, users)
             _update_history(hist, hist_len, users[click > 0], items[click > 0])
             ts = (d0.timestamp() + secs) * 1e6
-            chunks.append(pa.table({
-                "user_id": _ids("u", users),
-                "item_id": _ids("i", items),
-                "event_time": pa.array(ts.astype(np.int64), pa.int64()).cast(pa.timestamp("us", tz="UTC")),
-                "ds": pa.array([ds] * n, pa.string()),
-                "scenario": pa.array(world.scen_ids[s_idx], pa.int32()),
-                "sample_type": pa.array(np.where(is_ad, "ad", "content")),
-                "click": pa.array(click),
-                "conversion": pa.array(conv, from_pandas=True),
-                "age": _ids("a", world.age[users]),
-                "gender": _ids("g", world.gender[users]),
-                "city": _ids("c", world.city[users]),
-                "device": _ids("d", world.device[users]),
-                "category": _ids("k", world.category[items]),
-                "advertiser": _ids("adv", world.advertiser[items]),
-                "item_type": pa.array(np.where(is_ad, "ad", "content")),
-                "hist_seq": seq,
-            }).cast(schema))
+            chunks.append(
+                pa.table(
+                    {
+                        "user_id": _ids("u", users),
+                        "item_id": _ids("i", items),
+                        "event_time": pa.array(ts.astype(np.int64), pa.int64()).cast(pa.timestamp("us", tz="UTC")),
+                        "ds": pa.array([ds] * n, pa.string()),
+                        "scenario": pa.array(world.scen_ids[s_idx], pa.int32()),
+                        "sample_type": pa.array(np.where(is_ad, "ad", "content")),
+                        "click": pa.array(click),
+                        "conversion": pa.array(conv, from_pandas=True),
+                        "age": _ids("a", world.age[users]),
+                        "gender": _ids("g", world.gender[users]),
+                        "city": _ids("c", world.city[users]),
+                        "device": _ids("d", world.device[users]),
+                        "category": _ids("k", world.category[items]),
+                        "advertiser": _ids("adv", world.advertiser[items]),
+                        "item_type": pa.array(np.where(is_ad, "ad", "content")),
+                        "hist_seq": seq,
+                    }
+                ).cast(schema)
+            )
         yield ds, pa.concat_tables(chunks)
 
 

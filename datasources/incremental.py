@@ -122,8 +122,9 @@ class _Spill:
         return sorted(self.writers)
 
 
-def _read_inputs(inputs: list[Input], spec: DatasetSpec, spill: _Spill, found: Findings, now_us: int,
-                 names: list[str]) -> dict[str, set[str]]:
+def _read_inputs(
+    inputs: list[Input], spec: DatasetSpec, spill: _Spill, found: Findings, now_us: int, names: list[str]
+) -> dict[str, set[str]]:
     """Check and spill every input; returns input name -> days it holds."""
     file_days: dict[str, set[str]] = {}
     for inp in inputs:
@@ -136,8 +137,15 @@ def _read_inputs(inputs: list[Input], spec: DatasetSpec, spill: _Spill, found: F
     return file_days
 
 
-def run_ingest(inputs: list[Input], spec: DatasetSpec, log_path: str | Path | None, *, source: str,
-               force: bool = False, now: datetime | None = None) -> IngestReport:
+def run_ingest(
+    inputs: list[Input],
+    spec: DatasetSpec,
+    log_path: str | Path | None,
+    *,
+    source: str,
+    force: bool = False,
+    now: datetime | None = None,
+) -> IngestReport:
     """Ingest ``inputs`` into the log at ``log_path`` (None: check only, write nothing)."""
     now = now or datetime.now(UTC)
     now_us = int(now.timestamp() * 1e6 + spec.checks.future_tolerance_hours * 3600e6)
@@ -157,8 +165,11 @@ def run_ingest(inputs: list[Input], spec: DatasetSpec, log_path: str | Path | No
     to_read = inputs
     affected: set[str] | None = None  # None: every day read is complete
     if man is not None:
-        changed = [i for i in inputs if i.fingerprint is None or man.files.get(i.name) is None
-                   or man.files[i.name].fingerprint != i.fingerprint]
+        changed = [
+            i
+            for i in inputs
+            if i.fingerprint is None or man.files.get(i.name) is None or man.files[i.name].fingerprint != i.fingerprint
+        ]
         removed = [n for n in man.files if n not in names]
         if not changed and not removed:  # nothing to read; still record that this run ingested nothing
             report.reused_days = sorted(man.days)
@@ -211,8 +222,11 @@ def run_ingest(inputs: list[Input], spec: DatasetSpec, log_path: str | Path | No
             target = log.parent / f".{log.name}.rebuild-{uuid.uuid4().hex[:8]}"
         have = [] if rebuild else delta_io.list_days(target)
         write_days = sorted({d for d in [*have, *complete] if changed_days and d >= changed_days[0]})
-        files_entry = {n: IngestedFile(fingerprint=i.fingerprint or "", days=sorted(file_days.get(n, set())))
-                       for n, i in ((i.name, i) for i in inputs) if n in file_days}
+        files_entry = {
+            n: IngestedFile(fingerprint=i.fingerprint or "", days=sorted(file_days.get(n, set())))
+            for n, i in ((i.name, i) for i in inputs)
+            if n in file_days
+        }
         if man is not None:
             files_entry = {**{n: f for n, f in man.files.items() if n in names}, **files_entry}
         if not write_days:
@@ -248,8 +262,17 @@ def run_ingest(inputs: list[Input], spec: DatasetSpec, log_path: str | Path | No
             report.rows_written = rows
         report.log_version = version
         all_fps = {**{d: f for d, f in old.items()}, **fps}
-        _write_manifest(target, IngestManifest(source=source, spec=canon.model_dump_json(), files=files_entry,
-                                               days=all_fps, log_version=version, last=report))
+        _write_manifest(
+            target,
+            IngestManifest(
+                source=source,
+                spec=canon.model_dump_json(),
+                files=files_entry,
+                days=all_fps,
+                log_version=version,
+                last=report,
+            ),
+        )
         staged.clear()
         if rebuild:
             _swap(target, log)
@@ -290,15 +313,23 @@ def _spec_changed(log: Path, canon: DatasetSpec) -> bool:
 
 def _warnings(report: IngestReport, found: Findings, spec: DatasetSpec) -> None:
     if found.duplicates:
-        report.warnings.append(IngestWarning(
-            check="duplicates", count=found.duplicates,
-            message=f"{found.duplicates} exact duplicate row(s) dropped (first: {found.first_duplicate}); "
-                    f"checks.duplicates: fail to refuse them"))
+        report.warnings.append(
+            IngestWarning(
+                check="duplicates",
+                count=found.duplicates,
+                message=f"{found.duplicates} exact duplicate row(s) dropped (first: {found.first_duplicate}); "
+                f"checks.duplicates: fail to refuse them",
+            )
+        )
     if found.future:
         what = "dropped" if spec.checks.future_events == "drop" else "kept"
-        report.warnings.append(IngestWarning(
-            check="future_events", count=found.future,
-            message=f"{found.future} row(s) in the future {what} (first: {found.first_future})"))
+        report.warnings.append(
+            IngestWarning(
+                check="future_events",
+                count=found.future,
+                message=f"{found.future} row(s) in the future {what} (first: {found.first_future})",
+            )
+        )
 
 
 def _stage_day(table_path: Path, day: pa.Table, ds: str):
@@ -311,8 +342,14 @@ def _stage_day(table_path: Path, day: pa.Table, ds: str):
     pq.write_table(day.drop_columns([DS]), path, row_group_size=256_000)
     st = path.stat()
     stats = json.dumps({"numRecords": day.num_rows})
-    add = AddAction(path=path.relative_to(table_path).as_posix(), size=st.st_size, partition_values={DS: ds},
-                    modification_time=int(st.st_mtime * 1000), data_change=True, stats=stats)
+    add = AddAction(
+        path=path.relative_to(table_path).as_posix(),
+        size=st.st_size,
+        partition_values={DS: ds},
+        modification_time=int(st.st_mtime * 1000),
+        data_change=True,
+        stats=stats,
+    )
     return path, add
 
 
@@ -322,8 +359,9 @@ def _commit(table_path: Path, adds, days: list[str], schema: pa.Schema, canon: D
 
     delta_io.ensure_table(table_path, schema, {SPEC_PROPERTY: canon.model_dump_json()})
     dt = DeltaTable(str(table_path))
-    dt.create_write_transaction(adds, mode="overwrite", schema=dt.schema(), partition_by=[DS],
-                                partition_filters=[(DS, "in", days)])
+    dt.create_write_transaction(
+        adds, mode="overwrite", schema=dt.schema(), partition_by=[DS], partition_filters=[(DS, "in", days)]
+    )
     return DeltaTable(str(table_path)).version()
 
 

@@ -41,15 +41,21 @@ def canonicalize(table: pa.Table, spec: DatasetSpec, source: str = "log", now: d
         q = pc.is_valid(item)
         if canon.sequence.positive_task:
             q = pc.and_(q, pc.fill_null(pc.equal(out[canon.sequence.positive_task], 1.0), False))
-        seq = build_sequences(out["user_id"], out["event_time"].cast(pa.int64()).to_numpy(), item,
-                              np.asarray(q.to_numpy(zero_copy_only=False), dtype=np.int64), canon.sequence.max_len)
+        seq = build_sequences(
+            out["user_id"],
+            out["event_time"].cast(pa.int64()).to_numpy(),
+            item,
+            np.asarray(q.to_numpy(zero_copy_only=False), dtype=np.int64),
+            canon.sequence.max_len,
+        )
         out = out.append_column(CANONICAL_SEQUENCE, seq)
     schema = canonical_schema(spec)
     return out.select(schema.names).cast(schema)
 
 
-def ingest(table: pa.Table, spec: DatasetSpec, log_path: str | Path, source: str = "log",
-           force: bool = False) -> list[str]:
+def ingest(
+    table: pa.Table, spec: DatasetSpec, log_path: str | Path, source: str = "log", force: bool = False
+) -> list[str]:
     """Validate ``table`` and write it into the canonical log at ``log_path`` in one commit.
 
     Returns the days written (new or changed days and the days after them)."""
@@ -62,6 +68,3 @@ def ingest(table: pa.Table, spec: DatasetSpec, log_path: str | Path, source: str
 
     rep = run_ingest([Input(source, None, batches)], spec, log_path, source=source, force=force)
     return rep.ingested_days
-
-
-

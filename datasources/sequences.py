@@ -27,7 +27,9 @@ def _codes(values) -> np.ndarray:
     return np.asarray(pc.dictionary_encode(arr).indices.to_numpy(zero_copy_only=False), dtype=np.int64)
 
 
-def sequence_index(user: np.ndarray, ts: np.ndarray, qualifies: np.ndarray, max_len: int) -> tuple[np.ndarray, np.ndarray]:
+def sequence_index(
+    user: np.ndarray, ts: np.ndarray, qualifies: np.ndarray, max_len: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Inputs: N user codes (int), timestamps (int), 0/1 qualifies, in any order.
     Returns (offsets [N+1] int64, idx [offsets[-1]] int64): row k's sequence is
     ``items[idx[offsets[k]:offsets[k+1]]]``. Vectorised, O(N log N)."""
@@ -106,7 +108,11 @@ class SequenceState:
         pos = pc.index_in(all_users, value_set=self.table["user"])
         has = np.asarray(pc.is_valid(pos).to_numpy(zero_copy_only=False), dtype=bool)
         pos = np.asarray(pos.fill_null(0).to_numpy(zero_copy_only=False), dtype=np.int64)
-        st_items = self.table["items"].combine_chunks() if self.table.num_rows else pa.array([], STATE_SCHEMA.field("items").type)
+        st_items = (
+            self.table["items"].combine_chunks()
+            if self.table.num_rows
+            else pa.array([], STATE_SCHEMA.field("items").type)
+        )
         st_off = np.asarray(st_items.offsets.to_numpy(), dtype=np.int64) if len(st_items) else np.zeros(1, np.int64)
         prior_len = np.where(has, st_off[pos + 1] - st_off[pos], 0) if len(st_items) else np.zeros(n + u, np.int64)
         take = np.minimum(self.max_len - lengths, prior_len)

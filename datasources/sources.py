@@ -54,8 +54,10 @@ def list_source_files(path: str | Path) -> list[SourceFile]:
         files = [path]
     else:
         files = sorted(
-            p for p in path.rglob("*")
-            if p.is_file() and p.suffix.lower() in PARQUET + CSV
+            p
+            for p in path.rglob("*")
+            if p.is_file()
+            and p.suffix.lower() in PARQUET + CSV
             and not any(part.startswith((".", "_")) for part in p.relative_to(path).parts)
         )
         if not files:
@@ -122,12 +124,16 @@ def _csv_batches(path: str, spec: DatasetSpec, batch_rows: int) -> Iterator[pa.T
         have = [c.strip().strip('"') for c in first.split(delim)]
         check_columns(have, spec, path, True)
     conv = pacsv.ConvertOptions(
-        column_types={c: pa.string() for c in cols}, include_columns=cols,
-        strings_can_be_null=True, null_values=list(opts.null_values), quoted_strings_can_be_null=False,
+        column_types={c: pa.string() for c in cols},
+        include_columns=cols,
+        strings_can_be_null=True,
+        null_values=list(opts.null_values),
+        quoted_strings_can_be_null=False,
     )
     try:
-        reader = pacsv.open_csv(path, read_options=read, parse_options=pacsv.ParseOptions(delimiter=delim),
-                                convert_options=conv)
+        reader = pacsv.open_csv(
+            path, read_options=read, parse_options=pacsv.ParseOptions(delimiter=delim), convert_options=conv
+        )
     except pa.ArrowInvalid as e:
         msg = str(e).splitlines()[0]
         if "Empty CSV file" in msg:

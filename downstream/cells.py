@@ -78,11 +78,27 @@ def fit_cell(spec: MethodSpec, data: ScenarioData, dcfg: DownstreamConfig, seed:
     """Train one seed of one row; the cell as a JSON-able dict."""
     cfg = spec.config(dcfg)
     t0 = time.perf_counter()
-    _, r = fit(builder(spec, data, dcfg, loaded), data.train, data.valid, data.test, data.tasks, seed=seed,
-               epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size, patience=cfg.patience,
-               weight_decay=cfg.weight_decay, **train_options(cfg))
-    return {"valid_auc": r.valid_auc, "test_auc": r.test_auc, "epochs": r.epochs, "best_epoch": r.best_epoch,
-            "seconds": round(time.perf_counter() - t0, 3)}
+    _, r = fit(
+        builder(spec, data, dcfg, loaded),
+        data.train,
+        data.valid,
+        data.test,
+        data.tasks,
+        seed=seed,
+        epochs=cfg.epochs,
+        lr=cfg.lr,
+        batch_size=cfg.batch_size,
+        patience=cfg.patience,
+        weight_decay=cfg.weight_decay,
+        **train_options(cfg),
+    )
+    return {
+        "valid_auc": r.valid_auc,
+        "test_auc": r.test_auc,
+        "epochs": r.epochs,
+        "best_epoch": r.best_epoch,
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
 
 
 def as_fit_result(cell: dict) -> FitResult:
@@ -187,8 +203,15 @@ class Cell:
     data_path: Path
 
 
-def run_cells(cells: Iterable[Cell], store: CellStore, dcfg: DownstreamConfig, *, workers: int = 1,
-              checkpoint: str | None = None, on_done: Callable[[Cell, dict], None] | None = None) -> None:
+def run_cells(
+    cells: Iterable[Cell],
+    store: CellStore,
+    dcfg: DownstreamConfig,
+    *,
+    workers: int = 1,
+    checkpoint: str | None = None,
+    on_done: Callable[[Cell, dict], None] | None = None,
+) -> None:
     """Run every cell not yet in ``store`` (finished ones are counted as reused)."""
     todo = []
     for c in cells:
@@ -208,8 +231,9 @@ def run_cells(cells: Iterable[Cell], store: CellStore, dcfg: DownstreamConfig, *
     import multiprocessing as mp
 
     # spawn, not fork: a forked child of a process whose OpenMP pool is up can hang
-    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
-                             initargs=(dcfg.threads,)) as pool:
+    with ProcessPoolExecutor(
+        workers, mp_context=mp.get_context("spawn"), initializer=_init_worker, initargs=(dcfg.threads,)
+    ) as pool:
         futures = {pool.submit(_run, c.spec, c.data_path, dcfg, c.seed, checkpoint): c for c in todo}
         for f in as_completed(futures):
             c = futures[f]

@@ -58,8 +58,10 @@ class DownstreamConfig(StrictModel):
     weight_decay: float = Field(0.0, ge=0)
     batch_size: int = Field(512, ge=1)
     patience: int = Field(
-        3, ge=1, description="Stop at the patience-th epoch in a row without a better validation AUC "
-        "(the rule pretraining shares: pretrain.loop.should_stop)."
+        3,
+        ge=1,
+        description="Stop at the patience-th epoch in a row without a better validation AUC "
+        "(the rule pretraining shares: pretrain.loop.should_stop).",
     )
     pairwise_alpha: dict[str, float] = Field(
         default_factory=dict,
@@ -74,9 +76,7 @@ class DownstreamConfig(StrictModel):
     max_vocab: int | None = Field(None, ge=1)
     valid_days: int = Field(1, ge=1)
     test_days: int = Field(1, ge=1)
-    threads: int = Field(
-        1, ge=1, description="torch CPU threads while training; 1 is fastest for these small models."
-    )
+    threads: int = Field(1, ge=1, description="torch CPU threads while training; 1 is fastest for these small models.")
     expect_model_version: str | None = Field(
         None, description="Refuse tables written by another foundation model version."
     )

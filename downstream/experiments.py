@@ -97,10 +97,11 @@ class TransferExperimentConfig(StrictModel):
         "table has no such row.",
     )
     workers: int = Field(
-        2, ge=1, description="Processes training cells in parallel (spawned, `downstream.threads` torch threads "
+        2,
+        ge=1,
+        description="Processes training cells in parallel (spawned, `downstream.threads` torch threads "
         "each; 2 = one per core of the 2-core reference machine); 1 = in this process. Does not change any number.",
     )
-
 
     @model_validator(mode="after")
     def _variants_valid(self) -> "TransferExperimentConfig":
@@ -128,9 +129,20 @@ def _fit_seeds(build: Callable[[], nn.Module], data: ScenarioData, cfg: Downstre
     out: list[tuple[nn.Module, FitResult]] = []
     for seed in cfg.seeds:
         out.append(
-            fit(build, data.train, data.valid, data.test, data.tasks, seed=seed, epochs=cfg.epochs, lr=cfg.lr,
-                batch_size=cfg.batch_size, patience=cfg.patience, weight_decay=cfg.weight_decay,
-                **train_options(cfg))
+            fit(
+                build,
+                data.train,
+                data.valid,
+                data.test,
+                data.tasks,
+                seed=seed,
+                epochs=cfg.epochs,
+                lr=cfg.lr,
+                batch_size=cfg.batch_size,
+                patience=cfg.patience,
+                weight_decay=cfg.weight_decay,
+                **train_options(cfg),
+            )
         )
     return out
 
@@ -173,8 +185,15 @@ def method_specs(cfg: TransferExperimentConfig, layers: list[str], module: bool)
     for name, over in cfg.gate_variants.items():
         vcfg = DownstreamConfig.model_validate({**dcfg.model_dump(), **over})
         reps = tuple(vcfg.representations) if "representations" in over else tuple(ALL_REPS)
-        specs.append(MethodSpec(name, reps=reps, adapter=vcfg.adapter if reps else "none",
-                                crossed=vcfg.crossed_token, overrides=json.dumps(over, sort_keys=True)))
+        specs.append(
+            MethodSpec(
+                name,
+                reps=reps,
+                adapter=vcfg.adapter if reps else "none",
+                crossed=vcfg.crossed_token,
+                overrides=json.dumps(over, sort_keys=True),
+            )
+        )
     if cfg.model_level:
         specs.append(MethodSpec("model:retrieval", kind="retrieval", user=cfg.model_level_user))
     for layer in layers:
@@ -199,8 +218,9 @@ def _by_size(train, spec: DatasetSpec) -> list[int]:
     return sorted(counts, key=lambda s: (counts[s], s))
 
 
-def _inputs_fingerprint(cfg: TransferExperimentConfig, log_path, tables_root, days: tuple, checkpoint,
-                        layer_roots: dict[str, Path]) -> str:
+def _inputs_fingerprint(
+    cfg: TransferExperimentConfig, log_path, tables_root, days: tuple, checkpoint, layer_roots: dict[str, Path]
+) -> str:
     """What the cells' numbers depend on: a change of any of these starts a fresh cell folder."""
     from engines import delta_io
 
@@ -218,8 +238,9 @@ def _inputs_fingerprint(cfg: TransferExperimentConfig, log_path, tables_root, da
         "days": days,
         "log": [str(Path(log_path).resolve()), version(log_path)],
         "tables": {k: version(v) for k, v in tables.items()},
-        "layers": {k: [str(v), {n: version(Path(v) / "tables" / n) for n in ALL_REPS}]
-                   for k, v in (layer_roots or {}).items()},
+        "layers": {
+            k: [str(v), {n: version(Path(v) / "tables" / n) for n in ALL_REPS}] for k, v in (layer_roots or {}).items()
+        },
         "checkpoint": None if checkpoint is None else str(Path(checkpoint).resolve()),
     }
     return fingerprint(parts)
@@ -263,8 +284,9 @@ def run_transfer_experiment(
     spec = spec or read_log_spec(log_path)
     tr, va, te = _days(log_path, dcfg, train_days, valid_days, test_days)
     out_dir = Path(out_dir)
-    store = CellStore(out_dir / "cells" / _inputs_fingerprint(cfg, log_path, tables_root, (tr, va, te), checkpoint,
-                                                               layer_roots or {}))
+    store = CellStore(
+        out_dir / "cells" / _inputs_fingerprint(cfg, log_path, tables_root, (tr, va, te), checkpoint, layer_roots or {})
+    )
     raw = read_splits(log_path, tr, va, te)
     small = resolve_scenario(raw["train"], spec, None)
     # smallest first (by training rows): the headline scenario is measured first, so a stopped
@@ -283,16 +305,21 @@ def run_transfer_experiment(
     with torch_threads(dcfg.threads):
         for s in scenarios:
             key = str(s)
-            tables = {k: select_rows(v, resolve_scenario(raw["train"], spec, s), dcfg.sample_type)
-                      for k, v in raw.items()}
+            tables = {
+                k: select_rows(v, resolve_scenario(raw["train"], spec, s), dcfg.sample_type) for k, v in raw.items()
+            }
             if any(t.num_rows == 0 for t in tables.values()):
                 table[key] = {"skipped": "a split has no rows"}
                 continue
             t0 = time.perf_counter()
 
             def build(variant: str, tables=tables) -> ScenarioData:
-                kw = dict(min_count=dcfg.min_count, max_vocab=dcfg.max_vocab, expect_dims=dcfg.expect_dims,
-                          expect_model_version=dcfg.expect_model_version)
+                kw = dict(
+                    min_count=dcfg.min_count,
+                    max_vocab=dcfg.max_vocab,
+                    expect_dims=dcfg.expect_dims,
+                    expect_model_version=dcfg.expect_model_version,
+                )
                 if variant == "module":
                     return build_scenario_data(tables, spec, {}, encoder=loaded.encoder)
                 if variant.startswith("layer:"):
@@ -307,19 +334,25 @@ def run_transfer_experiment(
             timing["data_s"] = round(timing["data_s"] + time.perf_counter() - t0, 2)
             t0 = time.perf_counter()
             cells = [Cell(key, m, seed, paths[m.data]) for m in specs for seed in dcfg.seeds]
-            run_cells(cells, store, dcfg, workers=cfg.workers,
-                      checkpoint=None if checkpoint is None else str(checkpoint))
+            run_cells(
+                cells, store, dcfg, workers=cfg.workers, checkpoint=None if checkpoint is None else str(checkpoint)
+            )
             timing["fit_s"] = round(timing["fit_s"] + time.perf_counter() - t0, 2)
-            res = {m.name: summarise([as_fit_result(store.get(key, m, seed)) for seed in dcfg.seeds], tasks)
-                   for m in specs}
+            res = {
+                m.name: summarise([as_fit_result(store.get(key, m, seed)) for seed in dcfg.seeds], tasks) for m in specs
+            }
             table[key] = {
                 "name": spec.scenarios.get(s, str(s)),
                 "rows": {"train": daily.train.num_rows, "valid": daily.valid.num_rows, "test": daily.test.num_rows},
                 "coverage": daily.coverage,
                 "methods": res,
             }
-            print(f"transfer: scenario {key} done; cells computed {store.computed}, reused {store.reused}; "
-                  f"{time.perf_counter() - t_start:.0f} s", file=sys.stderr, flush=True)
+            print(
+                f"transfer: scenario {key} done; cells computed {store.computed}, reused {store.reused}; "
+                f"{time.perf_counter() - t_start:.0f} s",
+                file=sys.stderr,
+                flush=True,
+            )
             # written after every scenario: a long run that is stopped keeps what it measured
             result = _transfer_summary(table, spec, dcfg, cfg, scenarios, small, (tr, va, te), store, timing, t_start)
             _write_transfer_report(out_dir, result, spec, tasks)
@@ -328,15 +361,27 @@ def run_transfer_experiment(
     return result
 
 
-def _transfer_summary(table: dict, spec: DatasetSpec, dcfg: DownstreamConfig, cfg: TransferExperimentConfig,
-                      scenarios: list[int], small: int, days: tuple, store: CellStore, timing: dict,
-                      t_start: float) -> dict:
+def _transfer_summary(
+    table: dict,
+    spec: DatasetSpec,
+    dcfg: DownstreamConfig,
+    cfg: TransferExperimentConfig,
+    scenarios: list[int],
+    small: int,
+    days: tuple,
+    store: CellStore,
+    timing: dict,
+    t_start: float,
+) -> dict:
     """The headline numbers over the scenarios measured so far (see run_transfer_experiment)."""
     tr, va, te = days
     click = spec.canonical().tasks[0]
     rows = {s: r["methods"] for s, r in table.items() if "methods" in r}
-    deployable = [m.name for m in method_specs(cfg, [], False)
-                  if m.kind == "ranking" and m.data == "daily" and m.reps and m.overrides == "{}"]
+    deployable = [
+        m.name
+        for m in method_specs(cfg, [], False)
+        if m.kind == "ranking" and m.data == "daily" and m.reps and m.overrides == "{}"
+    ]
     head = headline(rows, click, str(small), cfg.default_method, deployable)
     for s, r in table.items():
         if "methods" in r:
@@ -387,14 +432,26 @@ def _write_transfer_report(out: Path, result: dict, spec: DatasetSpec, tasks: li
         "|---" * (len(rows) + 1) + "|",
     ]
     for m in methods:
-        cells = [(f"**{r['methods'][m]['valid_auc']:.4f}**" if r.get("picked_method") == m
-                  else f"{r['methods'][m]['valid_auc']:.4f}") if m in r["methods"] else "" for r in rows.values()]
+        cells = [
+            (
+                f"**{r['methods'][m]['valid_auc']:.4f}**"
+                if r.get("picked_method") == m
+                else f"{r['methods'][m]['valid_auc']:.4f}"
+            )
+            if m in r["methods"]
+            else ""
+            for r in rows.values()
+        ]
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
     lines.append("")
     for task in tasks:
-        lines += [f"## Test AUC: {task}", "",
-                  "| method | " + " | ".join(f"{s} {r['name']} ({r['rows']['train']} train rows)"
-                                           for s, r in rows.items()) + " |"]
+        lines += [
+            f"## Test AUC: {task}",
+            "",
+            "| method | "
+            + " | ".join(f"{s} {r['name']} ({r['rows']['train']} train rows)" for s, r in rows.items())
+            + " |",
+        ]
         lines.append("|---" * (len(rows) + 1) + "|")
         for m in methods:
             cells = []
@@ -414,8 +471,12 @@ def _write_transfer_report(out: Path, result: dict, spec: DatasetSpec, tasks: li
         from downstream.selection import improves
 
         common = [m for m in methods if all(m in r["methods"] for r in rows.values())]
-        lines += ["## Mean over scenarios", "", f"| method | mean valid AUC | mean test AUC ({tasks[0]}) | "
-                  "scenarios above vanilla by > 1 pooled std |", "|---|---|---|---|"]
+        lines += [
+            "## Mean over scenarios",
+            "",
+            f"| method | mean valid AUC | mean test AUC ({tasks[0]}) | scenarios above vanilla by > 1 pooled std |",
+            "|---|---|---|---|",
+        ]
         for m in common:
             mv = float(np.mean([r["methods"][m]["valid_auc"] for r in rows.values()]))
             mt = float(np.mean([r["methods"][m]["test_auc"][tasks[0]] for r in rows.values()]))
@@ -457,7 +518,13 @@ def _write_transfer_report(out: Path, result: dict, spec: DatasetSpec, tasks: li
             ax.bar(xs, ys, width, yerr=es, label=m)
         ax.set_xticks(np.arange(len(rows)) + 0.4 - width / 2)
         ax.set_xticklabels([f"{s} {r['name']}" for s, r in rows.items()])
-        finite = [v for r in rows.values() for st in r["methods"].values() for v in [st["test_auc"][tasks[0]]] if not math.isnan(v)]
+        finite = [
+            v
+            for r in rows.values()
+            for st in r["methods"].values()
+            for v in [st["test_auc"][tasks[0]]]
+            if not math.isnan(v)
+        ]
         if finite:
             ax.set_ylim(min(finite) - 0.02, max(finite) + 0.02)
         ax.set_ylabel(f"test AUC ({tasks[0]})")
@@ -470,8 +537,15 @@ def _write_transfer_report(out: Path, result: dict, spec: DatasetSpec, tasks: li
 # --- the RankUp ablation ---------------------------------------------------------------
 def rankup_variants(full: RankUpConfig) -> dict[str, RankUpConfig]:
     """RankMixer, each RankUp component added alone, full RankUp (same T, D, L)."""
-    shape = dict(emb_dim=full.emb_dim, d_model=full.d_model, num_tokens=full.num_tokens, num_layers=full.num_layers,
-                 ffn_mult=full.ffn_mult, permutation_seed=full.permutation_seed, crossed_pair=full.crossed_pair)
+    shape = dict(
+        emb_dim=full.emb_dim,
+        d_model=full.d_model,
+        num_tokens=full.num_tokens,
+        num_layers=full.num_layers,
+        ffn_mult=full.ffn_mult,
+        permutation_seed=full.permutation_seed,
+        crossed_pair=full.crossed_pair,
+    )
     base = RankUpConfig.rankmixer(**shape)
     return {
         "rankmixer": base,
@@ -530,12 +604,19 @@ def run_rankup_experiment(
     tables = {k: select_rows(v, scenario, dcfg.sample_type) for k, v in raw.items()}
     reps = list(dcfg.representations) if tables_root is not None else []
     data = build_scenario_data(
-        tables, spec, rep_table_paths(tables_root, reps), min_count=dcfg.min_count, max_vocab=dcfg.max_vocab,
-        expect_dims=dcfg.expect_dims, expect_model_version=dcfg.expect_model_version,
+        tables,
+        spec,
+        rep_table_paths(tables_root, reps),
+        min_count=dcfg.min_count,
+        max_vocab=dcfg.max_vocab,
+        expect_dims=dcfg.expect_dims,
+        expect_model_version=dcfg.expect_model_version,
     )
     canon = spec.canonical()
     pair = _crossed_pair(data, cfg.model.crossed_pair)
-    variants = rankup_variants(cfg.model.model_copy(update={"crossed_pair": pair} if pair else {"crossed_token": False}))
+    variants = rankup_variants(
+        cfg.model.model_copy(update={"crossed_pair": pair} if pair else {"crossed_token": False})
+    )
     if pair is None:
         variants.pop("+crossed_token")
     else:
@@ -544,10 +625,16 @@ def run_rankup_experiment(
     results: dict[str, dict] = {}
     with torch_threads(dcfg.threads):
         for name, vcfg in variants.items():
+
             def build(vcfg=vcfg):
                 return TokenMixerRanker(
-                    vcfg, data.encoder.vocab_sizes, len(data.tasks), user_columns=["user_id", *canon.user_features],
-                    item_columns=["item_id", *canon.item_features], seq_field=seq_field, rep_dims=data.rep_dims,
+                    vcfg,
+                    data.encoder.vocab_sizes,
+                    len(data.tasks),
+                    user_columns=["user_id", *canon.user_features],
+                    item_columns=["item_id", *canon.item_features],
+                    seq_field=seq_field,
+                    rep_dims=data.rep_dims,
                 )
 
             fitted = _fit_seeds(build, data, dcfg)
@@ -585,13 +672,20 @@ def _write_rankup_report(out: Path, result: dict, tasks: list[str]) -> None:
         f"Scenario {result['scenario'] if result['scenario'] is not None else 'all'}, rows {result['rows']}, "
         f"seeds {result['seeds']}. Test AUC mean ± std; effective rank after each layer (mean over seeds).",
         "",
-        "| variant | params | " + " | ".join(f"AUC {t}" for t in tasks) + " | " + " | ".join(f"erank {l}" for l in layers) + " |",
+        "| variant | params | "
+        + " | ".join(f"AUC {t}" for t in tasks)
+        + " | "
+        + " | ".join(f"erank {l}" for l in layers)
+        + " |",
         "|---" * (2 + len(tasks) + len(layers)) + "|",
     ]
     for name, s in v.items():
         lines.append(
-            f"| {name} | {s['params']} | " + " | ".join(_pm(s, t) for t in tasks) + " | "
-            + " | ".join(f"{s['erank'][l]:.2f}" for l in layers) + " |"
+            f"| {name} | {s['params']} | "
+            + " | ".join(_pm(s, t) for t in tasks)
+            + " | "
+            + " | ".join(f"{s['erank'][l]:.2f}" for l in layers)
+            + " |"
         )
     lines.append("")
     (out / "rankup.md").write_text("\n".join(lines))
@@ -670,15 +764,18 @@ def main(
         layer_roots = None
         if cfg.cr_layers:
             if checkpoint is None:
-                raise ValueError(f"cr_layers {cfg.cr_layers}: per-layer tables need a checkpoint under {layout.checkpoints}")
+                raise ValueError(
+                    f"cr_layers {cfg.cr_layers}: per-layer tables need a checkpoint under {layout.checkpoints}"
+                )
             from engines import delta_io
             from transfer import publish_layer_tables
 
             last = max((days.get("test_days") or [max(delta_io.list_days(layout.table("user_cr")))]))
             snap = [d for d in delta_io.list_days(layout.table("user_cr")) if d <= last]
             layer_roots = publish_layer_tables(layout.root, checkpoint, cfg.cr_layers, snap)
-        res = run_transfer_experiment(layout.log, layout.root, out, cfg, checkpoint=checkpoint,
-                                      layer_roots=layer_roots, **days)
+        res = run_transfer_experiment(
+            layout.log, layout.root, out, cfg, checkpoint=checkpoint, layer_roots=layer_roots, **days
+        )
         brief = {k: v for k, v in res.items() if k != "table"}
     else:
         res = run_rankup_experiment(layout.log, layout.root, out, cfg, **days)

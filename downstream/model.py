@@ -67,7 +67,10 @@ class RepresentationInput(nn.Module):
         self.defaults = nn.ModuleDict({n: MissingDefault(d) for n, d in rep_dims.items()})
         # No affine: the adapter's W already scales; LN only evens out the tables' scales.
         self.norms = nn.ModuleDict(
-            {n: (nn.LayerNorm(d, elementwise_affine=False) if normalise else nn.Identity()) for n, d in rep_dims.items()}
+            {
+                n: (nn.LayerNorm(d, elementwise_affine=False) if normalise else nn.Identity())
+                for n, d in rep_dims.items()
+            }
         )
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -144,8 +147,10 @@ class RankingModel(nn.Module):
         if self.adapter_kind in ("gate", "gate_linear"):
             self.gate_groups = gate_groups(self.embed, list(rep_dims), gate_mode, item_fields or [])
             self.gates = nn.ModuleList(
-                [GateAdapter(sum(rep_dims[n] for n in src), len(idx), emb_dim, gate_bias, gate_zero_init)
-                 for idx, src in self.gate_groups]
+                [
+                    GateAdapter(sum(rep_dims[n] for n in src), len(idx), emb_dim, gate_bias, gate_zero_init)
+                    for idx, src in self.gate_groups
+                ]
             )
         if self.adapter_kind not in ("none", "linear", "gate", "gate_linear"):
             raise ValueError(f"adapter must be 'linear', 'gate' or 'gate_linear', got {adapter!r}")

@@ -46,23 +46,27 @@ class RankUpConfig(StrictModel):
     split: Literal["semantic", "permutation"] = "permutation"
     num_embeddings: int = Field(2, ge=1, description="K embedding tables (1 = off).")
     global_token: Literal["none", "mlp", "fm", "fwfm", "dcnv2"] = Field(
-        "mlp", description="g = f(field embeddings): MLP of their mean, FM / FwFM second-order pooling, or "
+        "mlp",
+        description="g = f(field embeddings): MLP of their mean, FM / FwFM second-order pooling, or "
         "DCNv2 cross layers over their concatenation; then projected to D.",
     )
     global_cross_layers: int = Field(2, ge=1, description="Cross layers of the dcnv2 global token.")
     global_sfg: bool = Field(
-        False, description="SFG in the global token's interaction (fm, fwfm, dcnv2): one side of every pair "
+        False,
+        description="SFG in the global token's interaction (fm, fwfm, dcnv2): one side of every pair "
         "is the generated embedding G = relu(Linear(F*d -> F*d)(flatten(E))) * gamma.",
     )
     global_sfg_gamma: float = Field(1.0, gt=0)
     crossed_token: bool = Field(
-        False, description="Proj(z_u * z_i) from the published tables. Off by default: chosen on validation "
+        False,
+        description="Proj(z_u * z_i) from the published tables. Off by default: chosen on validation "
         "(docs/downstream.md, RankUp defaults study); the ablation still measures it as +crossed_token.",
     )
     crossed_pair: tuple[str, str] = Field(("user_ur", "item_ir"), description="(user table, item table).")
     task_tokens: bool = True
     input_norm: bool = Field(
-        False, description="LayerNorm every input token (feature and special) before the first block, so a "
+        False,
+        description="LayerNorm every input token (feature and special) before the first block, so a "
         "token from another source (the crossed pretrained product) cannot outweigh the feature tokens.",
     )
     emb_dim: int = Field(16, ge=1)
@@ -83,8 +87,14 @@ class RankUpConfig(StrictModel):
     @classmethod
     def rankmixer(cls, **kw) -> "RankUpConfig":
         """The baseline: Post-LN GELU blocks, semantic grouping, one table, mean pool."""
-        base = dict(block="rankmixer", split="semantic", num_embeddings=1, global_token="none",
-                    crossed_token=False, task_tokens=False)
+        base = dict(
+            block="rankmixer",
+            split="semantic",
+            num_embeddings=1,
+            global_token="none",
+            crossed_token=False,
+            task_tokens=False,
+        )
         return cls(**{**base, **kw})
 
 
@@ -194,8 +204,9 @@ class GlobalToken(nn.Module):
     ``x_{l+1} = x_l + flatten(G) * (W_l x_l + b_l)``.
     """
 
-    def __init__(self, kind: str, n: int, De: int, D: int, cross_layers: int = 2, sfg: bool = False,
-                 gamma: float = 1.0):
+    def __init__(
+        self, kind: str, n: int, De: int, D: int, cross_layers: int = 2, sfg: bool = False, gamma: float = 1.0
+    ):
         super().__init__()
         self.kind = kind
         self.gen = FieldGenerator(n * De, gamma) if sfg else None
@@ -257,8 +268,9 @@ class TokenMixerRanker(nn.Module):
             raise ValueError(f"num_tokens {T} leaves no feature token after {n_special} special token(s)")
         self.tokenizer = Tokenizer(F, De, K, T_f, D, cfg.split == "permutation", cfg.permutation_seed)
         if cfg.global_token != "none":
-            self.global_f = GlobalToken(cfg.global_token, K * F, De, D, cfg.global_cross_layers, cfg.global_sfg,
-                                        cfg.global_sfg_gamma)
+            self.global_f = GlobalToken(
+                cfg.global_token, K * F, De, D, cfg.global_cross_layers, cfg.global_sfg, cfg.global_sfg_gamma
+            )
         self.reps = None
         if cfg.crossed_token:
             u, i = cfg.crossed_pair
@@ -389,39 +401,73 @@ def study(argv: list[str] | None = None) -> dict:
         for name, over in variants.items():
             over = dict(over)
             lr, epochs = over.pop("lr", a.lr), over.pop("epochs", a.epochs)
-            cfg = RankUpConfig.rankmixer(**{k: v for k, v in over.items() if k != "__rankmixer__"}) \
-                if over.get("__rankmixer__") else RankUpConfig(**over)
+            cfg = (
+                RankUpConfig.rankmixer(**{k: v for k, v in over.items() if k != "__rankmixer__"})
+                if over.get("__rankmixer__")
+                else RankUpConfig(**over)
+            )
             runs = []
             for seed in range(a.seeds):
                 t0 = time.perf_counter()
 
                 def build(cfg=cfg):
-                    return TokenMixerRanker(cfg, data.encoder.vocab_sizes, len(data.tasks),
-                                            user_columns=["user_id", *canon.user_features],
-                                            item_columns=["item_id", *canon.item_features],
-                                            seq_field=canon.sequence.item_field, rep_dims=data.rep_dims)
+                    return TokenMixerRanker(
+                        cfg,
+                        data.encoder.vocab_sizes,
+                        len(data.tasks),
+                        user_columns=["user_id", *canon.user_features],
+                        item_columns=["item_id", *canon.item_features],
+                        seq_field=canon.sequence.item_field,
+                        rep_dims=data.rep_dims,
+                    )
 
-                model, res = fit(build, data.train, data.valid, data.test, data.tasks, seed=seed, epochs=epochs,
-                                 lr=lr, batch_size=a.batch_size, patience=a.patience)
+                model, res = fit(
+                    build,
+                    data.train,
+                    data.valid,
+                    data.test,
+                    data.tasks,
+                    seed=seed,
+                    epochs=epochs,
+                    lr=lr,
+                    batch_size=a.batch_size,
+                    patience=a.patience,
+                )
                 model.eval()
                 model.record_states = True
                 with torch.no_grad():
                     model(data.test.take(torch.arange(min(a.erank_rows, data.test.num_rows))))
                 er = effective_rank(model.states[-1][1])
-                runs.append({"valid": res.valid_auc, "test": res.test_auc[data.tasks[0]], "erank": er,
-                             "epochs": res.epochs, "best_epoch": res.best_epoch})
-                print(f"{name} seed={seed}: valid {res.valid_auc:.4f} test {runs[-1]['test']:.4f} erank {er:.2f} "
-                      f"({res.best_epoch}/{res.epochs} ep, {time.perf_counter() - t0:.0f}s)", flush=True)
+                runs.append(
+                    {
+                        "valid": res.valid_auc,
+                        "test": res.test_auc[data.tasks[0]],
+                        "erank": er,
+                        "epochs": res.epochs,
+                        "best_epoch": res.best_epoch,
+                    }
+                )
+                print(
+                    f"{name} seed={seed}: valid {res.valid_auc:.4f} test {runs[-1]['test']:.4f} erank {er:.2f} "
+                    f"({res.best_epoch}/{res.epochs} ep, {time.perf_counter() - t0:.0f}s)",
+                    flush=True,
+                )
             params = sum(q.numel() for q in model.parameters())
             results[name] = {k: float(np.mean([r[k] for r in runs])) for k in ("valid", "test", "erank")}
-            results[name].update(test_std=float(np.std([r["test"] for r in runs])),
-                                 valid_std=float(np.std([r["valid"] for r in runs])), params=params, runs=runs)
+            results[name].update(
+                test_std=float(np.std([r["test"] for r in runs])),
+                valid_std=float(np.std([r["valid"] for r in runs])),
+                params=params,
+                runs=runs,
+            )
             if a.out:
                 a.out.write_text(json.dumps(results, indent=1))
     print("| variant | params | valid AUC | test AUC | erank last |\n|---|---|---|---|---|")
     for name, r in results.items():
-        print(f"| {name} | {r['params']} | {r['valid']:.4f} ± {r['valid_std']:.4f} | {r['test']:.4f} ± "
-              f"{r['test_std']:.4f} | {r['erank']:.2f} |")
+        print(
+            f"| {name} | {r['params']} | {r['valid']:.4f} ± {r['valid_std']:.4f} | {r['test']:.4f} ± "
+            f"{r['test_std']:.4f} | {r['erank']:.2f} |"
+        )
     print(json.dumps({k: {kk: v[kk] for kk in ("valid", "test", "erank", "params")} for k, v in results.items()}))
     return results
 

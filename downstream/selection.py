@@ -69,8 +69,9 @@ def valid_best_across(rows: dict[str, dict], candidates: list[str] | None = None
     return max(order, key=mean_valid, default=None)
 
 
-def headline(rows: dict[str, dict], task: str, small: str | None, default_method: str | None,
-             deployable: list[str] | None = None) -> dict:
+def headline(
+    rows: dict[str, dict], task: str, small: str | None, default_method: str | None, deployable: list[str] | None = None
+) -> dict:
     """Headline numbers over ``rows`` (scenario -> {method -> summary}); ``small``: the
     scenario whose lift is reported; ``deployable``: the rows the daily run could use
     (feature level on the daily tables), among which ``valid_best_method`` is chosen.
@@ -107,7 +108,8 @@ def headline(rows: dict[str, dict], task: str, small: str | None, default_method
         "mean_picked_test_auc": mean_of(lambda s: picks[s]),
         "mean_vanilla_test_auc": mean_of(lambda s: VANILLA),
         "default_method": default_method,
-        "default_scenarios_improved": sum(improves(rows[s], default_method, task) for s in rows) if has_default
+        "default_scenarios_improved": sum(improves(rows[s], default_method, task) for s in rows)
+        if has_default
         else None,
         "default_lift": lift(default_method) if has_default else None,
         "mean_default_test_auc": mean_of(lambda s: default_method) if has_default else None,

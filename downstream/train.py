@@ -107,9 +107,18 @@ def fit(
         return multitask_loss(logits, b["labels"], b["label_mask"], tasks, pairwise_alpha)[0]
 
     state = run_epochs(
-        model, model, opt, new_state(model, opt), batches, loss_fn,
+        model,
+        model,
+        opt,
+        new_state(model, opt),
+        batches,
+        loss_fn,
         lambda m: selection_auc(task_aucs(m, valid, tasks)),
-        epochs=epochs, patience=patience, device=device, amp=amp, grad_clip=grad_clip,
+        epochs=epochs,
+        patience=patience,
+        device=device,
+        amp=amp,
+        grad_clip=grad_clip,
         progress_task="downstream.epoch",
     )
     model.load_state_dict(state["best_state"])
@@ -121,5 +130,9 @@ def fit(
 def train_options(cfg) -> dict:
     """The loss / device keyword arguments of :func:`fit` from a ``DownstreamConfig``
     (``fit(..., **train_options(cfg))``)."""
-    return {"pairwise_alpha": dict(cfg.pairwise_alpha), "grad_clip": cfg.grad_clip, "use_gpu": cfg.use_gpu,
-            "amp": cfg.amp}
+    return {
+        "pairwise_alpha": dict(cfg.pairwise_alpha),
+        "grad_clip": cfg.grad_clip,
+        "use_gpu": cfg.use_gpu,
+        "amp": cfg.amp,
+    }

@@ -14,6 +14,7 @@ with a conditional PUT (``If-None-Match``), so two writers never both win one ve
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, Callable
 from urllib.parse import unquote
 
 import pyarrow as pa
@@ -25,7 +26,7 @@ from engines import storage
 DS = "ds"
 
 
-def _dt(path, version: int | None = None) -> DeltaTable:
+def _dt(path: str | Path, version: int | None = None) -> DeltaTable:
     loc, opts = storage.locate(path)
     return DeltaTable(loc, version=version, storage_options=opts or None)
 
@@ -88,12 +89,21 @@ def replace_day(
         props = CommitProperties(app_transactions=[Transaction(app_id=app_id, version=int(app_version or 0))])
     ensure_table(path, data.schema, configuration)
     loc, opts = storage.locate(path)
-    _retrying(lambda: write_deltalake(loc, data, mode="overwrite", predicate=f"{DS} = '{ds}'",
-                                      commit_properties=props, storage_options=opts or None), retries)
+    _retrying(
+        lambda: write_deltalake(
+            loc,
+            data,
+            mode="overwrite",
+            predicate=f"{DS} = '{ds}'",
+            commit_properties=props,
+            storage_options=opts or None,
+        ),
+        retries,
+    )
     return _dt(path).version()
 
 
-def _retrying(commit, retries: int) -> None:
+def _retrying(commit: Callable[[], None], retries: int) -> None:
     """Run ``commit``; on a lost commit race (another writer committed first) retry."""
     import time
 
@@ -101,7 +111,8 @@ def _retrying(commit, retries: int) -> None:
 
     for attempt in range(retries + 1):
         try:
-            return commit()
+            commit()
+            return
         except CommitFailedError:
             if attempt == retries:
                 raise
@@ -155,7 +166,7 @@ def day_file_uris(path: str | Path, ds: str, version: int | None = None) -> list
     sizes = dict(zip(adds["path"].to_pylist(), adds["size_bytes"].to_pylist()))
     out = []
     for uri in uris:
-        rel = uri[len(loc) + 1:] if uri.startswith(loc + "/") else uri.split("://", 1)[1]
+        rel = uri[len(loc) + 1 :] if uri.startswith(loc + "/") else uri.split("://", 1)[1]
         key = unquote(rel)
         local = storage.download(uri, cache / key, opts, sizes.get(key, sizes.get(rel)))
         out.append(str(local.resolve()))  # a plain path, like delta-rs gives for a local table
@@ -198,7 +209,8 @@ def commit_files(
     loc, opts = storage.locate(root)
     ensure_table(root, schema, configuration)
     folder = f"{DS}={ds}/w-{uuid.uuid4().hex}"
-    adds, uploaded = [], []
+    adds: list[Any] = []  # AddAction; create_write_transaction takes adds and removes
+    uploaded: list[str] = []
     try:
         for f in files:
             f = Path(f).resolve()
@@ -226,10 +238,16 @@ def commit_files(
         if app_id is not None:
             props = CommitProperties(app_transactions=[Transaction(app_id=app_id, version=int(app_version or 0))])
 
-        def commit():
+        def commit() -> None:
             dt = _dt(root)  # the newest version: a retry rebases onto the winner's commit
-            dt.create_write_transaction(adds, mode="overwrite", schema=dt.schema(), partition_by=[DS],
-                                        partition_filters=[(DS, "=", ds)], commit_properties=props)
+            dt.create_write_transaction(
+                adds,
+                mode="overwrite",
+                schema=dt.schema(),
+                partition_by=[DS],
+                partition_filters=[(DS, "=", ds)],
+                commit_properties=props,
+            )
 
         _retrying(commit, retries)
     except BaseException:
@@ -239,15 +257,16 @@ def commit_files(
     return _dt(root).version()
 
 
-def compact(path: str | Path, days: list[str] | None = None, target_size: int | None = None) -> dict:
+def compact(path: str | Path, days: list[str] | None = None, target_size: int | None = None) -> dict[str, Any]:
     """Rewrite small files of ``days`` (all when None) into larger ones; returns delta-rs metrics."""
     dt = open_table(path)
     filters = [(DS, "in", list(days))] if days else None
     return dt.optimize.compact(partition_filters=filters, target_size=target_size)
 
 
-def vacuum(path: str | Path, retention_hours: int = 168, dry_run: bool = False, *,
-           enforce_retention_duration: bool = True) -> list[str]:
+def vacuum(
+    path: str | Path, retention_hours: int = 168, dry_run: bool = False, *, enforce_retention_duration: bool = True
+) -> list[str]:
     """Delete files that a commit removed more than ``retention_hours`` ago; returns their paths.
 
     Time travel to any version younger than the retention keeps working; older versions
@@ -258,5 +277,6 @@ def vacuum(path: str | Path, retention_hours: int = 168, dry_run: bool = False, 
     """
     if retention_hours < 0 or (enforce_retention_duration and retention_hours < 168):
         raise ValueError(f"retention_hours={retention_hours}: keep at least 7 days (168 h) of history")
-    return open_table(path).vacuum(retention_hours=retention_hours, dry_run=dry_run,
-                                   enforce_retention_duration=enforce_retention_duration)
+    return open_table(path).vacuum(
+        retention_hours=retention_hours, dry_run=dry_run, enforce_retention_duration=enforce_retention_duration
+    )

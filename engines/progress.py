@@ -21,7 +21,10 @@ def report_progress(task: str, done: int, total: int | None, **fields: float | i
     The record's ``extra`` holds ``event="progress"``, ``task``, ``done``, ``total`` and the fields.
     """
     _log.info(
-        "%s %d/%s %s", task, done, "?" if total is None else total,
+        "%s %d/%s %s",
+        task,
+        done,
+        "?" if total is None else total,
         " ".join(f"{k}={v}" for k, v in fields.items()),
         extra={"event": "progress", "task": task, "done": done, "total": total, **fields},
     )

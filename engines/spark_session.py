@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import Any
 
 _SESSION = None
 
 
-def get_spark(master: str | None = None, driver_memory: str = "2g", shuffle_partitions: int = 4):
+def get_spark(master: str | None = None, driver_memory: str = "2g", shuffle_partitions: int = 4) -> Any:
     """Get or create the Spark session.
 
     ``outputTimestampType=TIMESTAMP_MICROS`` matters: Spark's default INT96 timestamps
@@ -43,7 +44,7 @@ def get_spark(master: str | None = None, driver_memory: str = "2g", shuffle_part
     return _SESSION
 
 
-def spark_has_delta(spark) -> bool:
+def spark_has_delta(spark: Any) -> bool:
     """True when the session's classpath carries the Delta Lake connector."""
     try:
         spark._jvm.java.lang.Class.forName("io.delta.sql.DeltaSparkSessionExtension")

@@ -118,8 +118,10 @@ def decayed_state(samples, key: str, col: str, dim: int, ds: str, tau: float, pr
     j = today.join(old, "entity_id", "full_outer")
     return j.select(
         "entity_id",
-        *[(F.coalesce(F.col(f"s{i}"), F.lit(0.0)) + F.coalesce(F.col(f"p{i}"), F.lit(0.0))).alias(f"s{i}")
-          for i in range(dim)],
+        *[
+            (F.coalesce(F.col(f"s{i}"), F.lit(0.0)) + F.coalesce(F.col(f"p{i}"), F.lit(0.0))).alias(f"s{i}")
+            for i in range(dim)
+        ],
         (F.coalesce(F.col("n"), F.lit(0)) + F.coalesce(F.col("pn"), F.lit(0))).cast("bigint").alias("n"),
         F.greatest(F.col("last_t"), F.col("pt")).alias("last_t"),
     )
@@ -174,8 +176,19 @@ def latest_table(samples, key: str, other_key: str, col: str, ds: str, model_ver
     )
 
 
-def arrow_cr_table(spark, path: Path, dirs: dict[str, Path], key: str, col: str, dim: int, ds: str,
-                   model_version: str, layer: str, cfg: AggregateConfig, prev_ds: str | None):
+def arrow_cr_table(
+    spark,
+    path: Path,
+    dirs: dict[str, Path],
+    key: str,
+    col: str,
+    dim: int,
+    ds: str,
+    model_version: str,
+    layer: str,
+    cfg: AggregateConfig,
+    prev_ds: str | None,
+):
     """CR table rows (contract columns) by :func:`extract.aggregate_arrow.decayed_cr_rows`:
     the samples of ``dirs`` plus the partition ``prev_ds`` of ``path`` decayed to ``ds``."""
     from pyspark.sql import functions as F
@@ -186,10 +199,29 @@ def arrow_cr_table(spark, path: Path, dirs: dict[str, Path], key: str, col: str,
     if prev_ds is not None:
         prev_uris = delta_io.day_file_uris(path, prev_ds)
         decay = math.exp(-(cutoff - cutoff_seconds(prev_ds)) / cfg.tau_seconds)
-    rows = aggregate_arrow.decayed_cr_rows(spark, uris, key, col, dim, cutoff, cfg.tau_seconds, cfg.normalisation,
-                                           prev_uris, decay, sample_type=cr_sample_type(cfg))
-    return rows.select("entity_id", F.lit(ds).alias("ds"), F.lit(model_version).alias("model_version"),
-                       F.lit(layer).alias("layer"), "vector", "updated_at", "sample_count", "decayed_sum")
+    rows = aggregate_arrow.decayed_cr_rows(
+        spark,
+        uris,
+        key,
+        col,
+        dim,
+        cutoff,
+        cfg.tau_seconds,
+        cfg.normalisation,
+        prev_uris,
+        decay,
+        sample_type=cr_sample_type(cfg),
+    )
+    return rows.select(
+        "entity_id",
+        F.lit(ds).alias("ds"),
+        F.lit(model_version).alias("model_version"),
+        F.lit(layer).alias("layer"),
+        "vector",
+        "updated_at",
+        "sample_count",
+        "decayed_sum",
+    )
 
 
 def daily_layer(manifest: CheckpointManifest, layers: list[str] | None, pinned: str | None = None) -> str:
@@ -235,8 +267,11 @@ def read_samples(spark, dirs: dict[str, Path]):
     frames = []
     for d, folder in sorted(dirs.items()):
         hi = day_cutoff(d).timestamp() * 1e6
-        frames.append(spark.read.parquet(str(folder.resolve()))
-                      .withColumn("_lo", F.lit(hi - 86400e6)).withColumn("_hi", F.lit(hi)))
+        frames.append(
+            spark.read.parquet(str(folder.resolve()))
+            .withColumn("_lo", F.lit(hi - 86400e6))
+            .withColumn("_hi", F.lit(hi))
+        )
     out = frames[0]
     for f in frames[1:]:
         out = out.unionByName(f, allowMissingColumns=True)
@@ -264,8 +299,9 @@ def check_samples(samples, ds: str, samples_dir) -> int:
     return int(row["n"])
 
 
-def days_to_fold(samples_dir: Path, ds: str, prev_ds: str | None, model_version: str, layer: str,
-                 column: str) -> dict[str, Path]:
+def days_to_fold(
+    samples_dir: Path, ds: str, prev_ds: str | None, model_version: str, layer: str, column: str
+) -> dict[str, Path]:
     """``ds`` plus every extracted day after ``prev_ds`` (the newest published partition)
     that was never published: sibling ``ds=<d>`` folders of ``samples_dir``. Without them
     a run that publishes every N days would drop the samples of the days in between."""
@@ -275,8 +311,9 @@ def days_to_fold(samples_dir: Path, ds: str, prev_ds: str | None, model_version:
         if d < ds and (prev_ds is None or d > prev_ds):
             marker = read_marker(folder)  # an unfinished day in between is an error, not a gap
             if marker.model_version != model_version:
-                raise ValueError(f"{folder}: extracted with model {marker.model_version}, aggregating "
-                                 f"for {model_version}")
+                raise ValueError(
+                    f"{folder}: extracted with model {marker.model_version}, aggregating for {model_version}"
+                )
             if marker.layers.get(layer) != column:
                 raise ValueError(f"{folder}: layer {layer!r} is not in column {column!r} there ({marker.layers})")
             out[d] = folder
@@ -314,8 +351,7 @@ def aggregate_day(
     cr_col = marker.layers[layer]
     mv = manifest.model_version
     names = {"user_ur": "user_tower", "item_ir": "item_tower", "user_cr": layer, "item_cr": layer}
-    todo = {n: l for n, l in names.items()
-            if cfg.force or not already_published(tables_root / n, n, mv, ds)}
+    todo = {n: l for n, l in names.items() if cfg.force or not already_published(tables_root / n, n, mv, ds)}
     if not todo:
         return {n: delta_io.open_table(tables_root / n).version() for n in names}
 
@@ -323,8 +359,17 @@ def aggregate_day(
     samples_dir = Path(samples_dir)
     frames: dict[tuple, object] = {}  # days folded -> checked samples frame (shared by tables)
     # settings that cannot change the published rows stay out of the hash
-    chash = config_hash(cfg.model_copy(update={"force": False, "spark_master": None, "write_path": "auto",
-                                               "formulation": "arrow", "vacuum_retention_hours": 168}))
+    chash = config_hash(
+        cfg.model_copy(
+            update={
+                "force": False,
+                "spark_master": None,
+                "write_path": "auto",
+                "formulation": "arrow",
+                "vacuum_retention_hours": 168,
+            }
+        )
+    )
     versions: dict[str, int] = {}
     prepared = []
     for name in names:
@@ -343,8 +388,13 @@ def aggregate_day(
             check_samples(frames[key_days], ds, samples_dir)
         samples = frames[key_days]
         if kind == "cr":
-            props = TableProperties(dim=dim, normalisation=cfg.normalisation, source_checkpoint=mv,
-                                    config_hash=chash, tau_seconds=cfg.tau_seconds)
+            props = TableProperties(
+                dim=dim,
+                normalisation=cfg.normalisation,
+                source_checkpoint=mv,
+                config_hash=chash,
+                tau_seconds=cfg.tau_seconds,
+            )
             if cfg.formulation == "arrow":
                 df = arrow_cr_table(spark, path, dirs, key, col, dim, ds, mv, layer, cfg, prev_ds)
             else:
@@ -360,9 +410,18 @@ def aggregate_day(
             df = latest_table(samples, key, other, col, ds, mv, todo[name], prev)
         # one row per entity_id by construction (groupBy + full outer join on it)
         try:
-            prepared.append(prepare_publish(path, name, ds, df, props, write_path=cfg.write_path,
-                                            unique_by_construction=True,
-                                            vacuum_retention_hours=cfg.vacuum_retention_hours))
+            prepared.append(
+                prepare_publish(
+                    path,
+                    name,
+                    ds,
+                    df,
+                    props,
+                    write_path=cfg.write_path,
+                    unique_by_construction=True,
+                    vacuum_retention_hours=cfg.vacuum_retention_hours,
+                )
+            )
         except BaseException as e:
             for p in prepared:
                 p.release()

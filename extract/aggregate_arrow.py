@@ -115,8 +115,10 @@ def vectors(arr, dim: int, where: str, ids) -> np.ndarray:
         lengths = pc.list_value_length(arr).to_numpy(zero_copy_only=False)
         bad = bad | (np.nan_to_num(lengths, nan=-1) != dim)
     if bad.any():
-        raise ValueError(f"{where}: {int(bad.sum())} row(s) have a null vector or one whose length is not {dim}, "
-                         f"e.g. id={ids[int(np.flatnonzero(bad)[0])].as_py()!r}; {NOTHING}")
+        raise ValueError(
+            f"{where}: {int(bad.sum())} row(s) have a null vector or one whose length is not {dim}, "
+            f"e.g. id={ids[int(np.flatnonzero(bad)[0])].as_py()!r}; {NOTHING}"
+        )
     flat = pc.list_flatten(arr).to_numpy(zero_copy_only=False)
     return np.asarray(flat, dtype=np.float32).reshape(len(arr), dim)
 
@@ -134,10 +136,10 @@ def _from_binary(arr: pa.Array, dim: int) -> np.ndarray:
     arr = arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
     if arr.type != pa.binary():
         arr = arr.cast(pa.binary())
-    offsets = np.frombuffer(arr.buffers()[1], np.int32)[arr.offset:arr.offset + len(arr) + 1]
+    offsets = np.frombuffer(arr.buffers()[1], np.int32)[arr.offset : arr.offset + len(arr) + 1]
     if len(arr) and np.any(np.diff(offsets) != dim * 8):
         raise ValueError(f"partial sums of the wrong width (want {dim * 8} bytes)")
-    data = np.frombuffer(arr.buffers()[2], np.uint8)[offsets[0]:offsets[-1]]
+    data = np.frombuffer(arr.buffers()[2], np.uint8)[offsets[0] : offsets[-1]]
     return data.view(np.float64).reshape(len(arr), dim)
 
 
@@ -155,8 +157,9 @@ def _partial_batch(ids: pa.Array, s: np.ndarray, n: np.ndarray, last: np.ndarray
     )
 
 
-def partial_of_samples(table: pa.Table, key: str, col: str, dim: int, cutoff: float, tau: float,
-                       where: str) -> pa.RecordBatch:
+def partial_of_samples(
+    table: pa.Table, key: str, col: str, dim: int, cutoff: float, tau: float, where: str
+) -> pa.RecordBatch:
     """Per-entity partial state of a block of samples (entity ids may be null: kept as a
     group, so publishing rejects them with the contract's message)."""
     enc = pc.dictionary_encode(table[key].combine_chunks(), null_encoding="encode")
@@ -165,8 +168,9 @@ def partial_of_samples(table: pa.Table, key: str, col: str, dim: int, cutoff: fl
     t_us = table["event_time"].combine_chunks().cast(TS).cast(pa.int64()).to_numpy(zero_copy_only=False)
     x = vectors(table[col], dim, where, table[key].combine_chunks())
     w = np.exp((t_us / 1e6 - cutoff) / tau)
-    return _partial_batch(enc.dictionary, segment_sum(codes, x, k, w),
-                          np.bincount(codes, minlength=k), group_max(codes, t_us, k))
+    return _partial_batch(
+        enc.dictionary, segment_sum(codes, x, k, w), np.bincount(codes, minlength=k), group_max(codes, t_us, k)
+    )
 
 
 def partial_of_state(table: pa.Table, dim: int, decay: float, where: str) -> pa.RecordBatch:
@@ -209,17 +213,35 @@ def final_of_partials(table: pa.Table, dim: int, normalisation: str, exact_state
     """Sum each entity's partials (all of them are in ``table``) into its table row."""
     ids, s, n, last = _sum_partials(table, dim)
     return pa.RecordBatch.from_arrays(
-        [ids.cast(pa.string()), _list(normalise(s, normalisation)), pa.array(last, pa.int64()).cast(TS),
-         pa.array(n, pa.int64()), _list(s, np.float64 if exact_state else np.float32)],
+        [
+            ids.cast(pa.string()),
+            _list(normalise(s, normalisation)),
+            pa.array(last, pa.int64()).cast(TS),
+            pa.array(n, pa.int64()),
+            _list(s, np.float64 if exact_state else np.float32),
+        ],
         names=["entity_id", "vector", "updated_at", "sample_count", "decayed_sum"],
     )
 
 
 # --- the Spark job ---------------------------------------------------------------------
-def decayed_cr_rows(spark, sample_uris: list[str], key: str, col: str, dim: int, cutoff: float, tau: float,
-                    normalisation: str, prev_uris: list[str] | None = None, decay: float = 0.0,
-                    target_rows: int = 262_144, partitions: int | None = None, exact_state: bool = False,
-                    tasks_per_core: int = 2, sample_type: str | None = None):
+def decayed_cr_rows(
+    spark,
+    sample_uris: list[str],
+    key: str,
+    col: str,
+    dim: int,
+    cutoff: float,
+    tau: float,
+    normalisation: str,
+    prev_uris: list[str] | None = None,
+    decay: float = 0.0,
+    target_rows: int = 262_144,
+    partitions: int | None = None,
+    exact_state: bool = False,
+    tasks_per_core: int = 2,
+    sample_type: str | None = None,
+):
     """DataFrame[entity_id, vector, updated_at, sample_count, decayed_sum]: the decayed CR
     state at ``cutoff`` (unix seconds) of the samples in ``sample_uris`` (Parquet with
     ``key``, ``event_time``, ``col``), plus the previous partition's rows in ``prev_uris``
@@ -269,9 +291,12 @@ def decayed_cr_rows(spark, sample_uris: list[str], key: str, col: str, dim: int,
     tasks = max(1, min(len(frags), tasks_per_core * spark.sparkContext.defaultParallelism))
     # a JVM-side range of fragment indexes (the list itself travels in the closure): no
     # Python RDD stage to feed the first mapInArrow
-    return (spark.range(0, len(frags), numPartitions=tasks).mapInArrow(partial, PARTIAL_DDL)
-            .repartition(parts, "entity_id")
-            .mapInArrow(final, CR_DDL.format("double" if exact_state else "float")))
+    return (
+        spark.range(0, len(frags), numPartitions=tasks)
+        .mapInArrow(partial, PARTIAL_DDL)
+        .repartition(parts, "entity_id")
+        .mapInArrow(final, CR_DDL.format("double" if exact_state else "float"))
+    )
 
 
 def _ship_by_value() -> None:

@@ -60,8 +60,7 @@ class VectorAccumulator:
     FIELDS = ("rows", "nan_inf_rows", "n", "s1", "s2", "min", "max", "zero")
 
     def __init__(self, state: dict | None = None):
-        self.s = {"rows": 0, "nan_inf_rows": 0, "n": 0, "s1": 0.0, "s2": 0.0, "min": np.inf, "max": -np.inf,
-                  "zero": 0}
+        self.s = {"rows": 0, "nan_inf_rows": 0, "n": 0, "s1": 0.0, "s2": 0.0, "min": np.inf, "max": -np.inf, "zero": 0}
         if state:
             self.s.update({k: state[k] for k in self.FIELDS})
 
@@ -102,10 +101,14 @@ class VectorAccumulator:
         s = self.s
         mean = s["s1"] / s["n"] if s["n"] else float("nan")
         return {
-            "dim": dim, "rows": s["rows"], "nan_inf_rows": s["nan_inf_rows"], "zero_rows": s["zero"],
+            "dim": dim,
+            "rows": s["rows"],
+            "nan_inf_rows": s["nan_inf_rows"],
+            "zero_rows": s["zero"],
             "norm_mean": mean,
             "norm_std": float(np.sqrt(max(s["s2"] / s["n"] - mean**2, 0.0))) if s["n"] else float("nan"),
-            "norm_min": s["min"] if s["n"] else float("nan"), "norm_max": s["max"] if s["n"] else float("nan"),
+            "norm_min": s["min"] if s["n"] else float("nan"),
+            "norm_max": s["max"] if s["n"] else float("nan"),
         }
 
 
@@ -127,8 +130,9 @@ def _shard_accumulators(path: Path, cols: list[str]) -> dict[str, VectorAccumula
     return accs
 
 
-def samples_health(samples_dir: str | Path, dims: dict[str, int], log_rows: int,
-                   shards: list[str] | None = None) -> dict:
+def samples_health(
+    samples_dir: str | Path, dims: dict[str, int], log_rows: int, shards: list[str] | None = None
+) -> dict:
     """Health of one extracted day (``dims``: vector column -> dim; ``shards``: in input
     order, default every ``part-*.parquet``).
 
@@ -173,13 +177,20 @@ def samples_health(samples_dir: str | Path, dims: dict[str, int], log_rows: int,
         return int(pc.count_distinct(pa.chunked_array(parts, pa.string())).as_py()) if parts else 0
 
     rows = total[cols[0]].s["rows"]
-    out: dict = {"rows": rows, "log_rows": int(log_rows),
-                 "coverage_rows": rows / log_rows if log_rows else float("nan"),
-                 "users": distinct(users), "items": distinct(items), "columns": {}}
+    out: dict = {
+        "rows": rows,
+        "log_rows": int(log_rows),
+        "coverage_rows": rows / log_rows if log_rows else float("nan"),
+        "users": distinct(users),
+        "items": distinct(items),
+        "columns": {},
+    }
     for c in cols:
         sample = np.concatenate(samples[c]) if samples[c] else np.zeros((0, dims[c]))
-        out["columns"][c] = {**total[c].summary(dims[c]),
-                             "effective_rank": float(effective_rank(sample)) if len(sample) > 1 else float("nan")}
+        out["columns"][c] = {
+            **total[c].summary(dims[c]),
+            "effective_rank": float(effective_rank(sample)) if len(sample) > 1 else float("nan"),
+        }
     return out
 
 

@@ -121,8 +121,13 @@ def plan_units(uris: list[str], rows_per_unit: int) -> tuple[list[dict], int]:
 
 
 def _unit(uri: str, tag: str, row_groups: list[int], start: int, stop: int) -> dict:
-    return {"uri": uri, "row_groups": row_groups, "start": start, "stop": stop,
-            "shard": f"part-{tag}-{row_groups[0]:04d}-{start:09d}.parquet"}
+    return {
+        "uri": uri,
+        "row_groups": row_groups,
+        "start": start,
+        "stop": stop,
+        "shard": f"part-{tag}-{row_groups[0]:04d}-{start:09d}.parquet",
+    }
 
 
 def _check_log_columns(uri: str, manifest: CheckpointManifest) -> None:
@@ -194,16 +199,26 @@ def extract_days(
         if total == 0:
             raise ValueError(f"{log_path}: ds={ds!r} has files but no rows; nothing extracted")
         _check_log_columns(units[0]["uri"], manifest)
-        fingerprint = hashlib.sha256(json.dumps(
-            [manifest.model_version, manifest.config_hash, ds, layers, cfg.rows_per_unit,
-             sorted(Path(u).name for u in uris)]).encode()).hexdigest()[:16]
+        fingerprint = hashlib.sha256(
+            json.dumps(
+                [
+                    manifest.model_version,
+                    manifest.config_hash,
+                    ds,
+                    layers,
+                    cfg.rows_per_unit,
+                    sorted(Path(u).name for u in uris),
+                ]
+            ).encode()
+        ).hexdigest()[:16]
         out_dir = outs[ds]
         if (out_dir / MARKER).is_file() and not cfg.force:
             marker = read_marker(out_dir)
             if marker.fingerprint == fingerprint:
                 health = json.loads((out_dir / HEALTH).read_text()) if (out_dir / HEALTH).is_file() else {}
-                results[ds] = ExtractResult(ds, out_dir, marker.rows, marker.shards, layers, manifest.model_version,
-                                            skipped=True, health=health)
+                results[ds] = ExtractResult(
+                    ds, out_dir, marker.rows, marker.shards, layers, manifest.model_version, skipped=True, health=health
+                )
                 continue
         plans.append(_DayPlan(ds, out_dir, units, total, fingerprint))
 
@@ -248,8 +263,13 @@ def extract_days(
         (work / HEALTH).write_text(json.dumps(health, indent=1))
         shutil.rmtree(work / STATS_DIR, ignore_errors=True)  # merged into _health.json
         SamplesMarker(
-            ds=p.ds, rows=rows, model_version=manifest.model_version, log_version=log_version,
-            layers={l: layer_column(l, i == 0) for i, l in enumerate(layers)}, dims=dims, shards=shards,
+            ds=p.ds,
+            rows=rows,
+            model_version=manifest.model_version,
+            log_version=log_version,
+            layers={l: layer_column(l, i == 0) for i, l in enumerate(layers)},
+            dims=dims,
+            shards=shards,
             fingerprint=p.fingerprint,
         ).write(work)
         if p.out_dir.exists():
@@ -260,9 +280,17 @@ def extract_days(
             shutil.rmtree(trash, ignore_errors=True)
         else:
             work.rename(p.out_dir)
-        results[p.ds] = ExtractResult(p.ds, p.out_dir, rows, shards, layers, manifest.model_version,
-                                      resumed_shards=len(p.units) - len(p.todo), health=health,
-                                      worker_peak_rss_mb=worker_rss)
+        results[p.ds] = ExtractResult(
+            p.ds,
+            p.out_dir,
+            rows,
+            shards,
+            layers,
+            manifest.model_version,
+            resumed_shards=len(p.units) - len(p.todo),
+            health=health,
+            worker_peak_rss_mb=worker_rss,
+        )
     seconds = time.perf_counter() - t0
     phases = _phases(wall0, t_run, t_ran, time.time(), reports) if plans else {}
     for r in results.values():
@@ -297,8 +325,10 @@ def _check_gpus(cfg: ExtractConfig) -> None:
     ensure_ray(cfg.ray_address)
     gpus = float(ray.cluster_resources().get("GPU", 0.0))
     if gpus < cfg.num_gpus:
-        raise ValueError(f"extract: num_gpus={cfg.num_gpus:g} per actor, but the Ray cluster has {gpus:g} GPU(s); "
-                         "set num_gpus: 0 to run on CPU")
+        raise ValueError(
+            f"extract: num_gpus={cfg.num_gpus:g} per actor, but the Ray cluster has {gpus:g} GPU(s); "
+            "set num_gpus: 0 to run on CPU"
+        )
 
 
 def packet_rows(total: int, pool: int) -> int:
@@ -320,17 +350,20 @@ def _phases(t0: float, t_run: float, t_ran: float, t_end: float, reports: list[d
     if reports:
         first = min(reports, key=lambda r: r["t_init"])
         out.update(
-            to_actor_init_s=first["t_init"] - t_run, actor_init_s=first["t_ready"] - first["t_init"],
+            to_actor_init_s=first["t_init"] - t_run,
+            actor_init_s=first["t_ready"] - first["t_init"],
             ready_to_first_packet_s=min(r["t_call"] for r in reports) - first["t_ready"],
             busy_s=sum(r["t_done"] - r["t_call"] for r in reports),
             tail_s=t_ran - max(r["t_done"] for r in reports),
-            actors=len({r["pid"] for r in reports}), actor_nice=int(max(r["nice"] for r in reports)),
+            actors=len({r["pid"] for r in reports}),
+            actor_nice=int(max(r["nice"] for r in reports)),
         )
     return {k: round(v, 3) if isinstance(v, float) else v for k, v in out.items()}
 
 
-def _run_units(checkpoint_dir: Path, layers: list[str], units: list[dict],
-               cfg: ExtractConfig) -> tuple[float, list[dict]]:
+def _run_units(
+    checkpoint_dir: Path, layers: list[str], units: list[dict], cfg: ExtractConfig
+) -> tuple[float, list[dict]]:
     """Run ``units`` through ONE actor-pool job; returns the largest actor peak RSS (MB) and
     one timing report per packet (the actor's wall-clock timestamps, pid, niceness)."""
     import ray
@@ -347,8 +380,11 @@ def _run_units(checkpoint_dir: Path, layers: list[str], units: list[dict],
     out = dataset.map_batches(
         ExtractWorker,
         fn_constructor_kwargs=dict(
-            checkpoint_dir=str(checkpoint_dir), layers=layers, batch_size=cfg.batch_size,
-            torch_threads=threads, use_gpu=cfg.num_gpus > 0,
+            checkpoint_dir=str(checkpoint_dir),
+            layers=layers,
+            batch_size=cfg.batch_size,
+            torch_threads=threads,
+            use_gpu=cfg.num_gpus > 0,
         ),
         batch_size=1,
         batch_format="numpy",

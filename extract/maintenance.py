@@ -8,8 +8,9 @@ from contracts import REPRESENTATION_TABLES
 from engines import delta_io, storage
 
 
-def maintain_tables(tables_root: str | Path, retention_hours: int = 168, days: list[str] | None = None,
-                    dry_run: bool = False) -> dict[str, dict]:
+def maintain_tables(
+    tables_root: str | Path, retention_hours: int = 168, days: list[str] | None = None, dry_run: bool = False
+) -> dict[str, dict]:
     """Compact ``days`` (all when None) of every representation table under ``tables_root``,
     then vacuum files unreferenced for ``retention_hours`` (refused below 168 h, so time
     travel to any version of the last 7 days keeps working). Returns per-table metrics.

@@ -105,7 +105,7 @@ def auc_standard_error(auc: float, positives: int, negatives: int) -> float:
     """Hanley & McNeil (1982) standard error of an AUC: differences between layers well
     below two of these are noise of the test set, not a better layer."""
     q1, q2 = auc / (2 - auc), 2 * auc * auc / (1 + auc)
-    var = (auc * (1 - auc) + (positives - 1) * (q1 - auc * auc) + (negatives - 1) * (q2 - auc * auc))
+    var = auc * (1 - auc) + (positives - 1) * (q1 - auc * auc) + (negatives - 1) * (q2 - auc * auc)
     return float(np.sqrt(max(var, 0.0) / (positives * negatives)))
 
 
@@ -145,8 +145,10 @@ def probe_layers(
     if set(train_days) & set(valid_days):
         raise ValueError(f"probe: days {sorted(set(train_days) & set(valid_days))} are both train and validation days")
     if scenario is not None and scenario not in manifest.dataset.scenarios:
-        raise ValueError(f"probe: scenario {scenario} unknown to model {manifest.model_version}; "
-                         f"valid: {sorted(manifest.dataset.scenarios)}")
+        raise ValueError(
+            f"probe: scenario {scenario} unknown to model {manifest.model_version}; "
+            f"valid: {sorted(manifest.dataset.scenarios)}"
+        )
     tasks = manifest.dataset.tasks
     if cfg.task is not None and cfg.task not in tasks:
         raise ValueError(f"probe: task {cfg.task!r} is not one of the model's tasks {tasks}")
@@ -172,8 +174,9 @@ def probe_layers(
     kind = np.asarray(table["sample_type"].to_pylist(), dtype=object)
     folded = np.ones(table.num_rows, bool) if cfg.sample_type == "all" else kind == cfg.sample_type
     in_scope = folded & (np.ones(table.num_rows, bool) if scenario is None else scen == scenario)
-    task = cfg.task or next((t for t in tasks if log[t].filter(pa.array(in_scope)).null_count
-                             < int(in_scope.sum())), None)
+    task = cfg.task or next(
+        (t for t in tasks if log[t].filter(pa.array(in_scope)).null_count < int(in_scope.sum())), None
+    )
     where = f"scenario {scenario}" if scenario is not None else "the log"
     if task is None:
         raise ValueError(f"probe: {where} has no labelled {cfg.sample_type} sample for any task {tasks}")
@@ -183,8 +186,10 @@ def probe_layers(
     valid = labelled & np.isin(day_of, list(valid_days))
     for name, m in (("train", train), ("validation", valid)):
         if len(np.unique(y[m])) < 2:
-            raise ValueError(f"probe: the {name} days hold {int(m.sum())} labelled {cfg.sample_type} rows of "
-                             f"{where} for task {task!r}, not both classes")
+            raise ValueError(
+                f"probe: the {name} days hold {int(m.sum())} labelled {cfg.sample_type} rows of "
+                f"{where} for task {task!r}, not both classes"
+            )
 
     users = np.asarray(table["user_id"].to_pylist(), dtype=object)
     items = np.asarray(table["item_id"].to_pylist(), dtype=object)
@@ -199,21 +204,41 @@ def probe_layers(
         x = np.asarray(table[col].combine_chunks().flatten().to_numpy(), dtype=np.float64).reshape(table.num_rows, -1)
         # CR states fold the same samples as the published CR tables; UR/IR (towers) see all
         keep = folded if layer in cr_layers else np.ones(table.num_rows, bool)
-        feats = np.hstack([_l2(_states(users, t, x, keep, cfg.tau_seconds)),
-                           _l2(_states(items, t, x, keep, cfg.tau_seconds))])
+        feats = np.hstack(
+            [_l2(_states(users, t, x, keep, cfg.tau_seconds)), _l2(_states(items, t, x, keep, cfg.tau_seconds))]
+        )
         score = fit_logistic(feats[train], y[train], cfg.l2, cfg.max_iter)
         a = float(auc(y[valid], score(feats[valid])))
         pos = int((y[valid] == 1).sum())
-        rows.append({"layer": layer, "kind": "CR" if layer in cr_layers else manifest.layer(layer).kind,
-                     "dim": int(x.shape[1]), "auc": a, "auc_se": auc_standard_error(a, pos, int(valid.sum()) - pos)})
+        rows.append(
+            {
+                "layer": layer,
+                "kind": "CR" if layer in cr_layers else manifest.layer(layer).kind,
+                "dim": int(x.shape[1]),
+                "auc": a,
+                "auc_se": auc_standard_error(a, pos, int(valid.sum()) - pos),
+            }
+        )
     ranking = sorted((r for r in rows if r["layer"] in ad_layers), key=lambda r: -_finite(r["auc"]))
     best = ranking[0]["layer"]  # content.* layers are scored for the plot, never chosen
     previous = manifest.default_cr_layer
-    out = {"scenario": scenario, "task": task, "sample_type": cfg.sample_type, "train_days": list(train_days),
-           "valid_days": list(valid_days), "train_rows": int(train.sum()), "valid_rows": int(valid.sum()),
-           "tau_seconds": cfg.tau_seconds, "layers": rows, "ranking": [r["layer"] for r in ranking],
-           "chosen": best, "previous_default": previous, "recorded": cfg.record,
-           "table": str(out_dir / "probe.md"), "plot": str(out_dir / "probe.png")}
+    out = {
+        "scenario": scenario,
+        "task": task,
+        "sample_type": cfg.sample_type,
+        "train_days": list(train_days),
+        "valid_days": list(valid_days),
+        "train_rows": int(train.sum()),
+        "valid_rows": int(valid.sum()),
+        "tau_seconds": cfg.tau_seconds,
+        "layers": rows,
+        "ranking": [r["layer"] for r in ranking],
+        "chosen": best,
+        "previous_default": previous,
+        "recorded": cfg.record,
+        "table": str(out_dir / "probe.md"),
+        "plot": str(out_dir / "probe.png"),
+    }
     out_dir.mkdir(parents=True, exist_ok=True)
     _write_table(out_dir / "probe.md", out, manifest.model_version)
     _write_plot(out_dir / "probe.png", out)
@@ -222,7 +247,11 @@ def probe_layers(
         shutil.copyfile(out_dir / "probe.png", checkpoint_dir / f".{PROBE_PLOT_FILE}.tmp")
         os.replace(checkpoint_dir / f".{PROBE_PLOT_FILE}.tmp", checkpoint_dir / PROBE_PLOT_FILE)
         record = LayerProbe(
-            chosen=best, scenario=scenario, task=task, train_days=list(train_days), valid_days=list(valid_days),
+            chosen=best,
+            scenario=scenario,
+            task=task,
+            train_days=list(train_days),
+            valid_days=list(valid_days),
             ranking=[ProbedLayer(layer=r["layer"], valid_auc=r["auc"], auc_se=r["auc_se"]) for r in ranking],
             probed_at=datetime.now(timezone.utc),
         )
@@ -242,8 +271,9 @@ def _states(entity: np.ndarray, t: np.ndarray, x: np.ndarray, keep: np.ndarray, 
     return point_in_time_states(entity, t, np.where(keep[:, None], x, 0.0), tau)
 
 
-def record_default_layer(checkpoint_dir: Path, layer: str, metrics: dict[str, float] | None = None,
-                         probe: LayerProbe | None = None) -> None:
+def record_default_layer(
+    checkpoint_dir: Path, layer: str, metrics: dict[str, float] | None = None, probe: LayerProbe | None = None
+) -> None:
     """Rewrite the manifest with ``default_cr_layer = layer`` (and ``layer_probe``; tmp
     file + rename: readers see the old or the new manifest, never half of one). Only an
     ad-branch CR layer can become the ads default."""
@@ -251,11 +281,14 @@ def record_default_layer(checkpoint_dir: Path, layer: str, metrics: dict[str, fl
     manifest = _read_manifest(Path(checkpoint_dir))
     valid = [l.name for l in manifest.layers if l.kind == "CR" and l.name.startswith(ADS_BRANCH_PREFIX)]
     if manifest.layer(layer).kind != "CR" or layer not in valid:  # KeyError listing the valid names when unknown
-        raise ValueError(f"{layer!r} is a {manifest.layer(layer).kind} layer"
-                         f"{'' if manifest.layer(layer).kind != 'CR' else ' of the content branch'}; "
-                         f"default_cr_layer must be an ad-branch CR layer: {valid}")
-    updated = manifest.model_copy(update={"default_cr_layer": layer, "layer_probe": probe,
-                                          "metrics": {**manifest.metrics, **(metrics or {})}})
+        raise ValueError(
+            f"{layer!r} is a {manifest.layer(layer).kind} layer"
+            f"{'' if manifest.layer(layer).kind != 'CR' else ' of the content branch'}; "
+            f"default_cr_layer must be an ad-branch CR layer: {valid}"
+        )
+    updated = manifest.model_copy(
+        update={"default_cr_layer": layer, "layer_probe": probe, "metrics": {**manifest.metrics, **(metrics or {})}}
+    )
     updated = type(manifest).model_validate(updated.model_dump())  # the manifest's own checks
     tmp = path.with_name(f".{MANIFEST_FILE}.{os.getpid()}.tmp")
     tmp.write_text(updated.model_dump_json(indent=2))
@@ -266,22 +299,35 @@ def record_default_layer(checkpoint_dir: Path, layer: str, metrics: dict[str, fl
 
 def _write_table(path: Path, res: dict, model_version: str) -> None:
     where = "all scenarios" if res["scenario"] is None else f"scenario {res['scenario']}"
-    lines = [f"# Layer probe: model {model_version}, {where}, task {res['task']}", "",
-             f"Train days {res['train_days']} ({res['train_rows']} rows), validation days {res['valid_days']} "
-             f"({res['valid_rows']} rows, {res['sample_type']} samples), tau {res['tau_seconds']:.0f} s. "
-             "Probe input: [l2(CR(u)), l2(CR(i))] point in time; logistic regression. Only ad-branch layers "
-             f"can be chosen; ranking: {', '.join(res['ranking'])}.", "",
-             "| layer | kind | dim | valid AUC | AUC s.e. | |", "|---|---|---|---|---|---|"]
+    lines = [
+        f"# Layer probe: model {model_version}, {where}, task {res['task']}",
+        "",
+        f"Train days {res['train_days']} ({res['train_rows']} rows), validation days {res['valid_days']} "
+        f"({res['valid_rows']} rows, {res['sample_type']} samples), tau {res['tau_seconds']:.0f} s. "
+        "Probe input: [l2(CR(u)), l2(CR(i))] point in time; logistic regression. Only ad-branch layers "
+        f"can be chosen; ranking: {', '.join(res['ranking'])}.",
+        "",
+        "| layer | kind | dim | valid AUC | AUC s.e. | |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in res["layers"]:
-        mark = "chosen" if r["layer"] == res["chosen"] else (
-            "previous default" if r["layer"] == res["previous_default"] else "")
+        mark = (
+            "chosen"
+            if r["layer"] == res["chosen"]
+            else ("previous default" if r["layer"] == res["previous_default"] else "")
+        )
         lines.append(f"| {r['layer']} | {r['kind']} | {r['dim']} | {r['auc']:.4f} | {r['auc_se']:.4f} | {mark} |")
     best = max((r for r in res["layers"] if r["layer"] == res["chosen"]), key=lambda r: r["auc"])
-    close = [r["layer"] for r in res["layers"] if r["layer"] in res["ranking"] and r["layer"] != res["chosen"]
-             and best["auc"] - r["auc"] < 2 * best["auc_se"]]
+    close = [
+        r["layer"]
+        for r in res["layers"]
+        if r["layer"] in res["ranking"] and r["layer"] != res["chosen"] and best["auc"] - r["auc"] < 2 * best["auc_se"]
+    ]
     if close:
-        lines += ["", f"Within two standard errors of the chosen layer (not distinguishable on these days): "
-                      f"{', '.join(close)}."]
+        lines += [
+            "",
+            f"Within two standard errors of the chosen layer (not distinguishable on these days): {', '.join(close)}.",
+        ]
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -333,4 +379,3 @@ def main(argv: list[str] | None = None) -> None:
         p.error("--valid-days is required")
     res = probe_layers(a.checkpoint, a.log, a.train_days.split(","), valid.split(","), a.scenario, a.out, cfg)
     print(json.dumps(res))
-

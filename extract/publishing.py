@@ -42,7 +42,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from contracts import REPRESENTATION_TABLES, TableProperties
+from contracts import TableProperties
 from contracts.tables import PUBLISHED_TABLES  # + user_query (the retrieval step's query tower)
 from engines import delta_io, storage
 
@@ -125,16 +125,19 @@ def prepare_publish(
     schema = PUBLISHED_TABLES[name].arrow_schema(props.dim)
     txn = dict(app_id=app_id(name, props.source_checkpoint, ds), app_version=int(time.time() * 1000))
     if isinstance(data, pa.Table):
-        return PreparedPublish(table_path, name, ds, validate_arrow(name, ds, data, schema, props), props, schema,
-                               "arrow", txn, **vac)
+        return PreparedPublish(
+            table_path, name, ds, validate_arrow(name, ds, data, schema, props), props, schema, "arrow", txn, **vac
+        )
     remote = storage.is_remote(table_path)
     if write_path == "auto":
         from engines import spark_has_delta
 
         write_path = "spark_delta" if not remote and spark_has_delta(data.sparkSession) else "parquet_commit"
     if write_path == "spark_delta" and remote:
-        raise ValueError(f"{table_path}: write_path spark_delta cannot write to an object store here (no s3a "
-                         "connector); use auto, parquet_commit or arrow")
+        raise ValueError(
+            f"{table_path}: write_path spark_delta cannot write to an object store here (no s3a "
+            "connector); use auto, parquet_commit or arrow"
+        )
     if write_path not in ("spark_delta", "parquet_commit", "arrow"):
         raise ValueError(f"write_path {write_path!r}: expected auto, parquet_commit, spark_delta or arrow")
     if write_path == "arrow":
@@ -206,9 +209,18 @@ def publish(
     ``vacuum_retention_hours``: after the commit, delete files superseded longer ago than
     this (default 168 h; None: never here; see :func:`vacuum_after_publish`).
     """
-    return commit_publish(prepare_publish(table_path, name, ds, data, props, write_path=write_path,
-                                          unique_by_construction=unique_by_construction,
-                                          vacuum_retention_hours=vacuum_retention_hours))
+    return commit_publish(
+        prepare_publish(
+            table_path,
+            name,
+            ds,
+            data,
+            props,
+            write_path=write_path,
+            unique_by_construction=unique_by_construction,
+            vacuum_retention_hours=vacuum_retention_hours,
+        )
+    )
 
 
 # --- validation ------------------------------------------------------------------------
@@ -246,9 +258,16 @@ def validate_arrow(name: str, ds: str, data: pa.Table, schema: pa.Schema, props:
     for col in ("model_version", "layer", "ds", "updated_at", "sample_count"):
         nulls = np.asarray(data[col].is_null().to_numpy(zero_copy_only=False))
         _reject(name, ds, int(nulls.sum()), f"have a null {col}", example(nulls))
-    wrong_model = np.asarray(pc.not_equal(data["model_version"], props.source_checkpoint).to_numpy(zero_copy_only=False))
-    _reject(name, ds, int(wrong_model.sum()), f"have a model_version other than the table's {props.source_checkpoint!r}",
-            example(wrong_model))
+    wrong_model = np.asarray(
+        pc.not_equal(data["model_version"], props.source_checkpoint).to_numpy(zero_copy_only=False)
+    )
+    _reject(
+        name,
+        ds,
+        int(wrong_model.sum()),
+        f"have a model_version other than the table's {props.source_checkpoint!r}",
+        example(wrong_model),
+    )
     wrong_ds = np.asarray(pc.not_equal(data["ds"], ds).to_numpy(zero_copy_only=False))
     _reject(name, ds, int(wrong_ds.sum()), f"have a ds other than {ds!r}", example(wrong_ds))
     cutoff = pa.scalar(day_cutoff(ds), pa.timestamp("us", tz="UTC"))
@@ -280,7 +299,9 @@ SPARK_TYPES = {
 }
 
 
-def validate_spark(name: str, ds: str, df, schema: pa.Schema, props: TableProperties, check_unique: bool = True) -> None:
+def validate_spark(
+    name: str, ds: str, df, schema: pa.Schema, props: TableProperties, check_unique: bool = True
+) -> None:
     """The same checks as :func:`validate_arrow`, as ONE Spark aggregation (nothing collected
     but one row of counts and example ids)."""
     from pyspark.sql import functions as F
@@ -305,8 +326,10 @@ def validate_spark(name: str, ds: str, df, schema: pa.Schema, props: TableProper
     for col in ("model_version", "layer", "ds", "updated_at", "sample_count"):
         checks.append((f"have a null {col}", F.col(col).isNull()))
     checks.append(
-        (f"have a model_version other than the table's {props.source_checkpoint!r}",
-         F.col("model_version") != F.lit(props.source_checkpoint))
+        (
+            f"have a model_version other than the table's {props.source_checkpoint!r}",
+            F.col("model_version") != F.lit(props.source_checkpoint),
+        )
     )
     checks.append((f"have a ds other than {ds!r}", F.col("ds") != F.lit(ds)))
     cutoff = day_cutoff(ds).strftime("%Y-%m-%d %H:%M:%S")

@@ -33,8 +33,9 @@ def _local_file(root: Path, add_path: str) -> str:
     return str(root / unquote(add_path))
 
 
-def snapshot_files(path: str | Path, *, ds: str | None = None, version: int | None = None
-                   ) -> tuple[pa.Schema, dict[str, str]]:
+def snapshot_files(
+    path: str | Path, *, ds: str | None = None, version: int | None = None
+) -> tuple[pa.Schema, dict[str, str]]:
     """The table's Arrow schema and the data files of its snapshot: ``{local path: ds}``.
 
     ``version``: the snapshot of that Delta version (newest when None); ``ds``: only that
@@ -46,8 +47,9 @@ def snapshot_files(path: str | Path, *, ds: str | None = None, version: int | No
     dt = delta_io.open_table(path, version)
     schema = pa.schema(dt.schema().to_arrow())
     if DS not in schema.names or dt.metadata().partition_columns != [DS]:
-        raise ValueError(f"{path}: not a table partitioned by {DS!r} alone "
-                         f"(partition columns {dt.metadata().partition_columns})")
+        raise ValueError(
+            f"{path}: not a table partitioned by {DS!r} alone (partition columns {dt.metadata().partition_columns})"
+        )
     if storage.is_remote(path):  # Spark here has no s3a connector: read cached local copies
         days = sorted({p[DS] for p in dt.partitions()} if ds is None else {ds})
         return schema, {f: d for d in days for f in delta_io.day_file_uris(path, d, version)}
@@ -119,8 +121,11 @@ def read_table_spark(spark, path: str | Path, *, ds: str | None = None, version:
     # _metadata.file_path is a URI ("file:/a%20b/..."): back to the path given above ('+' kept)
     decoded = F.url_decode(F.regexp_replace(F.col("_metadata.file_path"), r"\+", "%2B"))
     df = df.withColumn(_FILE, F.regexp_replace(decoded, r"^file:(//)?", ""))
-    mapping = spark.createDataFrame([(f, d, True) for f, d in files.items()], f"{_FILE} string, {DS} string, {_HIT} boolean")
+    mapping = spark.createDataFrame(
+        [(f, d, True) for f, d in files.items()], f"{_FILE} string, {DS} string, {_HIT} boolean"
+    )
     joined = df.join(F.broadcast(mapping), _FILE, "left")
-    ds_col = F.when(F.col(_HIT).isNull(), F.raise_error(F.concat(F.lit(f"{path}: no {DS} in the Delta log for "),
-                                                                F.col(_FILE)))).otherwise(F.col(DS))
+    ds_col = F.when(
+        F.col(_HIT).isNull(), F.raise_error(F.concat(F.lit(f"{path}: no {DS} in the Delta log for "), F.col(_FILE)))
+    ).otherwise(F.col(DS))
     return joined.select(*[ds_col.alias(DS) if c == DS else F.col(c) for c in full.fieldNames()])

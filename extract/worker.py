@@ -151,8 +151,9 @@ class _ShardWriter:
         self.unit = None
         if self.rows != u["stop"] - u["start"]:
             self.tmp.unlink(missing_ok=True)
-            raise RuntimeError(f"{u['uri']}: row groups {u['row_groups']} rows [{u['start']}, {u['stop']}): "
-                               f"wrote {self.rows} rows")
+            raise RuntimeError(
+                f"{u['uri']}: row groups {u['row_groups']} rows [{u['start']}, {u['stop']}): wrote {self.rows} rows"
+            )
         write_shard_stats(Path(u["out"]), u["shard"], self.accs)
         self.accs = {}
         os.replace(self.tmp, Path(u["out"]) / u["shard"])
@@ -169,8 +170,9 @@ class _ShardWriter:
 class ExtractWorker:
     """Callable class for ``Dataset.map_batches`` (one model copy per actor)."""
 
-    def __init__(self, checkpoint_dir: str, layers: list[str], batch_size: int, torch_threads: int,
-                 use_gpu: bool = False):
+    def __init__(
+        self, checkpoint_dir: str, layers: list[str], batch_size: int, torch_threads: int, use_gpu: bool = False
+    ):
         self.t_init = time.time()  # wall clock: the driver compares it with the job's start
         import torch
 
@@ -180,8 +182,10 @@ class ExtractWorker:
         self.torch = torch
         self.loaded = load_checkpoint(checkpoint_dir)
         if use_gpu and not torch.cuda.is_available():
-            raise RuntimeError("ExtractWorker: num_gpus > 0 but this actor sees no CUDA device "
-                               f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')!r})")
+            raise RuntimeError(
+                "ExtractWorker: num_gpus > 0 but this actor sees no CUDA device "
+                f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')!r})"
+            )
         self.device = torch.device("cuda" if use_gpu else "cpu")
         self.model = self.loaded.model.to(self.device).eval()
         self.layers = list(layers)
@@ -262,15 +266,17 @@ class ExtractWorker:
         for u in run:
             final = Path(u["out"]) / u["shard"]
             if not final.exists():
-                raise RuntimeError(f"{u['uri']}: row groups {u['row_groups']} rows [{u['start']}, {u['stop']}): "
-                                   "no shard written")
+                raise RuntimeError(
+                    f"{u['uri']}: row groups {u['row_groups']} rows [{u['start']}, {u['stop']}): no shard written"
+                )
             counts.append(pq.read_metadata(final).num_rows)
         return counts
 
     def run_unit(self, uri: str, row_groups: list[int], start: int, stop: int, shard: str, out: str) -> int:
         """One unit alone (its own decode pass)."""
-        return self.run_units([{"uri": uri, "row_groups": row_groups, "start": start, "stop": stop,
-                                "shard": shard, "out": out}])[0]
+        return self.run_units(
+            [{"uri": uri, "row_groups": row_groups, "start": start, "stop": stop, "shard": shard, "out": out}]
+        )[0]
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         t_call = time.time()
@@ -283,6 +289,11 @@ class ExtractWorker:
         n = len(shards)
         # per-packet timestamps (time.time(), seconds) for the job's phase profile
         times = {"t_init": self.t_init, "t_ready": self.t_ready, "t_call": t_call, "t_done": time.time()}
-        return {"shard": np.asarray(shards), "rows": np.asarray(rows, dtype=np.int64),
-                "peak_rss_mb": np.full(n, rss), "pid": np.full(n, os.getpid()),
-                "nice": np.full(n, os.nice(0)), **{k: np.full(n, v) for k, v in times.items()}}
+        return {
+            "shard": np.asarray(shards),
+            "rows": np.asarray(rows, dtype=np.int64),
+            "peak_rss_mb": np.full(n, rss),
+            "pid": np.full(n, os.getpid()),
+            "nice": np.full(n, os.nice(0)),
+            **{k: np.full(n, v) for k, v in times.items()},
+        }

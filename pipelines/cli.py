@@ -23,8 +23,11 @@ import typer
 
 from pipelines.output import JsonFormatter, Output  # noqa: F401 - JsonFormatter re-exported
 
-app = typer.Typer(add_completion=False, pretty_exceptions_enable=False,
-                  help="lfm4ads: foundation-model representations for ads ranking and retrieval.")
+app = typer.Typer(
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    help="lfm4ads: foundation-model representations for ads ranking and retrieval.",
+)
 
 # state of the command being run (one per process): its output, --debug, whether fd 2 may
 # be redirected (only in the real entry point, never inside a test's process)
@@ -48,10 +51,15 @@ def _show_version(value: bool) -> None:
 
 @app.callback()
 def _main_options(
-    version: bool = typer.Option(False, "--version", callback=_show_version, is_eager=True,
-                                 help="Print the version and exit."),
-    debug: bool = typer.Option(False, "--debug", envvar="LFM4ADS_DEBUG",
-                               help="Show tracebacks and every library's output (no log-file redirect)."),
+    version: bool = typer.Option(
+        False, "--version", callback=_show_version, is_eager=True, help="Print the version and exit."
+    ),
+    debug: bool = typer.Option(
+        False,
+        "--debug",
+        envvar="LFM4ADS_DEBUG",
+        help="Show tracebacks and every library's output (no log-file redirect).",
+    ),
 ):
     """lfm4ads: foundation-model representations for ads ranking and retrieval."""
     _CTX["debug"] = debug
@@ -112,27 +120,53 @@ def _summary(cfg, st, out: Output) -> None:
         out.say(f"report:  {st.report}")
     if out.log_file:
         out.say(f"engine log: {out.log_file}")
-    out.result({"ds": st.ds, "timings": st.timings, "reused": st.reused,
-                "report": str(st.report) if st.report else None,
-                "downstream_lift": (st.downstream or {}).get("lift"),
-                "recall": (st.index or {}).get("recall_at_k")})
+    out.result(
+        {
+            "ds": st.ds,
+            "timings": st.timings,
+            "reused": st.reused,
+            "report": str(st.report) if st.report else None,
+            "downstream_lift": (st.downstream or {}).get("lift"),
+            "recall": (st.index or {}).get("recall_at_k"),
+        }
+    )
 
 
-CONFIG = typer.Option(None, "--config", "-c", envvar="LFM4ADS_CONFIG",
-                      help="RunConfig YAML (see configs/); its relative paths resolve against the file.")
+CONFIG = typer.Option(
+    None,
+    "--config",
+    "-c",
+    envvar="LFM4ADS_CONFIG",
+    help="RunConfig YAML (see configs/); its relative paths resolve against the file.",
+)
 ROOT = typer.Option(None, "--root", envvar="LFM4ADS_ROOT", help="Override the run root folder.")
 DS = typer.Option(None, "--ds", help="The day to run for (default: the log's last day).")
 FORCE = typer.Option(False, "--force", help="Redo finished work of the steps asked for.")
 WAIT = typer.Option(False, "--wait", help="Wait for a concurrent run of the same root instead of exiting.")
-LOG_FORMAT = typer.Option("text", "--log-format", envvar="LFM4ADS_LOG_FORMAT",
-                          help="text, or json (one object per line: ts, level, ds, step, event, seconds).")
-SET = typer.Option(None, "--set", metavar="KEY.PATH=VALUE",
-                   help="Override one config key (repeatable), e.g. --set pretrain.train.epochs=1.")
+LOG_FORMAT = typer.Option(
+    "text",
+    "--log-format",
+    envvar="LFM4ADS_LOG_FORMAT",
+    help="text, or json (one object per line: ts, level, ds, step, event, seconds).",
+)
+SET = typer.Option(
+    None,
+    "--set",
+    metavar="KEY.PATH=VALUE",
+    help="Override one config key (repeatable), e.g. --set pretrain.train.epochs=1.",
+)
 
 
 @app.command()
-def run(config: Optional[Path] = CONFIG, root: Optional[Path] = ROOT, ds: Optional[str] = DS, force: bool = FORCE,
-        wait: bool = WAIT, log_format: str = LOG_FORMAT, set_: Optional[List[str]] = SET):
+def run(
+    config: Optional[Path] = CONFIG,
+    root: Optional[Path] = ROOT,
+    ds: Optional[str] = DS,
+    force: bool = FORCE,
+    wait: bool = WAIT,
+    log_format: str = LOG_FORMAT,
+    set_: Optional[List[str]] = SET,
+):
     """The whole chain for one ds: ingest, pretrain, extract+aggregate (gated), rollover, downstream,
     retrieval, report.
 
@@ -146,9 +180,16 @@ def run(config: Optional[Path] = CONFIG, root: Optional[Path] = ROOT, ds: Option
 
 
 @app.command()
-def stage(name: str = typer.Argument(..., help="ingest, pretrain, extract, rollover, downstream, retrieval or report."),
-          config: Optional[Path] = CONFIG, root: Optional[Path] = ROOT, ds: Optional[str] = DS,
-          force: bool = FORCE, wait: bool = WAIT, log_format: str = LOG_FORMAT, set_: Optional[List[str]] = SET):
+def stage(
+    name: str = typer.Argument(..., help="ingest, pretrain, extract, rollover, downstream, retrieval or report."),
+    config: Optional[Path] = CONFIG,
+    root: Optional[Path] = ROOT,
+    ds: Optional[str] = DS,
+    force: bool = FORCE,
+    wait: bool = WAIT,
+    log_format: str = LOG_FORMAT,
+    set_: Optional[List[str]] = SET,
+):
     """One step alone; earlier steps it needs are reused from the run root (exit codes as `run`)."""
     from contracts import ConfigError
     from pipelines.run import STEPS
@@ -212,14 +253,21 @@ def backfill(
         if st.report:
             out.say(f"report: {st.report}")
     if not ran:
-        raise ConfigError(f"no day in {start}..{end} can have a split ({len(skipped)} skipped); "
-                          "the log needs more days, or change split")
+        raise ConfigError(
+            f"no day in {start}..{end} can have a split ({len(skipped)} skipped); "
+            "the log needs more days, or change split"
+        )
     out.result({"ran": ran, "skipped": skipped})
 
 
 @app.command()
-def ledger(config: Optional[Path] = CONFIG, root: Optional[Path] = ROOT, ds: Optional[str] = DS,
-           log_format: str = LOG_FORMAT, set_: Optional[List[str]] = SET):
+def ledger(
+    config: Optional[Path] = CONFIG,
+    root: Optional[Path] = ROOT,
+    ds: Optional[str] = DS,
+    log_format: str = LOG_FORMAT,
+    set_: Optional[List[str]] = SET,
+):
     """Show the run ledger (every step's status: running, done, failed, interrupted)."""
     from rich.console import Console
     from rich.table import Table
@@ -239,8 +287,9 @@ def ledger(config: Optional[Path] = CONFIG, root: Optional[Path] = ROOT, ds: Opt
         return
     table = Table("ds", "step", "status", "started", "finished", "error")
     for r in rows:
-        table.add_row(r["ds"], r["step"], r["status"], r["started_at"] or "", r["finished_at"] or "",
-                      (r["error"] or "")[:80])
+        table.add_row(
+            r["ds"], r["step"], r["status"], r["started_at"] or "", r["finished_at"] or "", (r["error"] or "")[:80]
+        )
     Console().print(table)
 
 
@@ -257,7 +306,7 @@ def validate(config: Optional[Path] = CONFIG, log_format: str = LOG_FORMAT, set_
     data = report.model_dump(mode="json") if hasattr(report, "model_dump") else report
     if out.fmt != "json":
         out.say(f"✓ {cfg.source.kind} source is valid", "green")
-        for k, v in (data.items() if isinstance(data, dict) else []):
+        for k, v in data.items() if isinstance(data, dict) else []:
             out.say(f"  {k}: {v}")
     out.result({"valid": True, "report": data})
 
@@ -298,8 +347,12 @@ def experiment(
         if value is not None:
             argv += [flag, str(value)]
     # the run config's resolved split (as step_downstream uses), not downstream's own day counts
-    experiments_main(argv, split=st.split, checkpoint=st.checkpoint,
-                     expect_model_version=st.manifest.model_version if st.manifest else None)
+    experiments_main(
+        argv,
+        split=st.split,
+        checkpoint=st.checkpoint,
+        expect_model_version=st.manifest.model_version if st.manifest else None,
+    )
 
 
 extract_app = typer.Typer(help="Extraction tools.")
@@ -328,8 +381,10 @@ def serve_retrieval(
     host: str = typer.Option("127.0.0.1", help="Bind address."),
     port: int = typer.Option(8080, help="Port."),
     user_table: Optional[str] = typer.Option(
-        None, help="User table for queries by user id (user_query, user_ur or user_cr); default user_query "
-        "when published, else user_ur."),
+        None,
+        help="User table for queries by user id (user_query, user_ur or user_cr); default user_query "
+        "when published, else user_ur.",
+    ),
     max_k: int = typer.Option(1000, help="Largest k a request may ask for."),
     request_timeout: float = typer.Option(10.0, help="Seconds a request (headers, body, answer: each) may take."),
     log_format: str = LOG_FORMAT,
@@ -349,11 +404,22 @@ def serve_retrieval(
     mount_run(cfg.storage, layout.root)  # tables / index in an object store: read them there
     try:
         users = resolve_user_table(layout.root / "tables", user_table)
-        out.say(f"serving {layout.indexes} on http://{host}:{port}/search"
-                f" (user table {users[0] if users else 'none: popularity only'})")
-        serve(layout.indexes, users and users[1], host, port, log_path=layout.log, user_table_name=users and users[0],
-              max_k=max_k, head_timeout_s=request_timeout, body_timeout_s=request_timeout,
-              request_timeout_s=request_timeout)
+        out.say(
+            f"serving {layout.indexes} on http://{host}:{port}/search"
+            f" (user table {users[0] if users else 'none: popularity only'})"
+        )
+        serve(
+            layout.indexes,
+            users and users[1],
+            host,
+            port,
+            log_path=layout.log,
+            user_table_name=users and users[0],
+            max_k=max_k,
+            head_timeout_s=request_timeout,
+            body_timeout_s=request_timeout,
+            request_timeout_s=request_timeout,
+        )
     except KeyboardInterrupt:  # SIGINT/SIGTERM is how a service ends: drained, exit 0
         _CTX["service_stopped"] = True
         out.say("retrieval service stopped")

@@ -52,17 +52,20 @@ class SplitConfig(StrictModel):
         else:
             n_hold = self.valid_days + self.test_days
             if len(days) <= n_hold:
-                raise SplitError(f"split: the log has {len(days)} day(s) up to {days[-1] if days else 'ds'}, "
-                                 f"need more than {n_hold} (split.valid_days + split.test_days)")
+                raise SplitError(
+                    f"split: the log has {len(days)} day(s) up to {days[-1] if days else 'ds'}, "
+                    f"need more than {n_hold} (split.valid_days + split.test_days)"
+                )
             split = {
                 "train": days[:-n_hold],
-                "valid": days[-n_hold:-self.test_days],
-                "test": days[-self.test_days:],
+                "valid": days[-n_hold : -self.test_days],
+                "test": days[-self.test_days :],
             }
         empty = [k for k, v in split.items() if not v]
         if empty:
-            raise SplitError(f"split: no days for {empty} among {days[0]}..{days[-1]} "
-                             f"(split.valid_start / split.test_start)")
+            raise SplitError(
+                f"split: no days for {empty} among {days[0]}..{days[-1]} (split.valid_start / split.test_start)"
+            )
         return split
 
 
@@ -70,11 +73,18 @@ class ReportConfig(StrictModel):
     """What the run report trusts enough to print as a figure."""
 
     min_positives: int = Field(
-        30, ge=0, description="A test AUC or lift resting on fewer positives of a task (downstream test split) is "
-        "replaced by a warning: with a handful of positives its sign is noise.")
+        30,
+        ge=0,
+        description="A test AUC or lift resting on fewer positives of a task (downstream test split) is "
+        "replaced by a warning: with a handful of positives its sign is noise.",
+    )
     min_rank_share: float = Field(
-        0.15, ge=0, le=1, description="Flag a published table whose effective rank is below this share of its "
-        "dimension (representation collapse).")
+        0.15,
+        ge=0,
+        le=1,
+        description="Flag a published table whose effective rank is below this share of its "
+        "dimension (representation collapse).",
+    )
     rank_rows: int = Field(20000, ge=2, description="Rows of the latest snapshot the effective rank is computed on.")
 
 
@@ -138,8 +148,14 @@ class RunConfig(StrictModel):
 
 # Keys that hold a local path: a relative one in a config file means relative to that file
 # (so `lfm4ads run --config configs/x.yaml` works from any working directory).
-PATH_KEYS = ("root", "source.path", "source.spec_path", "storage.cache", "pretrain.init_from",
-             "rollover.previous_tables_root")
+PATH_KEYS = (
+    "root",
+    "source.path",
+    "source.spec_path",
+    "storage.cache",
+    "pretrain.init_from",
+    "rollover.previous_tables_root",
+)
 
 
 def resolve_relative_paths(raw: dict, base: Path) -> dict:

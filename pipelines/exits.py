@@ -40,8 +40,14 @@ def classify(e: BaseException) -> tuple[int, str, str]:
 
         code = getattr(e, "exit_code", None) or (128 + signals.received() if signals.received() else EXIT_SIGINT)
         name = "SIGTERM" if code == 143 else "SIGINT"
-        return code, "stopped", (f"interrupted by {name}: the running step stopped and is marked 'interrupted' "
-                                     "in the ledger; nothing of it was published; rerun to resume")
+        return (
+            code,
+            "stopped",
+            (
+                f"interrupted by {name}: the running step stopped and is marked 'interrupted' "
+                "in the ledger; nothing of it was published; rerun to resume"
+            ),
+        )
     table = [
         (ConfigError, EXIT_BAD_CONFIG, "config error"),
         (ValidationError, EXIT_BAD_CONFIG, "config error"),

@@ -27,10 +27,14 @@ class GateConfig(StrictModel):
     max_nan_inf_rows: int = Field(0, ge=0, description="Rows with a NaN/inf in any representation.")
     max_norm_drift: float = Field(0.5, ge=0, description="|mean norm - previous| / previous, per column.")
     max_erank_drop: float = Field(0.5, ge=0, le=1, description="Relative drop of effective rank vs previous day.")
-    max_row_change: float = Field(5.0, ge=0, description="Rows may change by this factor vs the previous day (x or 1/x).")
+    max_row_change: float = Field(
+        5.0, ge=0, description="Rows may change by this factor vs the previous day (x or 1/x)."
+    )
     min_rows_for_drift: int = Field(
-        1000, ge=0, description="Day-over-day checks (norm, rank, rows) need both days this large: "
-        "statistics of tiny days are noise, not drift."
+        1000,
+        ge=0,
+        description="Day-over-day checks (norm, rank, rows) need both days this large: "
+        "statistics of tiny days are noise, not drift.",
     )
 
 
@@ -56,7 +60,9 @@ def check_day(ds: str, health: dict, previous: dict | None, cfg: GateConfig) -> 
     reasons = []
     cov = health.get("coverage_rows", 0.0)
     if cov < cfg.min_coverage:
-        reasons.append(f"coverage {cov:.4f} < {cfg.min_coverage} ({health.get('rows')} of {health.get('log_rows')} rows)")
+        reasons.append(
+            f"coverage {cov:.4f} < {cfg.min_coverage} ({health.get('rows')} of {health.get('log_rows')} rows)"
+        )
     comparable = previous is not None and min(health.get("rows", 0), previous.get("rows", 0)) >= cfg.min_rows_for_drift
     for col, stats in health.get("columns", {}).items():
         if stats["nan_inf_rows"] > cfg.max_nan_inf_rows:
@@ -67,12 +73,16 @@ def check_day(ds: str, health: dict, previous: dict | None, cfg: GateConfig) -> 
         if prev["norm_mean"] > 0:
             drift = abs(stats["norm_mean"] - prev["norm_mean"]) / prev["norm_mean"]
             if drift > cfg.max_norm_drift:
-                reasons.append(f"{col}: mean norm moved {drift:.0%} ({prev['norm_mean']:.3f} -> {stats['norm_mean']:.3f})")
+                reasons.append(
+                    f"{col}: mean norm moved {drift:.0%} ({prev['norm_mean']:.3f} -> {stats['norm_mean']:.3f})"
+                )
         if prev["effective_rank"] > 0:
             drop = 1 - stats["effective_rank"] / prev["effective_rank"]
             if drop > cfg.max_erank_drop:
-                reasons.append(f"{col}: effective rank fell {drop:.0%} "
-                               f"({prev['effective_rank']:.2f} -> {stats['effective_rank']:.2f})")
+                reasons.append(
+                    f"{col}: effective rank fell {drop:.0%} "
+                    f"({prev['effective_rank']:.2f} -> {stats['effective_rank']:.2f})"
+                )
     # A collapse to a tiny day is itself the anomaly: the row check needs only a large previous day.
     if previous and previous.get("rows", 0) >= max(cfg.min_rows_for_drift, 1):
         ratio = health.get("rows", 0) / previous["rows"]

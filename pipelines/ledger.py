@@ -63,14 +63,35 @@ class Ledger:
                 "INSERT OR REPLACE INTO steps (ds, step, status, config_hash, inputs, outputs, error, started_at, "
                 "finished_at) VALUES (:ds, :step, :status, :config_hash, :inputs, :outputs, :error, :started_at, "
                 ":finished_at)",
-                {k: merged.get(k) for k in ("ds", "step", "status", "config_hash", "inputs", "outputs", "error",
-                                            "started_at", "finished_at")},
+                {
+                    k: merged.get(k)
+                    for k in (
+                        "ds",
+                        "step",
+                        "status",
+                        "config_hash",
+                        "inputs",
+                        "outputs",
+                        "error",
+                        "started_at",
+                        "finished_at",
+                    )
+                },
             )
             con.execute("INSERT INTO history SELECT * FROM steps WHERE ds=? AND step=?", (ds, step))
 
     def start(self, ds: str, step: str, config_hash: str, inputs: dict) -> None:
-        self._write(ds, step, status="running", config_hash=config_hash, inputs=json.dumps(inputs, default=str),
-                    outputs=None, error=None, started_at=_now(), finished_at=None)
+        self._write(
+            ds,
+            step,
+            status="running",
+            config_hash=config_hash,
+            inputs=json.dumps(inputs, default=str),
+            outputs=None,
+            error=None,
+            started_at=_now(),
+            finished_at=None,
+        )
 
     def finish(self, ds: str, step: str, outputs: dict) -> None:
         self._write(ds, step, status="done", outputs=json.dumps(outputs, default=str), finished_at=_now())

@@ -26,8 +26,9 @@ def ds_lock(root: str | Path, ds: str, wait: bool = False):
             fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:
             holder = Path(path).read_text().strip() or "unknown"
-            raise RunLocked(f"another run of ds={ds} is in progress (pid {holder}, lock {path}); "
-                            f"wait for it or pass --wait") from None
+            raise RunLocked(
+                f"another run of ds={ds} is in progress (pid {holder}, lock {path}); wait for it or pass --wait"
+            ) from None
         os.ftruncate(fd, 0)
         os.write(fd, str(os.getpid()).encode())
         yield

@@ -28,8 +28,19 @@ from pathlib import Path
 from engines.progress import PROGRESS_LOGGER
 
 # loggers whose records a person sees; anything else goes to the log file only
-PROJECT_LOGGERS = ("lfm4ads", "contracts", "datasources", "engines", "pretrain", "extract", "transfer",
-                   "downstream", "retrieval", "pipelines", "benchmarks")
+PROJECT_LOGGERS = (
+    "lfm4ads",
+    "contracts",
+    "datasources",
+    "engines",
+    "pretrain",
+    "extract",
+    "transfer",
+    "downstream",
+    "retrieval",
+    "pipelines",
+    "benchmarks",
+)
 
 
 class JsonFormatter(logging.Formatter):
@@ -80,9 +91,17 @@ class _ProgressHandler(logging.Handler):
                 TimeRemainingColumn,
             )
 
-            self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                     TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TextColumn("ETA"),
-                                     TimeRemainingColumn(), console=self.console, transient=False)
+            self.progress = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[info]}"),
+                TimeElapsedColumn(),
+                TextColumn("ETA"),
+                TimeRemainingColumn(),
+                console=self.console,
+                transient=False,
+            )
             self.progress.start()
         return self.progress
 
@@ -90,8 +109,11 @@ class _ProgressHandler(logging.Handler):
         task = getattr(record, "task", "progress")
         done, total = getattr(record, "done", 0), getattr(record, "total", None)
         skip = {"event", "task", "done", "total"}
-        info = " ".join(f"{k}={_short(v)}" for k, v in vars(record).items()
-                        if k not in skip and k not in JsonFormatter._STD and not k.startswith("_"))
+        info = " ".join(
+            f"{k}={_short(v)}"
+            for k, v in vars(record).items()
+            if k not in skip and k not in JsonFormatter._STD and not k.startswith("_")
+        )
         if self.console.is_terminal:
             bars = self._bars()
             if task not in self.tasks:
@@ -172,8 +194,11 @@ class Output:
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
         self.log_file = folder / f"lfm4ads-{stamp}-{os.getpid()}.log"
         fh = logging.FileHandler(self.log_file)
-        fh.setFormatter(JsonFormatter() if self.fmt == "json" else
-                        logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        fh.setFormatter(
+            JsonFormatter()
+            if self.fmt == "json"
+            else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        )
         logging.getLogger().addHandler(fh)
         if redirect_fd and not self.debug:
             sys.stderr.flush()
@@ -206,8 +231,9 @@ class Output:
         else:
             from rich.markup import escape
 
-            self.console.print(f"[{style}]{escape(msg)}[/{style}]" if style else msg, highlight=False,
-                               markup=bool(style))
+            self.console.print(
+                f"[{style}]{escape(msg)}[/{style}]" if style else msg, highlight=False, markup=bool(style)
+            )
 
     def error(self, msg: str, **fields) -> None:
         if self.fmt == "json":
@@ -219,8 +245,9 @@ class Output:
 
     def _json(self, level: str, msg: str, **fields) -> None:
         ts = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
-        self.stderr.write(json.dumps({"ts": ts, "level": level, "logger": "lfm4ads.cli", "msg": msg, **fields},
-                                     default=str) + "\n")
+        self.stderr.write(
+            json.dumps({"ts": ts, "level": level, "logger": "lfm4ads.cli", "msg": msg, **fields}, default=str) + "\n"
+        )
         self.stderr.flush()
 
     def result(self, obj: dict) -> None:

@@ -17,8 +17,10 @@ def _auc_rows(ds_result: dict, too_few: dict[str, int] | None = None) -> list[st
     """Test AUC per model and task: mean ± std over seeds and the [min, max] of the seeds;
     a task in ``too_few`` (task -> test positives) gets a warning instead of a figure."""
     too_few = too_few or {}
-    rows = ["| model | seeds | " + " | ".join(f"test AUC ({t})" for t in ds_result["tasks"]) + " |",
-            "|---|---|" + "---|" * len(ds_result["tasks"])]
+    rows = [
+        "| model | seeds | " + " | ".join(f"test AUC ({t})" for t in ds_result["tasks"]) + " |",
+        "|---|---|" + "---|" * len(ds_result["tasks"]),
+    ]
     for name in ("vanilla", "transfer"):
         res = ds_result.get(name)
         if not res:
@@ -78,21 +80,33 @@ def representation_health(layout: RunLayout, published: dict, min_share: float) 
         h = table_health(snap)
         dim = h.get("dim") or 0
         erank = h.get("effective_rank", float("nan"))
-        out.append({"table": name, "ds": last, "rows": h.get("rows", 0), "dim": dim, "effective_rank": erank,
-                    "collapsed": bool(dim and erank == erank and erank < min_share * dim)})
+        out.append(
+            {
+                "table": name,
+                "ds": last,
+                "rows": h.get("rows", 0),
+                "dim": dim,
+                "effective_rank": erank,
+                "collapsed": bool(dim and erank == erank and erank < min_share * dim),
+            }
+        )
     return out
 
 
 def _rollover_rows(rollover: dict) -> list[str]:
     """``{ds: {table: AlignResult.to_dict()}}`` -> a Markdown table."""
-    rows = ["| ds | table | aligned table | residual (gated) | applied residual | fitting rows | Delta version |",
-            "|---|---|---|---|---|---|---|"]
+    rows = [
+        "| ds | table | aligned table | residual (gated) | applied residual | fitting rows | Delta version |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for d in sorted(rollover):
         for name, r in rollover[d].items():
             version = "already published" if r.get("version") is None else r["version"]
             applied = r.get("applied_residual")
-            rows.append(f"| {d} | {name} | `{r['table']}` | {r['residual']:.4f} | "
-                        f"{'n/a' if applied is None else f'{applied:.4f}'} | {r['n_shared']} | {version} |")
+            rows.append(
+                f"| {d} | {name} | `{r['table']}` | {r['residual']:.4f} | "
+                f"{'n/a' if applied is None else f'{applied:.4f}'} | {r['n_shared']} | {version} |"
+            )
     return rows
 
 
@@ -102,18 +116,31 @@ def _quality_rows(index: dict) -> list[str]:
     q = index.get("quality")
     if not q:
         return []
-    rows = ["", "## Retrieval quality (query tower)", "",
-            f"`{index.get('query_table')}` partition {q['query_ds']} against the positives of {q['held_out_day']} "
-            f"({q['users']} users seen before; tower {json.dumps(q.get('tower', {}))}).", "",
-            "| K | recall@K | NDCG@K | popularity recall@K | popularity NDCG@K | live recall@K |",
-            "|---|---|---|---|---|---|"]
+    rows = [
+        "",
+        "## Retrieval quality (query tower)",
+        "",
+        f"`{index.get('query_table')}` partition {q['query_ds']} against the positives of {q['held_out_day']} "
+        f"({q['users']} users seen before; tower {json.dumps(q.get('tower', {}))}).",
+        "",
+        "| K | recall@K | NDCG@K | popularity recall@K | popularity NDCG@K | live recall@K |",
+        "|---|---|---|---|---|---|",
+    ]
     for k in sorted(q.get("recall_at_k", {}), key=int):
-        cells = [q["recall_at_k"].get(k), q["ndcg_at_k"].get(k), q["popularity_recall_at_k"].get(k),
-                 q["popularity_ndcg_at_k"].get(k), q.get("live_recall_at_k", {}).get(k)]
+        cells = [
+            q["recall_at_k"].get(k),
+            q["ndcg_at_k"].get(k),
+            q["popularity_recall_at_k"].get(k),
+            q["popularity_ndcg_at_k"].get(k),
+            q.get("live_recall_at_k", {}).get(k),
+        ]
         rows.append(f"| {k} | " + " | ".join("n/a" if c is None else f"{c:.4f}" for c in cells) + " |")
     verdict = "promoted (CURRENT)" if q.get("promoted") else f"**NOT promoted**: {q.get('refused')}"
-    rows += ["", f"Version `{index['version']}`: {verdict} (gate on recall@{q.get('gate_k')}, live version "
-             f"`{q.get('live_version')}`)."]
+    rows += [
+        "",
+        f"Version `{index['version']}`: {verdict} (gate on recall@{q.get('gate_k')}, live version "
+        f"`{q.get('live_version')}`).",
+    ]
     return rows
 
 
@@ -123,27 +150,52 @@ def write_report(cfg, layout: RunLayout, st, failure: str | None = None, failed_
     m = st.manifest
     lines = [f"# lfm4ads run report: ds={st.ds}", ""]
     if failure and failed_step == "rollover":
-        lines += ["## ROLLOVER REFUSED", "", f"**{failure}**", "",
-                  f"This version's own tables are published; the refused table's aligned table "
-                  f"(`<name>__aligned_{cfg.rollover.previous_model_version}`) got nothing for that day, so its "
-                  "consumers keep reading its previous partition (point in time). Tables the step aligned "
-                  "before the refused one stay published; a rerun skips them. The steps after rollover "
-                  "did not run.", ""]
+        lines += [
+            "## ROLLOVER REFUSED",
+            "",
+            f"**{failure}**",
+            "",
+            f"This version's own tables are published; the refused table's aligned table "
+            f"(`<name>__aligned_{cfg.rollover.previous_model_version}`) got nothing for that day, so its "
+            "consumers keep reading its previous partition (point in time). Tables the step aligned "
+            "before the refused one stay published; a rerun skips them. The steps after rollover "
+            "did not run.",
+            "",
+        ]
     elif failure and failed_step == "retrieval":
-        lines += ["## INDEX PROMOTION REFUSED", "", f"**{failure}**", "",
-                  "The tables (user_query included) are published; the new index version is kept on disk, "
-                  "not CURRENT: the live version keeps serving (see Retrieval quality below).", ""]
+        lines += [
+            "## INDEX PROMOTION REFUSED",
+            "",
+            f"**{failure}**",
+            "",
+            "The tables (user_query included) are published; the new index version is kept on disk, "
+            "not CURRENT: the live version keeps serving (see Retrieval quality below).",
+            "",
+        ]
     elif failure and failed_step == "retrieval":
-        lines += ["## INDEX NOT PROMOTED", "", f"**{failure}**", "",
-                  "The day's tables are published; the new index version is kept on disk but the live "
-                  "(CURRENT) index stays the previous one.", ""]
+        lines += [
+            "## INDEX NOT PROMOTED",
+            "",
+            f"**{failure}**",
+            "",
+            "The day's tables are published; the new index version is kept on disk but the live "
+            "(CURRENT) index stays the previous one.",
+            "",
+        ]
     elif failure:
-        lines += ["## RUN STOPPED BEFORE PUBLISHING", "", f"**{failure}**", "",
-                  "Nothing of the failing day was published; the previous tables and index stay current.", ""]
-    lines += ["## Where things are", "",
-              f"- log: `{layout.log}` ({len(st.days)} days, {st.days[0]}..{st.days[-1]})"]
+        lines += [
+            "## RUN STOPPED BEFORE PUBLISHING",
+            "",
+            f"**{failure}**",
+            "",
+            "Nothing of the failing day was published; the previous tables and index stay current.",
+            "",
+        ]
+    lines += ["## Where things are", "", f"- log: `{layout.log}` ({len(st.days)} days, {st.days[0]}..{st.days[-1]})"]
     if st.checkpoint:
-        lines.append(f"- checkpoint: `{st.checkpoint}` (model_version `{m.model_version}`, CR layer `{m.default_cr_layer}`)")
+        lines.append(
+            f"- checkpoint: `{st.checkpoint}` (model_version `{m.model_version}`, CR layer `{m.default_cr_layer}`)"
+        )
     if st.published:
         last_ds = max(st.published)
         for name in sorted(st.published[last_ds]):
@@ -162,31 +214,46 @@ def write_report(cfg, layout: RunLayout, st, failure: str | None = None, failed_
             shutil.copy(png, out / png.name)
             lines += ["", f"![{png.stem}]({png.name})"]
     if st.rollover:
-        lines += ["", f"## Model-version rollover: aligned into `{cfg.rollover.previous_model_version}`", "",
-                  f"`{st.manifest.model_version}`'s tables mapped into the previous version's space for old "
-                  f"consumers (overlap {cfg.rollover.overlap_days} days, gate max_residual "
-                  f"{cfg.rollover.max_residual}; docs/rollover.md).", ""]
+        lines += [
+            "",
+            f"## Model-version rollover: aligned into `{cfg.rollover.previous_model_version}`",
+            "",
+            f"`{st.manifest.model_version}`'s tables mapped into the previous version's space for old "
+            f"consumers (overlap {cfg.rollover.overlap_days} days, gate max_residual "
+            f"{cfg.rollover.max_residual}; docs/rollover.md).",
+            "",
+        ]
         lines += _rollover_rows(st.rollover)
     if st.downstream:
         d = st.downstream
         rcfg = getattr(cfg, "report", None)
         min_pos = rcfg.min_positives if rcfg is not None else 30
         name = d.get("scenario_name") or str(d["scenario"])
-        lines += ["", f"## Downstream: scenario `{name}` (id {d['scenario']})", "",
-                  f"The downstream ranking model is trained on scenario `{name}` alone "
-                  f"({'chosen in the config' if cfg.downstream.scenario is not None else 'the smallest scenario'}); "
-                  f"representations {d['representations']} through the `{d['adapter']}` adapter; "
-                  f"coverage on test rows {json.dumps(d.get('coverage', {}))}.", ""]
+        lines += [
+            "",
+            f"## Downstream: scenario `{name}` (id {d['scenario']})",
+            "",
+            f"The downstream ranking model is trained on scenario `{name}` alone "
+            f"({'chosen in the config' if cfg.downstream.scenario is not None else 'the smallest scenario'}); "
+            f"representations {d['representations']} through the `{d['adapter']}` adapter; "
+            f"coverage on test rows {json.dumps(d.get('coverage', {}))}.",
+            "",
+        ]
         try:
             counts = split_counts(layout, d, getattr(cfg.downstream, "sample_type", "all"))
         except Exception:  # noqa: BLE001 - counts are context; the model rows below still show
             counts = {}
-        lines += ["| split | rows | " + " | ".join(f"positives ({t})" for t in d["tasks"]) + " |",
-                  "|---|---|" + "---|" * len(d["tasks"])]
+        lines += [
+            "| split | rows | " + " | ".join(f"positives ({t})" for t in d["tasks"]) + " |",
+            "|---|---|" + "---|" * len(d["tasks"]),
+        ]
         for part in ("train", "valid", "test"):
             c = counts.get(part, {})
-            lines.append(f"| {part} | {d['rows'].get(part, c.get('rows', 'n/a'))} | "
-                         + " | ".join(str(c.get(t, "n/a")) for t in d["tasks"]) + " |")
+            lines.append(
+                f"| {part} | {d['rows'].get(part, c.get('rows', 'n/a'))} | "
+                + " | ".join(str(c.get(t, "n/a")) for t in d["tasks"])
+                + " |"
+            )
         test = counts.get("test", {})
         too_few = {t: test[t] for t in d["tasks"] if t in test and test[t] < min_pos}
         lines += [""]
@@ -196,16 +263,25 @@ def write_report(cfg, layout: RunLayout, st, failure: str | None = None, failed_
             if shown:
                 lines += ["", "Lift (transfer - vanilla): " + ", ".join(f"{t} {v:+.4f}" for t, v in shown.items())]
         for t, n in too_few.items():
-            lines += ["", f"> ⚠ **{t}**: only {n} positive(s) in the test split (< report.min_positives={min_pos}): "
-                          "its AUC and lift would be noise, so they are not shown."]
+            lines += [
+                "",
+                f"> ⚠ **{t}**: only {n} positive(s) in the test split (< report.min_positives={min_pos}): "
+                "its AUC and lift would be noise, so they are not shown.",
+            ]
         seeds = len((d.get("vanilla") or {}).get("per_seed") or [])
         if seeds <= 1:
             lines += ["", "One seed: no spread over seeds is shown (downstream.seeds lists more)."]
     if st.index:
         i = st.index
-        lines += ["", "## Retrieval index", "",
-                  f"{i['num_items']} items x {i['dim']} dims, metric {i['metric']}, factory `{i['factory']}`", "",
-                  "| K | recall@K vs exact |", "|---|---|"]
+        lines += [
+            "",
+            "## Retrieval index",
+            "",
+            f"{i['num_items']} items x {i['dim']} dims, metric {i['metric']}, factory `{i['factory']}`",
+            "",
+            "| K | recall@K vs exact |",
+            "|---|---|",
+        ]
         lines += [f"| {k} | {v:.4f} |" for k, v in sorted(i["recall_at_k"].items(), key=lambda kv: int(kv[0]))]
         if i.get("hit_rate_at_k"):
             lines += ["", "| K | hit-rate@K of later positives |", "|---|---|"]
@@ -215,20 +291,30 @@ def write_report(cfg, layout: RunLayout, st, failure: str | None = None, failed_
     share = rcfg.min_rank_share if rcfg is not None else 0.15
     health = representation_health(layout, st.published, share) if st.published else []
     if health:
-        lines += ["", "## Representation health (latest published snapshot)", "",
-                  "| table | ds | rows | dim | effective rank | share of dim |", "|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            "## Representation health (latest published snapshot)",
+            "",
+            "| table | ds | rows | dim | effective rank | share of dim |",
+            "|---|---|---|---|---|---|",
+        ]
         for h in health:
             if "error" in h:
                 lines.append(f"| {h['table']} | {h['ds']} | unreadable | | | |")
                 continue
             frac = h["effective_rank"] / h["dim"] if h["dim"] else float("nan")
             flag = " ⚠ collapsed" if h["collapsed"] else ""
-            lines.append(f"| {h['table']} | {h['ds']} | {h['rows']} | {h['dim']} | {h['effective_rank']:.2f} | "
-                         f"{frac:.2f}{flag} |")
+            lines.append(
+                f"| {h['table']} | {h['ds']} | {h['rows']} | {h['dim']} | {h['effective_rank']:.2f} | "
+                f"{frac:.2f}{flag} |"
+            )
         for h in (h for h in health if h.get("collapsed")):
-            lines += ["", f"> ⚠ **representation collapse**: `{h['table']}` uses an effective rank of "
-                          f"{h['effective_rank']:.1f} of its {h['dim']} dimensions (below report.min_rank_share="
-                          f"{share}): its vectors vary along few directions; consumers get little from it."]
+            lines += [
+                "",
+                f"> ⚠ **representation collapse**: `{h['table']}` uses an effective rank of "
+                f"{h['effective_rank']:.1f} of its {h['dim']} dimensions (below report.min_rank_share="
+                f"{share}): its vectors vary along few directions; consumers get little from it.",
+            ]
     lines += ["", "## Step timings (s)", "", "| step | seconds |", "|---|---|"]
     reused = set(getattr(st, "reused", []))
     lines += [f"| {k} | {'reused' if k in reused else v} |" for k, v in st.timings.items()]

@@ -69,12 +69,17 @@ class RolloverConfig(StrictModel):
         200, ge=2, description="Refuse to fit a map on fewer entities present in both versions."
     )
     max_residual: float = Field(
-        0.75, gt=0, description="Refuse to publish when the map's scale-free relative residual on the fitting "
-        "entities (sqrt(1 - cos^2) of the mapped new vs the old vectors) is above this."
+        0.75,
+        gt=0,
+        description="Refuse to publish when the map's scale-free relative residual on the fitting "
+        "entities (sqrt(1 - cos^2) of the mapped new vs the old vectors) is above this.",
     )
     centre: bool = Field(True, description="Centre both sides before fitting (records the means in the map).")
-    scale: bool = Field(True, description="Also apply one isotropic scale factor (similarity Procrustes); off: "
-                        "plain orthogonal Procrustes, the new vectors keep their own spread (docs/rollover.md).")
+    scale: bool = Field(
+        True,
+        description="Also apply one isotropic scale factor (similarity Procrustes); off: "
+        "plain orthogonal Procrustes, the new vectors keep their own spread (docs/rollover.md).",
+    )
     method: Literal["procrustes", "least_squares"] = Field(
         "procrustes", description="procrustes: (scaled) orthogonal map; least_squares: any linear map (see docs)."
     )
@@ -82,16 +87,20 @@ class RolloverConfig(StrictModel):
         "none", description="Weight each fitting entity by its sample_count (the rows it stands for) instead of 1."
     )
     scale_fit: Literal["least_squares", "norm"] = Field(
-        "least_squares", description="With scale: least_squares: s = trace(S)/||A||^2 (the L2 optimum, which shrinks "
-        "towards the mean when the fit is imperfect); norm: s = ||B||/||A|| (keeps the old vectors' spread)."
+        "least_squares",
+        description="With scale: least_squares: s = trace(S)/||A||^2 (the L2 optimum, which shrinks "
+        "towards the mean when the fit is imperfect); norm: s = ||B||/||A|| (keeps the old vectors' spread).",
     )
     fit_days: int = Field(
-        1, ge=1, description="Fit on the same-day pairs of this many latest days (<= ds) both versions published, "
-        "pooled (an entity of k days counts k times); 1 = the latest day only."
+        1,
+        ge=1,
+        description="Fit on the same-day pairs of this many latest days (<= ds) both versions published, "
+        "pooled (an entity of k days counts k times); 1 = the latest day only.",
     )
     fit_space: Literal["raw", "l2"] = Field(
-        "raw", description="raw: fit the rotation on the vectors as published; l2: on l2-normalised rows (each "
-        "entity's direction counts once whatever its norm), then means and scale on the raw rows."
+        "raw",
+        description="raw: fit the rotation on the vectors as published; l2: on l2-normalised rows (each "
+        "entity's direction counts once whatever its norm), then means and scale on the raw rows.",
     )
     tables: list[str] = Field(
         default_factory=lambda: ["user_ur", "item_ir", "user_cr", "item_cr"], description="Tables to align."
@@ -174,8 +183,14 @@ class AlignMap:
 
 
 def fit_procrustes(
-    old: np.ndarray, new: np.ndarray, centre: bool = True, scale: bool = False, method: str = "procrustes",
-    weights: np.ndarray | None = None, fit_space: str = "raw", scale_fit: str = "least_squares",
+    old: np.ndarray,
+    new: np.ndarray,
+    centre: bool = True,
+    scale: bool = False,
+    method: str = "procrustes",
+    weights: np.ndarray | None = None,
+    fit_space: str = "raw",
+    scale_fit: str = "least_squares",
 ) -> AlignMap:
     """Orthogonal (semi-orthogonal when dims differ) map from ``new`` [N, d_new] onto
     ``old`` [N, d_old]; row i of both is the same entity.
@@ -202,7 +217,9 @@ def fit_procrustes(
     old = np.asarray(old, dtype=np.float64)
     new = np.asarray(new, dtype=np.float64)
     if old.ndim != 2 or new.ndim != 2 or old.shape[0] != new.shape[0]:
-        raise ValueError(f"fit_procrustes: need [N, d_old] and [N, d_new] with the same N, got {old.shape}, {new.shape}")
+        raise ValueError(
+            f"fit_procrustes: need [N, d_old] and [N, d_new] with the same N, got {old.shape}, {new.shape}"
+        )
     if old.shape[0] < 2:
         raise ValueError(f"fit_procrustes: need at least 2 shared entities, got {old.shape[0]}")
     if not (np.isfinite(old).all() and np.isfinite(new).all()):
@@ -244,8 +261,15 @@ def fit_procrustes(
     aw = a @ w
     denom = float(np.linalg.norm(b))
     applied = float(np.linalg.norm(s * aw - b) / denom) if denom > 0 else 0.0
-    return AlignMap(w=w, mean_new=mu_new, mean_old=mu_old, residual=scale_free_residual(aw, b),
-                    n_fit=int(old.shape[0]), scale=s, applied_residual=applied)
+    return AlignMap(
+        w=w,
+        mean_new=mu_new,
+        mean_old=mu_old,
+        residual=scale_free_residual(aw, b),
+        n_fit=int(old.shape[0]),
+        scale=s,
+        applied_residual=applied,
+    )
 
 
 def scale_free_residual(mapped: np.ndarray, target: np.ndarray) -> float:
@@ -339,9 +363,16 @@ class AlignResult:
     applied_residual: float | None = None  # the map's own residual, with its scale (AlignMap)
 
     def to_dict(self) -> dict:
-        return {"table": str(self.table), "version": self.version, "residual": self.residual,
-                "applied_residual": self.applied_residual, "n_shared": self.n_shared,
-                "fit_ds_old": self.fit_ds_old, "fit_ds_new": self.fit_ds_new, "rows": self.rows}
+        return {
+            "table": str(self.table),
+            "version": self.version,
+            "residual": self.residual,
+            "applied_residual": self.applied_residual,
+            "n_shared": self.n_shared,
+            "fit_ds_old": self.fit_ds_old,
+            "fit_ds_new": self.fit_ds_new,
+            "rows": self.rows,
+        }
 
 
 def publish_aligned(
@@ -383,8 +414,16 @@ def publish_aligned(
     map_path = out / ALIGN_DIR / f"ds={ds}.json"
     if not cfg.force and map_path.is_file() and already_published(out, name, old_model_version, ds):
         m = json.loads(map_path.read_text())
-        return AlignResult(out, None, m["map"]["residual"], m["map"]["n_fit"], m["fit_ds_old"], m["fit_ds_new"],
-                           m["rows"], m["map"].get("applied_residual"))
+        return AlignResult(
+            out,
+            None,
+            m["map"]["residual"],
+            m["map"]["n_fit"],
+            m["fit_ds_old"],
+            m["fit_ds_new"],
+            m["rows"],
+            m["map"].get("applied_residual"),
+        )
 
     new_path = table_for_version(root, name, new_model_version)
     old_path = table_for_version(old_tables_root or root, name, old_model_version)
@@ -400,7 +439,7 @@ def publish_aligned(
     new_days = set(delta_io.list_days(new_path))
     if d_old in new_days:  # same-day pairs: the fit_days latest days both versions published, up to d_old
         both = [d for d in delta_io.list_days(old_path) if d <= d_old and d in new_days]
-        pairs = [(d, d) for d in both[-cfg.fit_days:]]
+        pairs = [(d, d) for d in both[-cfg.fit_days :]]
     else:
         pairs = [(d_old, ds)]
     old_rows, new_rows, wts = [], [], []
@@ -420,8 +459,16 @@ def publish_aligned(
         wts.append(np.asarray(n["sample_count"].to_numpy(), dtype=np.float64)[inew])
     n_shared = sum(len(x) for x in old_rows)
     weights = np.concatenate(wts) if cfg.weight == "sample_count" else None
-    amap = fit_procrustes(np.concatenate(old_rows), np.concatenate(new_rows), centre=cfg.centre, scale=cfg.scale,
-                          method=cfg.method, weights=weights, fit_space=cfg.fit_space, scale_fit=cfg.scale_fit)
+    amap = fit_procrustes(
+        np.concatenate(old_rows),
+        np.concatenate(new_rows),
+        centre=cfg.centre,
+        scale=cfg.scale,
+        method=cfg.method,
+        weights=weights,
+        fit_space=cfg.fit_space,
+        scale_fit=cfg.scale_fit,
+    )
     if amap.residual > cfg.max_residual:
         raise RolloverError(
             f"{name} ds={ds}: alignment residual {amap.residual:.4f} of {new_model_version} onto {old_model_version} "
@@ -443,25 +490,44 @@ def publish_aligned(
     if REPRESENTATION_TABLES[name].has_state:
         # a derived table is never continued incrementally; the sum gets the linear part
         cols["decayed_sum"] = _fixed_list(amap.apply_linear(_vectors(new_snap, "decayed_sum")))
-    chash = hashlib.sha256(
-        f"{new_props.config_hash}|{new_model_version}|{cfg.model_dump_json()}".encode()
-    ).hexdigest()[:16]
-    props = TableProperties(dim=old_props.dim, normalisation=old_props.normalisation,
-                            source_checkpoint=old_model_version, config_hash=chash, tau_seconds=old_props.tau_seconds)
+    chash = hashlib.sha256(f"{new_props.config_hash}|{new_model_version}|{cfg.model_dump_json()}".encode()).hexdigest()[
+        :16
+    ]
+    props = TableProperties(
+        dim=old_props.dim,
+        normalisation=old_props.normalisation,
+        source_checkpoint=old_model_version,
+        config_hash=chash,
+        tau_seconds=old_props.tau_seconds,
+    )
     version = publish(out, name, ds, pa.table(cols), props)
-    _write_map(map_path, {
-        "table": name, "ds": ds, "new_model_version": new_model_version, "old_model_version": old_model_version,
-        "new_table": str(new_path), "old_table": str(old_path), "fit_ds_old": d_old,
-        "fit_ds_new": fit_ds_new, "fit_pairs": pairs, "rows": new_snap.num_rows, "delta_version": version,
-        "map": json.loads(amap.to_json()),
-    })
-    return AlignResult(out, version, amap.residual, n_shared, d_old, fit_ds_new, new_snap.num_rows,
-                       amap.applied_residual)
+    _write_map(
+        map_path,
+        {
+            "table": name,
+            "ds": ds,
+            "new_model_version": new_model_version,
+            "old_model_version": old_model_version,
+            "new_table": str(new_path),
+            "old_table": str(old_path),
+            "fit_ds_old": d_old,
+            "fit_ds_new": fit_ds_new,
+            "fit_pairs": pairs,
+            "rows": new_snap.num_rows,
+            "delta_version": version,
+            "map": json.loads(amap.to_json()),
+        },
+    )
+    return AlignResult(
+        out, version, amap.residual, n_shared, d_old, fit_ds_new, new_snap.num_rows, amap.applied_residual
+    )
 
 
 def read_map(aligned_table: str | Path, ds: str) -> AlignMap:
     """The map used for partition ``ds`` of an aligned table."""
-    return AlignMap.from_json(json.dumps(json.loads((Path(aligned_table) / ALIGN_DIR / f"ds={ds}.json").read_text())["map"]))
+    return AlignMap.from_json(
+        json.dumps(json.loads((Path(aligned_table) / ALIGN_DIR / f"ds={ds}.json").read_text())["map"])
+    )
 
 
 def in_overlap(first_new_ds: str, ds: str, overlap_days: int) -> bool:
@@ -489,8 +555,9 @@ def rollover_day(
     if not in_overlap(first_new_ds, ds, cfg.overlap_days):
         return {}
     return {
-        name: publish_aligned(tables_root, name, ds, new_model_version, old_model_version, cfg,
-                              old_tables_root=old_tables_root).to_dict()
+        name: publish_aligned(
+            tables_root, name, ds, new_model_version, old_model_version, cfg, old_tables_root=old_tables_root
+        ).to_dict()
         for name in cfg.tables
     }
 
@@ -511,8 +578,9 @@ def rollover_days(tables_root: str | Path, days: list[str], new_model_version: s
         raise RolloverError(f"{tables_root}: model version {new_model_version!r} has published nothing to align")
     out = {}
     for d in sorted(days):
-        done = rollover_day(tables_root, d, new_model_version, old, first[0], cfg,
-                            old_tables_root=cfg.previous_tables_root)
+        done = rollover_day(
+            tables_root, d, new_model_version, old, first[0], cfg, old_tables_root=cfg.previous_tables_root
+        )
         if done:
             out[d] = done
     return out

@@ -117,8 +117,9 @@ def step_extract_aggregate(cfg: RunConfig, layout: RunLayout, st: RunState, forc
     from extract import aggregate_day, already_published, extract_days
     from pipelines.gates import GateFailed, check_day, read_health
 
-    extract_cfg = cfg.extract.model_copy(update={"force": force or cfg.extract.force,
-                                                 "ray_address": cfg.extract.ray_address or cfg.ray_address})
+    extract_cfg = cfg.extract.model_copy(
+        update={"force": force or cfg.extract.force, "ray_address": cfg.extract.ray_address or cfg.ray_address}
+    )
     agg_cfg = cfg.aggregate.model_copy(update={"force": force or cfg.aggregate.force})
     targets = publish_days(cfg, st)
     days = [d for d in st.days if d <= st.ds]
@@ -127,17 +128,27 @@ def step_extract_aggregate(cfg: RunConfig, layout: RunLayout, st: RunState, forc
     # the layer the probe chose (manifest) unless the config pins one; days published at
     # another layer (the probe ran after them) are republished at this one
     layer = daily_layer(st.manifest, extract_cfg.layers, agg_cfg.layer)
-    stale = set() if agg_cfg.force else {
-        d for d in targets if published_layer(layout.table("user_cr"), d) not in (None, layer)}
+    stale = (
+        set()
+        if agg_cfg.force
+        else {d for d in targets if published_layer(layout.table("user_cr"), d) not in (None, layer)}
+    )
     from pipelines.preflight import check_log_files
 
     clock = {"extract": 0.0, "gate": 0.0, "aggregate_publish": 0.0}
     st.substeps = clock
     t0 = time.perf_counter()
     check_log_files(layout.log, days)  # a truncated/replaced log file: named here, not deep in a Ray task
-    pending = [d for d in targets if agg_cfg.force or d in stale or not all(
-        already_published(layout.table(n), n, st.manifest.model_version, d)
-        for n in ("user_ur", "item_ir", "user_cr", "item_cr"))]
+    pending = [
+        d
+        for d in targets
+        if agg_cfg.force
+        or d in stale
+        or not all(
+            already_published(layout.table(n), n, st.manifest.model_version, d)
+            for n in ("user_ur", "item_ir", "user_cr", "item_cr")
+        )
+    ]
     # Spark only when a day is still to be published, and launched before extraction may
     # start Ray in this process (a JVM launched while a Ray driver is up hung or crashed
     # Ray's GCS client: docs/pipelines.md); already up when pretraining ran here.
@@ -207,18 +218,25 @@ def step_retrieval(cfg: RunConfig, layout: RunLayout, st: RunState, force: bool 
     from retrieval.paired import TooLittleData, run_query_retrieval
 
     try:
-        manifest = run_query_retrieval(layout.root, st.ds, st.split, cfg.retrieval,
-                                       expect_model_version=st.manifest.model_version)
+        manifest = run_query_retrieval(
+            layout.root, st.ds, st.split, cfg.retrieval, expect_model_version=st.manifest.model_version
+        )
     except TooLittleData as e:  # a young log: serve the item index as before, and say why
-        log.warning("query tower skipped for ds=%s: %s; the index is built without it", st.ds, e,
-                    extra={"ds": st.ds, "step": "retrieval", "event": "query_tower_skipped"})
+        log.warning(
+            "query tower skipped for ds=%s: %s; the index is built without it",
+            st.ds,
+            e,
+            extra={"ds": st.ds, "step": "retrieval", "event": "query_tower_skipped"},
+        )
         manifest = run_retrieval(layout.root, st.ds, cfg.retrieval, expect_model_version=st.manifest.model_version)
         st.index = {**manifest.model_dump(mode="json"), "query_tower_skipped": str(e)}
         return
     st.index = manifest.model_dump(mode="json")
     if manifest.quality is not None and not manifest.quality.promoted:
-        msg = (f"index {manifest.version} built and kept in {layout.indexes / manifest.version} but not promoted: "
-               f"{manifest.quality.refused}")
+        msg = (
+            f"index {manifest.version} built and kept in {layout.indexes / manifest.version} but not promoted: "
+            f"{manifest.quality.refused}"
+        )
         from pipelines.report import write_report
 
         st.report = write_report(cfg, layout, st, failure=msg, failed_step="retrieval")
@@ -314,8 +332,11 @@ def _spark_before_training(cfg: RunConfig, layout: RunLayout, st: RunState, forc
         get_spark(cfg.spark_master or cfg.aggregate.spark_master)
 
 
-_STOPPED_BY = {"## RUN STOPPED BEFORE PUBLISHING": "extract", "## ROLLOVER REFUSED": "rollover",
-               "## INDEX NOT PROMOTED": "retrieval"}
+_STOPPED_BY = {
+    "## RUN STOPPED BEFORE PUBLISHING": "extract",
+    "## ROLLOVER REFUSED": "rollover",
+    "## INDEX NOT PROMOTED": "retrieval",
+}
 
 
 def _refresh_stopped_report(cfg: RunConfig, layout: RunLayout, st: RunState, chain: list[str]) -> None:
@@ -396,16 +417,24 @@ def _run_chain(cfg, steps, force, on_step, wait, on_start, on_reuse) -> RunState
                     _restore(name, st, prev)
                     st.timings[name] = 0.0
                     st.reused.append(name)
-                    log.info("step %s already done for ds=%s: reused", name, st.ds,
-                             extra={"ds": st.ds, "step": name, "event": "reused"})
+                    log.info(
+                        "step %s already done for ds=%s: reused",
+                        name,
+                        st.ds,
+                        extra={"ds": st.ds, "step": name, "event": "reused"},
+                    )
                     if on_reuse:
                         on_reuse(name)
                     elif on_step:
                         on_step(name, 0.0)
                     continue
             if name != "ingest":
-                ledger.start(st.ds, name, hashes[name], {"config_hash": hashes[name], "split": st.split,
-                                                         "checkpoint": str(st.checkpoint)})
+                ledger.start(
+                    st.ds,
+                    name,
+                    hashes[name],
+                    {"config_hash": hashes[name], "split": st.split, "checkpoint": str(st.checkpoint)},
+                )
             try:
                 signals.check()  # a signal between two steps stops before the next one starts
                 if name == "pretrain" and "extract" in chain:
@@ -422,14 +451,25 @@ def _run_chain(cfg, steps, force, on_step, wait, on_start, on_reuse) -> RunState
                 if name == "ingest":
                     ledger.start(day, name, hashes[name], {"source": cfg.source.model_dump(mode="json")})
                 ledger.interrupt(day, name, how)
-                log.error("step %s interrupted by %s for ds=%s; nothing of it was published", name, how, st.ds,
-                          extra={"ds": st.ds, "step": name, "event": "interrupted", "signal": how})
+                log.error(
+                    "step %s interrupted by %s for ds=%s; nothing of it was published",
+                    name,
+                    how,
+                    st.ds,
+                    extra={"ds": st.ds, "step": name, "event": "interrupted", "signal": how},
+                )
                 raise
             except BaseException as e:
                 if name != "ingest":
                     ledger.fail(st.ds, name, f"{type(e).__name__}: {e}")
-                log.error("step %s failed for ds=%s: %s: %s", name, st.ds, type(e).__name__, e,
-                          extra={"ds": st.ds, "step": name, "event": "failed", "error": type(e).__name__})
+                log.error(
+                    "step %s failed for ds=%s: %s: %s",
+                    name,
+                    st.ds,
+                    type(e).__name__,
+                    e,
+                    extra={"ds": st.ds, "step": name, "event": "failed", "error": type(e).__name__},
+                )
                 if isinstance(e, (GateFailed, RolloverError)):
                     from pipelines.report import write_report
 
@@ -439,9 +479,18 @@ def _run_chain(cfg, steps, force, on_step, wait, on_start, on_reuse) -> RunState
             if name == "ingest":
                 ledger.start(st.ds, name, hashes[name], {"source": cfg.source.model_dump(mode="json")})
             ledger.finish(st.ds, name, _outputs(name, st))
-            log.info("step %s done in %.1fs", name, st.timings[name],
-                     extra={"ds": st.ds, "step": name, "event": "done", "seconds": st.timings[name],
-                            **({"substeps": st.substeps} if name == "extract" else {})})
+            log.info(
+                "step %s done in %.1fs",
+                name,
+                st.timings[name],
+                extra={
+                    "ds": st.ds,
+                    "step": name,
+                    "event": "done",
+                    "seconds": st.timings[name],
+                    **({"substeps": st.substeps} if name == "extract" else {}),
+                },
+            )
             if on_step:
                 on_step(name, st.timings[name])
         if "report" not in chain:

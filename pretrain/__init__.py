@@ -12,11 +12,18 @@ from typing import TYPE_CHECKING
 # Lazy: a Ray Data read task imports pretrain.log_reader (pyarrow only); importing this
 # package must not pull in torch for it (a fresh Ray worker per read task pays each import).
 _EXPORTS = {
-    "LoadedModel": "pretrain.checkpoint", "latest_checkpoint": "pretrain.checkpoint",
-    "load_checkpoint": "pretrain.checkpoint", "ModelConfig": "pretrain.config",
-    "PretrainConfig": "pretrain.config", "TrainConfig": "pretrain.config",
-    "FeatureEncoder": "pretrain.features", "auc": "pretrain.metrics", "effective_rank": "pretrain.metrics",
-    "gauc": "pretrain.metrics", "logloss": "pretrain.metrics", "FoundationModel": "pretrain.model",
+    "LoadedModel": "pretrain.checkpoint",
+    "latest_checkpoint": "pretrain.checkpoint",
+    "load_checkpoint": "pretrain.checkpoint",
+    "ModelConfig": "pretrain.config",
+    "PretrainConfig": "pretrain.config",
+    "TrainConfig": "pretrain.config",
+    "FeatureEncoder": "pretrain.features",
+    "auc": "pretrain.metrics",
+    "effective_rank": "pretrain.metrics",
+    "gauc": "pretrain.metrics",
+    "logloss": "pretrain.metrics",
+    "FoundationModel": "pretrain.model",
     "train_foundation_model": "pretrain.train",
 }
 

@@ -35,7 +35,15 @@ VARIANTS: dict[str, dict] = {
 
 
 def load_data(args, work: Path):
-    from datasources import GeneratorConfig, MovieLensSource, generate_log, log_days, materialize, read_log, read_log_spec
+    from datasources import (
+        GeneratorConfig,
+        MovieLensSource,
+        generate_log,
+        log_days,
+        materialize,
+        read_log,
+        read_log_spec,
+    )
 
     log = work / "log"
     if args.data == "generated":
@@ -80,8 +88,18 @@ def main() -> None:
     for name in args.variants:
         over = json.loads(json.dumps(VARIANTS[name]).replace('"<sparse>"', json.dumps({sparse: 0.8})))
         for seed in args.seeds:
-            raw = deep_merge({"train": {"epochs": args.epochs, "seed": seed, "torch_threads": args.threads,
-                                        "patience": 1, "diagnostics": False}}, over)
+            raw = deep_merge(
+                {
+                    "train": {
+                        "epochs": args.epochs,
+                        "seed": seed,
+                        "torch_threads": args.threads,
+                        "patience": 1,
+                        "diagnostics": False,
+                    }
+                },
+                over,
+            )
             cfg = PretrainConfig.model_validate(raw)
             t0 = time.perf_counter()
             st = fit_plain(cfg.model, cfg.train, spec, enc.vocab_sizes, train_arr, valid_arr)
@@ -91,16 +109,23 @@ def main() -> None:
             for task in spec.tasks:
                 if f"{task}.auc" in m:
                     results.setdefault(name, {}).setdefault(task, []).append(m[f"{task}.auc"])
-            print(f"{name} seed={seed}: " + ", ".join(f"{t}={m.get(f'{t}.auc', float('nan')):.4f}" for t in spec.tasks)
-                  + f" ({time.perf_counter() - t0:.0f}s, {st['epoch']} epochs)", flush=True)
+            print(
+                f"{name} seed={seed}: "
+                + ", ".join(f"{t}={m.get(f'{t}.auc', float('nan')):.4f}" for t in spec.tasks)
+                + f" ({time.perf_counter() - t0:.0f}s, {st['epoch']} epochs)",
+                flush=True,
+            )
             if args.out:  # after every run: an interrupted ablation keeps what it measured
                 _write(args.out, args, results)
     summary = _summary(results)
     print("| variant | " + " | ".join(f"{t} AUC" for t in spec.tasks) + " |")
     print("|---|" + "---|" * len(spec.tasks))
     for v, r in summary.items():
-        print(f"| {v} | " + " | ".join(f"{r[t]['mean']:.4f} ± {r[t]['std']:.4f}" if t in r else "n/a"
-                                         for t in spec.tasks) + " |")
+        print(
+            f"| {v} | "
+            + " | ".join(f"{r[t]['mean']:.4f} ± {r[t]['std']:.4f}" if t in r else "n/a" for t in spec.tasks)
+            + " |"
+        )
     if args.out:
         _write(args.out, args, results)
     print(json.dumps(summary))
@@ -108,8 +133,13 @@ def main() -> None:
 
 def _summary(results: dict[str, dict[str, list[float]]]) -> dict:
     """Mean and population std (numpy's default) over seeds, per variant and task."""
-    return {v: {t: {"mean": round(float(np.mean(a)), 4), "std": round(float(np.std(a)), 4), "runs": len(a)}
-                for t, a in r.items()} for v, r in results.items()}
+    return {
+        v: {
+            t: {"mean": round(float(np.mean(a)), 4), "std": round(float(np.std(a)), 4), "runs": len(a)}
+            for t, a in r.items()
+        }
+        for v, r in results.items()
+    }
 
 
 def _write(out: str, args: argparse.Namespace, results: dict) -> None:

@@ -55,8 +55,10 @@ class ModelConfig(StrictModel):
     cross_layers: int = Field(2, ge=0, description="DCNv2 cross layers per branch.")
     mlp_dims: list[int] = Field([64, 32], min_length=1, description="MLP widths after the cross layers.")
     sfg: bool = Field(
-        False, description="SFG: cross layers multiply by G_l = act(Linear(x0)) * gamma, generated from all "
-        "mix-tower fields (UR, IR), instead of the raw x0.")
+        False,
+        description="SFG: cross layers multiply by G_l = act(Linear(x0)) * gamma, generated from all "
+        "mix-tower fields (UR, IR), instead of the raw x0.",
+    )
     sfg_gamma: float = Field(1.0, gt=0, description="SFG output scale gamma.")
     sfg_act: Literal["relu", "sigmoid", "tanh", "identity"] = Field("relu", description="SFG generator activation.")
 
@@ -73,7 +75,8 @@ class TrainConfig(StrictModel):
     epochs: int = Field(3, ge=1, description="Maximum epochs (early stopping may end sooner).")
     batch_size: int = Field(512, ge=1, description="Global batch size (split across workers).")
     shuffle_window: int = Field(
-        65_536, ge=1,
+        65_536,
+        ge=1,
         description="Rows per shuffle window: each worker's shard of an epoch is cut into windows of this many "
         "rows, each permuted by a (seed, epoch, window, rank)-seeded permutation; >= the shard's rows = one "
         "shuffle of the whole shard per epoch. Bounds each worker's memory.",
@@ -81,14 +84,18 @@ class TrainConfig(StrictModel):
     lr: float = Field(2e-3, gt=0)
     weight_decay: float = Field(0.0, ge=0)
     patience: int = Field(
-        1, ge=0,
+        1,
+        ge=0,
         description="Stop at the patience-th epoch in a row without validation-AUC gain (0 behaves as 1); "
         "the rule pretrain and downstream share (pretrain.loop.should_stop).",
     )
-    num_workers: int = Field(1, ge=1, description="Ray Train workers (gloo on CPU; one GPU each over NCCL with use_gpu).")
+    num_workers: int = Field(
+        1, ge=1, description="Ray Train workers (gloo on CPU; one GPU each over NCCL with use_gpu)."
+    )
     cpus_per_worker: float = Field(1.0, gt=0)
     data_cpus: float = Field(
-        0.0, ge=0,
+        0.0,
+        ge=0,
         description="CPUs each vocabulary-count task (one per training file, pretrain.vocab) reserves; 0 = never "
         "wait for a CPU another job holds (at most one task per cluster CPU runs at once either way).",
     )
@@ -101,7 +108,9 @@ class TrainConfig(StrictModel):
         description="task -> alpha for alpha*BCE + (1-alpha)*pairwise; tasks not listed use plain BCE.",
     )
     task_weights: dict[str, float] = Field(default_factory=dict, description="task -> loss weight (default 1).")
-    early_stop_task: str | None = Field(None, description="Task whose validation AUC drives early stopping; None = first.")
+    early_stop_task: str | None = Field(
+        None, description="Task whose validation AUC drives early stopping; None = first."
+    )
     resume: bool = Field(True, description="Resume an interrupted identical run from its last epoch checkpoint.")
     diagnostics: bool = Field(True, description="Save validation metrics, effective ranks and erank.png.")
     diagnostics_rows: int = Field(2000, ge=10, description="Validation rows used for effective ranks.")
@@ -114,7 +123,8 @@ class TrainConfig(StrictModel):
     )
     grad_clip: float | None = Field(None, gt=0, description="Clip the global gradient L2 norm to this; None = off.")
     deterministic: bool = Field(
-        True, description="Deterministic torch ops and fixed threads: the same config and log give the same weights "
+        True,
+        description="Deterministic torch ops and fixed threads: the same config and log give the same weights "
         "on CPU (GPU: see docs/pretrain.md for what stays nondeterministic).",
     )
 

@@ -38,8 +38,9 @@ def predict_logits(model: torch.nn.Module, arrays: Arrays, batch_size: int = 409
     model.eval()
     param = next(model.parameters(), None)
     device = param.device if param is not None else torch.device("cpu")
-    out = [model({k: v.to(device) for k, v in b.items()}).float().cpu().numpy()
-           for b in iter_batches(arrays, batch_size)]
+    out = [
+        model({k: v.to(device) for k, v in b.items()}).float().cpu().numpy() for b in iter_batches(arrays, batch_size)
+    ]
     model.train(was_training)
     if not out:
         return np.zeros((0, 0), dtype=np.float32)

@@ -130,16 +130,21 @@ class FeatureEncoder:
         if max_vocab is not None and max_vocab < 1:
             raise ValueError(f"max_vocab must be >= 1 or None, got {max_vocab}")
         canon = spec.canonical()
-        vocabs = {c: select_frequent(counts[c]["values"].combine_chunks(), counts[c]["counts"].combine_chunks(),
-                                     min_count, max_vocab) for c in canon.categorical_columns}
+        vocabs = {
+            c: select_frequent(
+                counts[c]["values"].combine_chunks(), counts[c]["counts"].combine_chunks(), min_count, max_vocab
+            )
+            for c in canon.categorical_columns
+        }
         return cls(canon, vocabs, min_count=min_count, max_vocab=max_vocab)
 
     def extend(self, table: pa.Table, min_count: int | None = None, max_vocab: int | None = None) -> "FeatureEncoder":
         """Warm start on new days: a new encoder whose known values keep their indices and
         whose frequent new values (fitted on ``table``) are appended, up to ``max_vocab``
         per column in total. Old embedding rows stay valid for the grown tables."""
-        return self.extend_with(FeatureEncoder.fit(table, self.spec, min_count or self.min_count, None),
-                                min_count, max_vocab)
+        return self.extend_with(
+            FeatureEncoder.fit(table, self.spec, min_count or self.min_count, None), min_count, max_vocab
+        )
 
     def extend_with(
         self, new: "FeatureEncoder", min_count: int | None = None, max_vocab: int | None = None
@@ -215,7 +220,9 @@ class FeatureEncoder:
             raise ValueError(f"column {CANONICAL_SEQUENCE!r} must be list<string>, got {col.type}")
         n, L = len(col), self.max_len
         lengths = pc.fill_null(pc.list_value_length(col), 0).to_numpy(zero_copy_only=False).astype(np.int64)
-        flat_idx = _lookup(_as_string(pc.list_flatten(col), CANONICAL_SEQUENCE), self._arrow[self.spec.sequence.item_field])
+        flat_idx = _lookup(
+            _as_string(pc.list_flatten(col), CANONICAL_SEQUENCE), self._arrow[self.spec.sequence.item_field]
+        )
         seq = np.zeros((n, L), dtype=np.int64)
         mask = np.zeros((n, L), dtype=bool)
         if flat_idx.size:

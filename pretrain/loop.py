@@ -42,9 +42,18 @@ def should_stop(bad_epochs: int, patience: int) -> bool:
 
 def new_state(model: torch.nn.Module, opt: torch.optim.Optimizer) -> dict:
     """Training state at epoch 0 (what an epoch checkpoint stores)."""
-    return {"model": model.state_dict(), "optim": opt.state_dict(), "epoch": 0, "best_score": -math.inf,
-            "best_state": _cpu_copy(model), "best_epoch": 0,
-            "bad_epochs": 0, "stopped": False, "history": [], "resumed_from_epoch": 0}
+    return {
+        "model": model.state_dict(),
+        "optim": opt.state_dict(),
+        "epoch": 0,
+        "best_score": -math.inf,
+        "best_state": _cpu_copy(model),
+        "best_epoch": 0,
+        "bad_epochs": 0,
+        "stopped": False,
+        "history": [],
+        "resumed_from_epoch": 0,
+    }
 
 
 def _cpu_copy(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -135,8 +144,14 @@ def run_epochs(
         state["stopped"] = should_stop(state["bad_epochs"], patience)
         state["epoch"] = epoch + 1
         state["model"], state["optim"] = model.state_dict(), opt.state_dict()
-        metrics: dict[str, Any] = {"epoch": epoch + 1, "train_loss": loss, "valid_auc": score,
-                                   "samples": float(samples), "steps": steps, "seconds": seconds}
+        metrics: dict[str, Any] = {
+            "epoch": epoch + 1,
+            "train_loss": loss,
+            "valid_auc": score,
+            "samples": float(samples),
+            "steps": steps,
+            "seconds": seconds,
+        }
         if epoch_extras is not None:
             metrics.update(epoch_extras(epoch))
         state["history"] = [*state["history"], metrics]
@@ -175,8 +190,9 @@ def pretrain_loss(tasks: list[str], tcfg: TrainConfig) -> Callable[[torch.Tensor
     """The masked multi-task loss of pretraining (combined-pair where ``pairwise_alpha`` says)."""
 
     def loss_fn(logits: torch.Tensor, batch: Batch) -> torch.Tensor:
-        return multitask_loss(logits, batch["labels"], batch["label_mask"], tasks, tcfg.pairwise_alpha,
-                              tcfg.task_weights)[0]
+        return multitask_loss(
+            logits, batch["labels"], batch["label_mask"], tasks, tcfg.pairwise_alpha, tcfg.task_weights
+        )[0]
 
     return loss_fn
 
@@ -210,12 +226,21 @@ def fit_epochs(
         on_epoch_end(st, metrics)
 
     return run_epochs(
-        model, train_model, opt, state,
+        model,
+        train_model,
+        opt,
+        state,
         lambda epoch: window_batches(train_windows(epoch), tcfg.seed, epoch, bs, rank),
         pretrain_loss(tasks, tcfg),
         lambda m: valid_auc(m, valid_arr, stop_task),
-        epochs=tcfg.epochs, patience=tcfg.patience, device=device or torch.device("cpu"), amp=tcfg.amp,
-        grad_clip=tcfg.grad_clip, on_epoch_end=on_end, epoch_extras=epoch_extras, progress_task=progress_task,
+        epochs=tcfg.epochs,
+        patience=tcfg.patience,
+        device=device or torch.device("cpu"),
+        amp=tcfg.amp,
+        grad_clip=tcfg.grad_clip,
+        on_epoch_end=on_end,
+        epoch_extras=epoch_extras,
+        progress_task=progress_task,
     )
 
 

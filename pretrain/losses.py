@@ -50,8 +50,10 @@ def multitask_loss(
     A task listed in ``pairwise_alpha`` uses the combined-pair loss, others plain BCE.
     """
     if logits.shape != labels.shape or labels.shape != mask.shape or logits.shape[1] != len(tasks):
-        raise ValueError(f"shapes differ: logits {tuple(logits.shape)}, labels {tuple(labels.shape)}, "
-                         f"mask {tuple(mask.shape)}, tasks {tasks}")
+        raise ValueError(
+            f"shapes differ: logits {tuple(logits.shape)}, labels {tuple(labels.shape)}, "
+            f"mask {tuple(mask.shape)}, tasks {tasks}"
+        )
     pairwise_alpha = pairwise_alpha or {}
     task_weights = task_weights or {}
     logits, labels = logits.float(), labels.float()  # bf16 autocast output: the loss stays in float32

@@ -8,7 +8,6 @@ import torch.nn as nn
 
 from pretrain.config import ModelConfig
 
-
 ACTS = {"relu": torch.relu, "sigmoid": torch.sigmoid, "tanh": torch.tanh, "identity": lambda x: x}
 
 

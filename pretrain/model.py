@@ -170,7 +170,9 @@ class FoundationModel(nn.Module):
         ]
         cross_dim = self.cfg.ur_dim + self.cfg.ir_dim
         for b in BRANCHES:
-            infos += [LayerInfo(name=f"{b}.cross_{i + 1}", dim=cross_dim, kind="CR") for i in range(self.cfg.cross_layers)]
+            infos += [
+                LayerInfo(name=f"{b}.cross_{i + 1}", dim=cross_dim, kind="CR") for i in range(self.cfg.cross_layers)
+            ]
             infos += [LayerInfo(name=f"{b}.mlp_{i + 1}", dim=d, kind="CR") for i, d in enumerate(self.cfg.mlp_dims)]
         return infos
 

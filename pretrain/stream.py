@@ -92,7 +92,9 @@ def shard_range(total_rows: int, epoch: int, rank: int, world: int) -> tuple[int
     return slot * per, slot * per + per
 
 
-def read_range(plan: FilePlan, start: int, stop: int, columns: list[str], counter: dict | None = None) -> Iterator[pa.Table]:
+def read_range(
+    plan: FilePlan, start: int, stop: int, columns: list[str], counter: dict | None = None
+) -> Iterator[pa.Table]:
     """Rows [start, stop) of the plan, in order, decoding only the row groups that overlap.
     ``counter['rows_read']`` adds the rows decoded (whole row groups)."""
     pos = 0
@@ -136,7 +138,12 @@ def rebatch(tables: Iterator[pa.Table], rows: int) -> Iterator[pa.Table]:
 
 
 def shard_windows(
-    plan: FilePlan, encoder: FeatureEncoder, window_rows: int, epoch: int, rank: int = 0, world: int = 1,
+    plan: FilePlan,
+    encoder: FeatureEncoder,
+    window_rows: int,
+    epoch: int,
+    rank: int = 0,
+    world: int = 1,
     counter: dict | None = None,
 ) -> Iterator[Arrays]:
     """This worker's encoded windows of ``epoch`` (see module doc)."""
@@ -147,4 +154,4 @@ def shard_windows(
 
 
 def _local(uri: str) -> str:
-    return uri[len("file://"):] if uri.startswith("file://") else uri
+    return uri[len("file://") :] if uri.startswith("file://") else uri

@@ -37,9 +37,7 @@ class UserTower(nn.Module):
             self.seq_pos = nn.Parameter(torch.randn(max_len, d) * 0.02)
         self.layers = nn.ModuleList(TokenFormerLayer(cfg) for _ in range(cfg.user_layers))
         self.windows = bfts_windows(cfg)
-        masks = torch.stack(
-            [bfts_mask(num_fields, self.seq_len, w, cfg.bfts_global_fields) for w in self.windows]
-        )
+        masks = torch.stack([bfts_mask(num_fields, self.seq_len, w, cfg.bfts_global_fields) for w in self.windows])
         self.register_buffer("layer_masks", masks, persistent=False)  # [layers, N, N]
         self.norm = nn.LayerNorm(d)
         self.out = nn.Linear(d, cfg.ur_dim)
@@ -48,7 +46,10 @@ class UserTower(nn.Module):
             self.target_out = nn.Linear(d, cfg.ur_dim)
 
     def forward(
-        self, fields: torch.Tensor, seq: torch.Tensor | None, hist_mask: torch.Tensor | None,
+        self,
+        fields: torch.Tensor,
+        seq: torch.Tensor | None,
+        hist_mask: torch.Tensor | None,
         keep_seq_tokens: bool = False,
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """-> (UR [B, ur_dim], per-layer sequence tokens [B, L, d] with padding zeroed
@@ -57,8 +58,12 @@ class UserTower(nn.Module):
         return ur, seq_tokens
 
     def encode(
-        self, fields: torch.Tensor, seq: torch.Tensor | None, hist_mask: torch.Tensor | None,
-        target: torch.Tensor | None = None, keep_seq_tokens: bool = False,
+        self,
+        fields: torch.Tensor,
+        seq: torch.Tensor | None,
+        hist_mask: torch.Tensor | None,
+        target: torch.Tensor | None = None,
+        keep_seq_tokens: bool = False,
     ) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor | None]:
         """``target`` [B, d] (the target item's token, already projected) is appended last;
         it attends to every valid token in every layer (no window) and no token attends to it.

@@ -97,14 +97,29 @@ def train_foundation_model(
 
     encoder = _encoder(cfg, init, fit_encoder)
     valid_tbl = read_log(log_path, valid_days)
-    data_version = f"{log_path.resolve()}@v{_log_version(log_path)} train={train_days[0]}..{train_days[-1]} " \
-                   f"valid={valid_days[0]}..{valid_days[-1]}"
-    return _train(cfg, spec, init, encoder, plan_files(files), valid_tbl, Path(checkpoint_root), data_version,
-                  ray_address, _fail_after_epoch)
+    data_version = (
+        f"{log_path.resolve()}@v{_log_version(log_path)} train={train_days[0]}..{train_days[-1]} "
+        f"valid={valid_days[0]}..{valid_days[-1]}"
+    )
+    return _train(
+        cfg,
+        spec,
+        init,
+        encoder,
+        plan_files(files),
+        valid_tbl,
+        Path(checkpoint_root),
+        data_version,
+        ray_address,
+        _fail_after_epoch,
+    )
 
 
 def prepare_training(
-    log_path: str | Path, train_days: list[str], tcfg: TrainConfig, ray_address: str | None = None,
+    log_path: str | Path,
+    train_days: list[str],
+    tcfg: TrainConfig,
+    ray_address: str | None = None,
 ) -> tuple[FeatureEncoder, FilePlan, list[tuple[int, int]]]:
     """What the driver does before any worker starts, on the training days: the distributed
     vocabulary (validating every row in the Ray tasks), the file plan (footers) and epoch 0's
@@ -156,13 +171,22 @@ def train_on_tables(
     if train_files is None:
         tmp_rows = checkpoint_root / RUNS_DIR / f"{_run_key(cfg, data_version)}.rows"
         tmp_rows.mkdir(parents=True, exist_ok=True)
-        pq.write_table(train_tbl.select(stream_columns_for(spec)), tmp_rows / "train.parquet",
-                       row_group_size=16_384)
+        pq.write_table(train_tbl.select(stream_columns_for(spec)), tmp_rows / "train.parquet", row_group_size=16_384)
         train_files = [str(tmp_rows / "train.parquet")]
     try:
         ensure_ray(ray_address)
-        return _train(cfg, spec, init, encoder, plan_files(train_files), valid_tbl, checkpoint_root, data_version,
-                      ray_address, _fail_after_epoch)
+        return _train(
+            cfg,
+            spec,
+            init,
+            encoder,
+            plan_files(train_files),
+            valid_tbl,
+            checkpoint_root,
+            data_version,
+            ray_address,
+            _fail_after_epoch,
+        )
     finally:
         if tmp_rows is not None:
             shutil.rmtree(tmp_rows, ignore_errors=True)
@@ -173,7 +197,9 @@ def _preflight(cfg: PretrainConfig, spec: DatasetSpec, checkpoint_root: Path) ->
     check_device_config(cfg.train.use_gpu, cfg.train.amp)
     _check_task_names(cfg.train, spec)
     if cfg.model_version and (checkpoint_root / cfg.model_version).exists():
-        raise FileExistsError(f"checkpoint {checkpoint_root / cfg.model_version} already exists; pick another model_version")
+        raise FileExistsError(
+            f"checkpoint {checkpoint_root / cfg.model_version} already exists; pick another model_version"
+        )
     if not cfg.init_from:
         return None
     init = load_checkpoint(cfg.init_from, expect_spec=spec)
@@ -193,8 +219,15 @@ def _encoder(cfg: PretrainConfig, init: LoadedModel | None, fit_encoder: Encoder
 
 
 def _train(
-    cfg: PretrainConfig, spec: DatasetSpec, init: LoadedModel | None, encoder: FeatureEncoder, plan: FilePlan,
-    valid_tbl: pa.Table, checkpoint_root: Path, data_version: str, ray_address: str | None,
+    cfg: PretrainConfig,
+    spec: DatasetSpec,
+    init: LoadedModel | None,
+    encoder: FeatureEncoder,
+    plan: FilePlan,
+    valid_tbl: pa.Table,
+    checkpoint_root: Path,
+    data_version: str,
+    ray_address: str | None,
     fail_after_epoch: int | None,
 ) -> tuple[CheckpointManifest, Path]:
     if plan.total_rows == 0:
@@ -212,8 +245,16 @@ def _train(
     if not cfg.train.resume and run_dir.exists():
         shutil.rmtree(run_dir)
     final_state = fit_with_ray_train(
-        cfg.model, cfg.train, spec, encoder, plan, valid_arr, run_dir,
-        init_state=init_state, ray_address=ray_address, fail_after_epoch=fail_after_epoch,
+        cfg.model,
+        cfg.train,
+        spec,
+        encoder,
+        plan,
+        valid_arr,
+        run_dir,
+        init_state=init_state,
+        ray_address=ray_address,
+        fail_after_epoch=fail_after_epoch,
     )
 
     model = FoundationModel(cfg.model, spec, encoder.vocab_sizes)
@@ -283,8 +324,9 @@ def fit_with_ray_train(
     trainer = TorchTrainer(
         _worker_loop,
         train_loop_config=config,
-        scaling_config=ScalingConfig(num_workers=tcfg.num_workers, use_gpu=tcfg.use_gpu,
-                                     resources_per_worker=resources),
+        scaling_config=ScalingConfig(
+            num_workers=tcfg.num_workers, use_gpu=tcfg.use_gpu, resources_per_worker=resources
+        ),
         run_config=RunConfig(
             name=run_dir.name,
             storage_path=str(run_dir.parent),
@@ -370,12 +412,29 @@ def _worker_loop(config: dict[str, Any]) -> None:
     def valid_auc(m: torch.nn.Module, arrays: Arrays, task: int) -> float:
         return _gathered_valid_auc(m, arrays, task, rank, world)
 
-    fit_epochs(model, ddp_model, opt, state, windows, valid_arr, list(spec.tasks), tcfg, valid_auc,
-               on_epoch_end, rank, world, device=device, epoch_extras=extras)
+    fit_epochs(
+        model,
+        ddp_model,
+        opt,
+        state,
+        windows,
+        valid_arr,
+        list(spec.tasks),
+        tcfg,
+        valid_auc,
+        on_epoch_end,
+        rank,
+        world,
+        device=device,
+        epoch_extras=extras,
+    )
 
 
 def build_model_and_optimizer(
-    mcfg: ModelConfig, tcfg: TrainConfig, spec: DatasetSpec, vocab_sizes: dict[str, int],
+    mcfg: ModelConfig,
+    tcfg: TrainConfig,
+    spec: DatasetSpec,
+    vocab_sizes: dict[str, int],
     device: torch.device | None = None,
 ) -> tuple[FoundationModel, torch.optim.Optimizer]:
     """Seeded construction, identical in every worker and in the plain loop."""
@@ -387,8 +446,13 @@ def build_model_and_optimizer(
 
 
 def fit_plain(
-    mcfg: ModelConfig, tcfg: TrainConfig, spec: DatasetSpec, vocab_sizes: dict[str, int],
-    train_arr: Arrays, valid_arr: Arrays, init_state: dict[str, torch.Tensor] | None = None,
+    mcfg: ModelConfig,
+    tcfg: TrainConfig,
+    spec: DatasetSpec,
+    vocab_sizes: dict[str, int],
+    train_arr: Arrays,
+    valid_arr: Arrays,
+    init_state: dict[str, torch.Tensor] | None = None,
 ) -> dict[str, Any]:
     """The same training in this process, without Ray (reference for tests and benchmarks):
     one worker's view of the same rows in stream order."""
@@ -407,9 +471,21 @@ def fit_plain(
         return array_windows(train_arr, tcfg.shuffle_window)
 
     n = num_rows(train_arr)
-    return fit_epochs(model, model, opt, state, windows, valid_arr, list(spec.tasks), tcfg, valid_auc,
-                      lambda st, metrics: None, device=device,
-                      epoch_extras=lambda epoch: {"rows_read_per_worker": [n]}, progress_task="pretrain.epoch")
+    return fit_epochs(
+        model,
+        model,
+        opt,
+        state,
+        windows,
+        valid_arr,
+        list(spec.tasks),
+        tcfg,
+        valid_auc,
+        lambda st, metrics: None,
+        device=device,
+        epoch_extras=lambda epoch: {"rows_read_per_worker": [n]},
+        progress_task="pretrain.epoch",
+    )
 
 
 class _ProgressWatcher:
@@ -447,8 +523,13 @@ class _ProgressWatcher:
         for epoch, m in self._scan():
             if epoch not in self.seen:
                 self.seen.add(epoch)
-                report_progress("pretrain.epoch", epoch, self.epochs, loss=round(float(m["train_loss"]), 5),
-                                valid_auc=round(float(m["valid_auc"]), 5))
+                report_progress(
+                    "pretrain.epoch",
+                    epoch,
+                    self.epochs,
+                    loss=round(float(m["train_loss"]), 5),
+                    valid_auc=round(float(m["valid_auc"]), 5),
+                )
 
     def _run(self) -> None:
         while not self._stop.wait(self.every_s):
@@ -509,7 +590,11 @@ def _last_epoch_state(run_dir: Path) -> Path | None:
 
 # --- helpers ---------------------------------------------------------------------------
 def _diagnostics(
-    model: FoundationModel, encoder: FeatureEncoder, tcfg: TrainConfig, valid_arr: Arrays, valid_tbl: pa.Table,
+    model: FoundationModel,
+    encoder: FeatureEncoder,
+    tcfg: TrainConfig,
+    valid_arr: Arrays,
+    valid_tbl: pa.Table,
     state: dict[str, Any],
 ) -> tuple[dict[str, float], dict[str, bytes]]:
     metrics: dict[str, float] = {"resumed_from_epoch": float(state.get("resumed_from_epoch", 0))}
@@ -531,8 +616,11 @@ def _diagnostics(
 
 
 def _check_task_names(tcfg: TrainConfig, spec: DatasetSpec) -> None:
-    named = {"train.pairwise_alpha": list(tcfg.pairwise_alpha), "train.task_weights": list(tcfg.task_weights),
-             "train.early_stop_task": [tcfg.early_stop_task] if tcfg.early_stop_task else []}
+    named = {
+        "train.pairwise_alpha": list(tcfg.pairwise_alpha),
+        "train.task_weights": list(tcfg.task_weights),
+        "train.early_stop_task": [tcfg.early_stop_task] if tcfg.early_stop_task else [],
+    }
     for key, tasks in named.items():
         unknown = [t for t in tasks if t not in spec.tasks]
         if unknown:

@@ -30,7 +30,12 @@ _ROW = re.compile(r"at row (\d+)")
 
 
 def fit_vocabulary(
-    files: list[str], spec: DatasetSpec, min_count: int = 1, max_vocab: int | None = None, *, task_cpus: float = 0.0,
+    files: list[str],
+    spec: DatasetSpec,
+    min_count: int = 1,
+    max_vocab: int | None = None,
+    *,
+    task_cpus: float = 0.0,
 ) -> FeatureEncoder:
     """:meth:`FeatureEncoder.fit` over ``files`` without reading them on the driver (Ray
     must be initialised). Raises :class:`InputError` naming file, column and row."""
@@ -94,8 +99,9 @@ def count_and_validate(path: str, spec_json: str) -> dict[str, pa.Table] | str:
         for col in spec.categorical_columns:
             values = _as_string(batch[col], col)
             if col == seq_field:
-                values = pa.concat_arrays([values, _as_string(pc.list_flatten(batch[CANONICAL_SEQUENCE]),
-                                                              CANONICAL_SEQUENCE)])
+                values = pa.concat_arrays(
+                    [values, _as_string(pc.list_flatten(batch[CANONICAL_SEQUENCE]), CANONICAL_SEQUENCE)]
+                )
             vc = pc.value_counts(values.drop_null())
             t = pa.table({"values": vc.field("values"), "counts": vc.field("counts").cast(pa.int64())})
             acc[col] = _merge(acc.get(col), t)
@@ -112,5 +118,3 @@ def _merge(acc: pa.Table | None, new: pa.Table) -> pa.Table:
     both = pa.concat_tables([acc, new])
     out = both.group_by("values").aggregate([("counts", "sum")])
     return pa.table({"values": out["values"], "counts": out["counts_sum"]})
-
-

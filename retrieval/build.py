@@ -47,7 +47,9 @@ def prepare_queries(queries: np.ndarray | None, vectors: np.ndarray, cfg: Retrie
             raise SourceError(f"evaluation queries: dimension mismatch, shape {q.shape}, items have dim {dim}")
         if q.shape[0] < 2:
             raise SourceError(f"evaluation queries: need at least 2, got {q.shape[0]}")
-        check_vectors(np.arange(len(q)).astype(str).astype(object), q, "evaluation queries", cosine=cfg.metric == "cosine")
+        check_vectors(
+            np.arange(len(q)).astype(str).astype(object), q, "evaluation queries", cosine=cfg.metric == "cosine"
+        )
         # A random subset in random order: user tables are often sorted, and the halves
         # (tune / evaluate) must come from the same distribution.
         rng = np.random.default_rng(cfg.seed)
@@ -111,7 +113,9 @@ def build_index(
     k_values = sorted({min(k, n) for k in cfg.k_values})
     _, truth = evaluate.exact_topk(vectors, q, kmax, cfg.use_gpu)
     half = len(q) // 2
-    params, points = evaluate.tune(index, q[:half], truth[:half], k_values, min(1.0, cfg.recall_target + cfg.tune_margin))
+    params, points = evaluate.tune(
+        index, q[:half], truth[:half], k_values, min(1.0, cfg.recall_target + cfg.tune_margin)
+    )
     log.info("tuned %s: %s after %d point(s)", factory, params, len(points))
     rows, secs = evaluate.timed_search(index, q[half:], kmax)
     recall = {str(k): round(evaluate.recall_at_k(rows, truth[half:], min(k, n)), 6) for k in cfg.k_values}

@@ -30,7 +30,8 @@ class QueryTowerConfig(StrictModel):
     logq: bool = Field(True, description="Subtract log sampling probability from every logit (Yi et al. 2019).")
     task: str | None = Field(None, description="Label column whose positives train and evaluate; None = first task.")
     popularity_column: bool = Field(
-        True, description="Append log share of positives to IR (index and training): an item-bias coordinate "
+        True,
+        description="Append log share of positives to IR (index and training): an item-bias coordinate "
         "the tower's query can weight; user_query then has IR dim + 1.",
     )
     exclude_seen: bool = Field(
@@ -59,14 +60,21 @@ class PromotionGateConfig(StrictModel):
         True, description="Refuse when recall@k is below popularity's by more than popularity_z standard errors."
     )
     popularity_z: float = Field(
-        2.0, ge=0.0, description="Standard errors (of the paired per-user recall@k difference) by which the version "
+        2.0,
+        ge=0.0,
+        description="Standard errors (of the paired per-user recall@k difference) by which the version "
         "may trail popularity and still pass: below that the loss is noise of the held-out day. 0 = must beat it.",
     )
     popularity_tolerance: float = Field(
-        0.0, ge=0.0, lt=1.0, description="Also let a relative shortfall up to this pass (0 = none).",
+        0.0,
+        ge=0.0,
+        lt=1.0,
+        description="Also let a relative shortfall up to this pass (0 = none).",
     )
     min_users: int = Field(
-        500, ge=1, description="Fewer evaluated users than this: the quality is recorded but does not decide. "
+        500,
+        ge=1,
+        description="Fewer evaluated users than this: the quality is recorded but does not decide. "
         "Below ~500 users one day's recall@50 has a standard error of 0.02 or more, and the tower is trained on "
         "too few pairs to be judged (the 300-user logs of the pipeline tests land here).",
     )
@@ -90,7 +98,10 @@ class RetrievalConfig(StrictModel):
     recall_target: float = Field(0.95, gt=0.0, le=1.0, description="Minimum recall@K (every K) to go live.")
     k_values: list[int] = Field(default_factory=lambda: [10, 100], description="K values evaluated.")
     tune_margin: float = Field(
-        0.01, ge=0.0, lt=1.0, description="Tuning aims at recall_target + this on the tuning half, so the "
+        0.01,
+        ge=0.0,
+        lt=1.0,
+        description="Tuning aims at recall_target + this on the tuning half, so the "
         "held-out half (which decides) is not lost to noise.",
     )
     keep_versions: int = Field(3, ge=1, description="Index versions kept on disk (the live one always is).")
@@ -104,7 +115,9 @@ class RetrievalConfig(StrictModel):
     )
     use_gpu: bool = Field(True, description="Use a GPU when FAISS sees one and the index type allows it.")
     hit_rate_days: int = Field(
-        1, ge=0, description="run_retrieval: hit-rate@K over positives of the next N log days after ds "
+        1,
+        ge=0,
+        description="run_retrieval: hit-rate@K over positives of the next N log days after ds "
         "(skipped when the log has none); 0 = off.",
     )
     hit_rate_task: str | None = Field(None, description="Label column whose positives count; None = first task.")

@@ -114,7 +114,8 @@ def tune(
         return dict(best["params"]), points
     if inner_name is not None:  # same or more probes with a larger k_factor is dominated
         candidates = [
-            c for i, c in enumerate(candidates)
+            c
+            for i, c in enumerate(candidates)
             if not any(d["params"][inner_name] <= c["params"][inner_name] for d in candidates[:i])
         ]
     best_s = [float("inf")] * len(candidates)

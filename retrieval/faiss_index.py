@@ -54,7 +54,9 @@ def build(factory: str, vectors: np.ndarray, train_sample: int, seed: int, use_g
         try:
             _train(index, sample, use_gpu)
         except RuntimeError as e:
-            raise ValueError(f"factory {factory!r}: training on {sample.shape[0]} vectors failed: {_faiss_msg(e)}") from None
+            raise ValueError(
+                f"factory {factory!r}: training on {sample.shape[0]} vectors failed: {_faiss_msg(e)}"
+            ) from None
     index.add(vectors)
     return index
 

@@ -77,9 +77,7 @@ def positive_task_name(log_path: str | Path, task: str | None) -> str:
     return task
 
 
-def load_history(
-    log_path: str | Path, ds: str, item_ids: np.ndarray, task: str | None = None
-) -> LogHistory:
+def load_history(log_path: str | Path, ds: str, item_ids: np.ndarray, task: str | None = None) -> LogHistory:
     """Read the log's days ``<= ds`` and map their items to rows of ``item_ids``.
 
     item_ids: (n,) object array of str, the index's row -> item id map. Popularity counts
@@ -109,8 +107,16 @@ def load_history(
         grouped = t.group_by("user_id").aggregate([("row", "distinct")])
         for user, items in zip(grouped["user_id"].to_pylist(), grouped["row_distinct"].to_pylist()):
             engaged[user] = np.asarray(sorted(items), np.int64)
-    return LogHistory(path, ds, version, len(days), int(pos_rows.size), order.astype(np.int64),
-                      counts[order].astype(np.int64), engaged)
+    return LogHistory(
+        path,
+        ds,
+        version,
+        len(days),
+        int(pos_rows.size),
+        order.astype(np.int64),
+        counts[order].astype(np.int64),
+        engaged,
+    )
 
 
 def log_version(log_path: str | Path) -> int | None:

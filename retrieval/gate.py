@@ -22,13 +22,25 @@ def decide(quality: RetrievalQuality, cfg: PromotionGateConfig) -> RetrievalQual
         new = quality.recall_at_k.get(k, 0.0)
         pop = quality.popularity_recall_at_k.get(k)
         noise = cfg.popularity_z * (quality.popularity_diff_se or 0.0)
-        if cfg.beat_popularity and pop is not None and (
-            new <= (1.0 - cfg.popularity_tolerance) * pop - noise if noise or cfg.popularity_tolerance else new <= pop
+        if (
+            cfg.beat_popularity
+            and pop is not None
+            and (
+                new <= (1.0 - cfg.popularity_tolerance) * pop - noise
+                if noise or cfg.popularity_tolerance
+                else new <= pop
+            )
         ):
-            reasons.append(f"recall@{k} {new:.4f} does not beat popularity's {pop:.4f} on {quality.held_out_day}"
-                           + (f" (allowed shortfall {pop - (1.0 - cfg.popularity_tolerance) * pop + noise:.4f}: "
-                              f"{cfg.popularity_z} x SE {quality.popularity_diff_se or 0.0:.4f}"
-                              f" + {cfg.popularity_tolerance:.0%})" if noise or cfg.popularity_tolerance else ""))
+            reasons.append(
+                f"recall@{k} {new:.4f} does not beat popularity's {pop:.4f} on {quality.held_out_day}"
+                + (
+                    f" (allowed shortfall {pop - (1.0 - cfg.popularity_tolerance) * pop + noise:.4f}: "
+                    f"{cfg.popularity_z} x SE {quality.popularity_diff_se or 0.0:.4f}"
+                    f" + {cfg.popularity_tolerance:.0%})"
+                    if noise or cfg.popularity_tolerance
+                    else ""
+                )
+            )
         live = quality.live_recall_at_k.get(k)
         if live is not None and new < (1.0 - cfg.max_drop) * live:
             reasons.append(

@@ -93,8 +93,11 @@ def _one_line(errors) -> tuple[int, str]:
             msg = "unknown field (expected user_id or vector, k, exclude_seen, fallback)"
         where = ".".join(loc)
         given = e.get("input")
-        shown = "" if e.get("type") in ("missing", "model_type") or where == "" or isinstance(given, (dict, list)) \
+        shown = (
+            ""
+            if e.get("type") in ("missing", "model_type") or where == "" or isinstance(given, (dict, list))
             else f" (got {given!r:.60})"
+        )
         parts.append(f"{where}: {msg}{shown}" if where else msg)
     more = f" (+{len(parts) - 3} more)" if len(parts) > 3 else ""
     return 422, "; ".join(parts[:3]) + more if parts else "invalid request"
@@ -120,8 +123,14 @@ def create_app(state: ServingState, cfg: ServiceConfig | None = None) -> tuple[G
         if e.status_code == 404:
             message = f"no such path {request.url.path!r}; use POST|GET /search, GET|HEAD /healthz, GET /metrics"
         elif e.status_code == 405:
-            allowed = sorted({m for r in app.routes if getattr(r, "path", None) == request.url.path
-                              for m in getattr(r, "methods", ())})
+            allowed = sorted(
+                {
+                    m
+                    for r in app.routes
+                    if getattr(r, "path", None) == request.url.path
+                    for m in getattr(r, "methods", ())
+                }
+            )
             message = f"method {request.method} not allowed on {request.url.path} (allowed: {', '.join(allowed)})"
             e.headers = {**(e.headers or {}), "Allow": ", ".join(allowed)}
         else:
@@ -136,8 +145,11 @@ def create_app(state: ServingState, cfg: ServiceConfig | None = None) -> tuple[G
     def healthz():
         served = state.served
         if served is None:
-            raise HttpError(503, f"no index live under {state.root}"
-                            + (f"; {'; '.join(state.problems.values())}" if state.problems else ""))
+            raise HttpError(
+                503,
+                f"no index live under {state.root}"
+                + (f"; {'; '.join(state.problems.values())}" if state.problems else ""),
+            )
         m, u, h = served.index.manifest, served.users, served.history
         return {
             "status": "degraded" if state.problems else "ok",
@@ -147,11 +159,16 @@ def create_app(state: ServingState, cfg: ServiceConfig | None = None) -> tuple[G
             "ds": m.ds,
             "num_items": m.num_items,
             "dim": m.dim,
-            "user_table": None if u is None else {"name": u.name, "ds": u.ds, "model_version": u.model_version,
-                                                  "table_version": u.table_version},
+            "user_table": None
+            if u is None
+            else {"name": u.name, "ds": u.ds, "model_version": u.model_version, "table_version": u.table_version},
             "users": 0 if u is None else len(u.rows),
-            "fallback": {"source": "popularity", "log_days": h.days, "items": int(h.popular_rows.size),
-                         "positives": h.positive_rows},
+            "fallback": {
+                "source": "popularity",
+                "log_days": h.days,
+                "items": int(h.popular_rows.size),
+                "positives": h.positive_rows,
+            },
             "reloads": state.reloads,
         }
 
@@ -159,8 +176,12 @@ def create_app(state: ServingState, cfg: ServiceConfig | None = None) -> tuple[G
     def prometheus():
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    body_schema = {"requestBody": {"required": True, "content": {"application/json": {
-        "schema": SearchRequest.model_json_schema()}}}}
+    body_schema = {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": SearchRequest.model_json_schema()}},
+        }
+    }
 
     @app.post("/search", openapi_extra=body_schema)
     async def search_post(request: Request):
@@ -191,7 +212,8 @@ def create_app(state: ServingState, cfg: ServiceConfig | None = None) -> tuple[G
                 raise HttpError(422, "vector: must be comma-separated numbers") from None
         try:
             req = SearchRequest.model_validate(
-                {"user_id": user_id, "vector": vec, "k": k, "exclude_seen": exclude_seen, "fallback": fallback})
+                {"user_id": user_id, "vector": vec, "k": k, "exclude_seen": exclude_seen, "fallback": fallback}
+            )
         except ValidationError as e:  # the same one-line message as POST
             raise HttpError(*_one_line(e.errors())) from None
         return await _respond(req)
@@ -220,8 +242,14 @@ def _answer(state: ServingState, cfg: ServiceConfig, metrics: Metrics, req: Sear
     else:
         out, source = _by_user(served, req)
     metrics.answers.labels(source).inc()
-    return {**out, "k": req.k, "source": source, "index_version": m.version, "model_version": m.model_version,
-            "ds": m.ds}
+    return {
+        **out,
+        "k": req.k,
+        "source": source,
+        "index_version": m.version,
+        "model_version": m.model_version,
+        "ds": m.ds,
+    }
 
 
 def _check_vector(raw: list[float], dim: int) -> np.ndarray:
@@ -251,8 +279,11 @@ def _by_user(served: Served, req: SearchRequest) -> tuple[dict, str]:
         why = "no log" if not hist.log_path else f"no positives in the log up to ds={hist.ds}"
         raise HttpError(404, f"user_id {req.user_id!r} is not in {table}, and there is no popularity fallback ({why})")
     rows, counts = hist.popular(req.k, seen)
-    return {"ids": served.index.ids[rows].tolist(), "scores": [float(c) for c in counts],
-            "excluded": 0 if seen is None else int(seen.size)}, "popularity"
+    return {
+        "ids": served.index.ids[rows].tolist(),
+        "scores": [float(c) for c in counts],
+        "excluded": 0 if seen is None else int(seen.size),
+    }, "popularity"
 
 
 def _by_vector(served: Served, vec: np.ndarray, k: int, seen: np.ndarray | None) -> dict:
@@ -264,5 +295,8 @@ def _by_vector(served: Served, vec: np.ndarray, k: int, seen: np.ndarray | None)
     if seen is not None and seen.size:
         keep &= ~np.isin(ids, index.ids[seen])
     ids, scores = ids[keep][:k], scores[keep][:k]
-    return {"ids": ids.tolist(), "scores": np.round(scores.astype(np.float64), 6).tolist(),
-            "excluded": 0 if seen is None else int(seen.size)}
+    return {
+        "ids": ids.tolist(),
+        "scores": np.round(scores.astype(np.float64), 6).tolist(),
+        "excluded": 0 if seen is None else int(seen.size),
+    }

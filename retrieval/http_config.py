@@ -17,7 +17,9 @@ class ServiceConfig(StrictModel):
     head_timeout_s: float = Field(
         10.0, gt=0, description="A connection must deliver a request's complete headers within this (else 408)."
     )
-    body_timeout_s: float = Field(10.0, gt=0, description="A request body must arrive completely within this (else 408).")
+    body_timeout_s: float = Field(
+        10.0, gt=0, description="A request body must arrive completely within this (else 408)."
+    )
     request_timeout_s: float = Field(10.0, gt=0, description="Answering one request may take this long (else 503).")
     idle_timeout_s: float = Field(5.0, gt=0, description="An idle keep-alive connection is closed after this.")
     poll_s: float = Field(0.5, gt=0, description="How often the watcher reads the index root's CURRENT.")
@@ -29,6 +31,8 @@ class ServiceConfig(StrictModel):
     )
     use_gpu: bool = Field(True, description="Move the index to a GPU when FAISS sees one (falls back to CPU).")
     omp_threads: int | None = Field(
-        1, ge=1, description="FAISS OpenMP threads per search; requests already run in parallel threads. None = FAISS default."
+        1,
+        ge=1,
+        description="FAISS OpenMP threads per search; requests already run in parallel threads. None = FAISS default.",
     )
     graceful_shutdown_s: float = Field(5.0, gt=0, description="Time in-flight requests get to finish on shutdown.")

@@ -74,25 +74,36 @@ class Metrics:
 
     def __init__(self, state=None):
         r = self.registry = CollectorRegistry()
-        self.requests = Counter("retrieval_http_requests", "HTTP requests answered", ["route", "method", "status"],
-                                registry=r)
+        self.requests = Counter(
+            "retrieval_http_requests", "HTTP requests answered", ["route", "method", "status"], registry=r
+        )
         self.latency = Histogram(
-            "retrieval_http_request_seconds", "Time from request start to the last byte of the answer", ["route"],
-            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0), registry=r)
-        self.rejected = Counter("retrieval_http_rejected", "Connections refused at the protocol level", ["reason"],
-                                registry=r)
+            "retrieval_http_request_seconds",
+            "Time from request start to the last byte of the answer",
+            ["route"],
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0),
+            registry=r,
+        )
+        self.rejected = Counter(
+            "retrieval_http_rejected", "Connections refused at the protocol level", ["reason"], registry=r
+        )
         self.answers = Counter("retrieval_answers", "Search answers by source of the query", ["source"], registry=r)
         if state is not None:
-            Gauge("retrieval_index_reloads", "Bundles (index, users, log history) made live", registry=r) \
-                .set_function(lambda: state.reloads)
-            Gauge("retrieval_swaps_refused", "New index/user-table pairs refused (model version or dim)",
-                  registry=r).set_function(lambda: state.refused)
-            Gauge("retrieval_problems", "Problems currently reported by /healthz", registry=r) \
-                .set_function(lambda: len(state.problems))
-            Gauge("retrieval_index_items", "Items in the live index", registry=r) \
-                .set_function(lambda: state.loaded.manifest.num_items if state.loaded else 0)
-            Gauge("retrieval_users", "Users with a query vector in the live bundle", registry=r) \
-                .set_function(lambda: len(state.served.users.rows) if state.served and state.served.users else 0)
+            Gauge("retrieval_index_reloads", "Bundles (index, users, log history) made live", registry=r).set_function(
+                lambda: state.reloads
+            )
+            Gauge(
+                "retrieval_swaps_refused", "New index/user-table pairs refused (model version or dim)", registry=r
+            ).set_function(lambda: state.refused)
+            Gauge("retrieval_problems", "Problems currently reported by /healthz", registry=r).set_function(
+                lambda: len(state.problems)
+            )
+            Gauge("retrieval_index_items", "Items in the live index", registry=r).set_function(
+                lambda: state.loaded.manifest.num_items if state.loaded else 0
+            )
+            Gauge("retrieval_users", "Users with a query vector in the live bundle", registry=r).set_function(
+                lambda: len(state.served.users.rows) if state.served and state.served.users else 0
+            )
 
 
 class Guard:
@@ -134,8 +145,11 @@ class Guard:
         except HttpError as e:
             await self._error(send_counted, out, e)
         except TimeoutError:
-            await self._error(send_counted, out, HttpError(
-                503, f"request not answered within {self.cfg.request_timeout_s:g}s", close=True))
+            await self._error(
+                send_counted,
+                out,
+                HttpError(503, f"request not answered within {self.cfg.request_timeout_s:g}s", close=True),
+            )
         except _ClientGone:
             out["status"] = out["status"] or 499  # nobody to answer; logged as nginx does
         except Exception as e:
@@ -147,8 +161,11 @@ class Guard:
     async def _read_body(self, scope, receive) -> bytes:
         head = sum(len(k) + len(v) + 4 for k, v in scope["headers"])  # h11 bounds only headers split over reads
         if head > self.cfg.max_header_bytes:
-            raise HttpError(431, f"request headers of {head} bytes exceed the limit of {self.cfg.max_header_bytes} "
-                            "bytes", close=True)
+            raise HttpError(
+                431,
+                f"request headers of {head} bytes exceed the limit of {self.cfg.max_header_bytes} bytes",
+                close=True,
+            )
         limit = self.cfg.max_body_bytes
         declared = next((v for k, v in scope["headers"] if k == b"content-length"), None)
         if declared is not None and int(declared) > limit:  # h11 already refused a malformed one
@@ -168,8 +185,9 @@ class Guard:
                     if not msg.get("more_body", False):
                         break
         except TimeoutError:
-            raise HttpError(408, f"request body not received within {self.cfg.body_timeout_s:g}s "
-                            f"({size} bytes arrived)", close=True) from None
+            raise HttpError(
+                408, f"request body not received within {self.cfg.body_timeout_s:g}s ({size} bytes arrived)", close=True
+            ) from None
         return b"".join(chunks)
 
     async def _error(self, send, out: dict, e: HttpError) -> None:
@@ -196,9 +214,23 @@ class Guard:
         addr = f"{client[0]}:{client[1]}" if client else "-"
         query = scope.get("query_string", b"")
         target = path + ("?" + query.decode("latin-1") if query else "")
-        access_log.info('%s "%s %s" %d %d %.2fms', addr, scope["method"], target, status, out["bytes"], secs * 1e3,
-                        extra={"client": addr, "method": scope["method"], "path": path, "status": status,
-                               "bytes": out["bytes"], "ms": round(secs * 1e3, 3)})
+        access_log.info(
+            '%s "%s %s" %d %d %.2fms',
+            addr,
+            scope["method"],
+            target,
+            status,
+            out["bytes"],
+            secs * 1e3,
+            extra={
+                "client": addr,
+                "method": scope["method"],
+                "path": path,
+                "status": status,
+                "bytes": out["bytes"],
+                "ms": round(secs * 1e3, 3),
+            },
+        )
 
 
 class _ClientGone(Exception):
@@ -263,8 +295,11 @@ def protocol_class(cfg: ServiceConfig, metrics: Metrics | None = None):
 
         def _send_json_and_close(self, status: int, message: str) -> None:
             body = error_body(status, message)
-            headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                       (b"connection", b"close")]
+            headers = [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ]
             try:
                 data = self.conn.send(h11.Response(status_code=status, headers=headers, reason=STATUS_PHRASES[status]))
                 data += self.conn.send(h11.Data(data=body)) + self.conn.send(h11.EndOfMessage())

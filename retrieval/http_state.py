@@ -68,8 +68,9 @@ def load_users(path: str | Path, name: str | None = None, ds: str | None = None)
     table for anything unreadable."""
     snap = read_snapshot(path, ds)
     rows = {u: i for i, u in enumerate(snap.ids.tolist())}
-    return UserVectors(name or Path(str(path)).name, str(path), snap.ds, snap.table_version, snap.model_version,
-                       rows, snap.vectors)
+    return UserVectors(
+        name or Path(str(path)).name, str(path), snap.ds, snap.table_version, snap.model_version, rows, snap.vectors
+    )
 
 
 @dataclass(frozen=True)
@@ -95,11 +96,12 @@ def pair_problem(index: store.LoadedIndex, users: UserVectors | None, want_ds: s
         return None
     m = index.manifest
     if want_ds is not None and users.ds != want_ds:
-        return (f"index {m.version} pairs with {users.name} ds={want_ds}, which is not loaded "
-                f"(have ds={users.ds})")
+        return f"index {m.version} pairs with {users.name} ds={want_ds}, which is not loaded (have ds={users.ds})"
     if users.model_version != m.model_version:
-        return (f"index {m.version} was built from model_version {m.model_version!r} ({m.source_table} ds={m.ds}) "
-                f"but user table {users.name} (ds={users.ds}) has model_version {users.model_version!r}")
+        return (
+            f"index {m.version} was built from model_version {m.model_version!r} ({m.source_table} ds={m.ds}) "
+            f"but user table {users.name} (ds={users.ds}) has model_version {users.model_version!r}"
+        )
     if users.dim != m.dim:
         return f"index {m.version} has dim {m.dim} but user table {users.name} (ds={users.ds}) has dim {users.dim}"
     return None
@@ -147,8 +149,9 @@ class ServingState:
     def _start(self) -> None:
         if self.user_path is not None:
             if not delta_io.exists(self.user_path):
-                raise ServiceStartError(f"user table {self.user_name}: no Delta table at {self.user_path}",
-                                        EXIT_BAD_CONFIG)
+                raise ServiceStartError(
+                    f"user table {self.user_name}: no Delta table at {self.user_path}", EXIT_BAD_CONFIG
+                )
         if self.log_path is not None and delta_io.exists(self.log_path):
             try:
                 fallback.positive_task_name(self.log_path, self.cfg.positive_task)
@@ -197,9 +200,15 @@ class ServingState:
     def _log_served(self) -> None:
         s = self.served
         u = s.users
-        log.info("serving index %s (%d items, model_version %s, ds %s); users %s; popularity from %d log day(s)",
-                 s.index.version, s.index.manifest.num_items, s.index.manifest.model_version, s.index.manifest.ds,
-                 f"{u.name} ds={u.ds} ({len(u.rows)})" if u else "none", s.history.days)
+        log.info(
+            "serving index %s (%d items, model_version %s, ds %s); users %s; popularity from %d log day(s)",
+            s.index.version,
+            s.index.manifest.num_items,
+            s.index.manifest.model_version,
+            s.index.manifest.ds,
+            f"{u.name} ds={u.ds} ({len(u.rows)})" if u else "none",
+            s.history.days,
+        )
 
     # --- the watcher ----------------------------------------------------------------
     @property
@@ -223,13 +232,15 @@ class ServingState:
                 self.problems.pop("index", None)
             except store.IndexLoadError as e:
                 self.failed = version
-                self.problems["index"] = f"index {version} not loaded, still serving " \
-                    f"{cur.index.version if cur else 'nothing'}: {e}"
+                self.problems["index"] = (
+                    f"index {version} not loaded, still serving {cur.index.version if cur else 'nothing'}: {e}"
+                )
                 log.error("%s", self.problems["index"])
         index = self._index
         want = None if index is None else pinned_ds(index, self.user_name)
-        if self.user_path is not None and (tables or (want is not None and (self._users is None
-                                                                            or self._users.ds != want))):
+        if self.user_path is not None and (
+            tables or (want is not None and (self._users is None or self._users.ds != want))
+        ):
             self._reload_users(want)
         users = self._users
         if index is None:
@@ -245,8 +256,10 @@ class ServingState:
         if problem:
             self._rejected = key
             self.refused += 1
-            self.problems["pair"] = f"not swapped, still serving index {cur.index.version if cur else 'nothing'}" \
+            self.problems["pair"] = (
+                f"not swapped, still serving index {cur.index.version if cur else 'nothing'}"
                 f"{f' with {cur.users.name} ds={cur.users.ds}' if cur and cur.users else ''}: {problem}"
+            )
             log.error("%s", self.problems["pair"])
             return
         try:
@@ -285,8 +298,9 @@ class ServingState:
             self._users = load_users(self.user_path, self.user_name, want_ds)
             self.problems.pop("users", None)
         except (SourceError, FileNotFoundError, OSError) as e:
-            self.problems["users"] = f"user table {self.user_name} not reloaded, keeping " \
-                f"ds={self._users.ds if self._users else None}: {e}"
+            self.problems["users"] = (
+                f"user table {self.user_name} not reloaded, keeping ds={self._users.ds if self._users else None}: {e}"
+            )
             log.error("%s", self.problems["users"])
 
     def _run(self) -> None:
@@ -325,11 +339,17 @@ def resolve_user_table(tables_root: str | Path, name: str | None) -> tuple[str, 
         return None
     known = REPRESENTATION_TABLES.get(name)
     if name.startswith("item_") or (known is not None and known.entity != "user"):
-        raise ServiceStartError(f"--user-table {name}: an item table cannot give user query vectors "
-                                f"(use user_query, user_ur or user_cr)", EXIT_BAD_CONFIG)
+        raise ServiceStartError(
+            f"--user-table {name}: an item table cannot give user query vectors (use user_query, user_ur or user_cr)",
+            EXIT_BAD_CONFIG,
+        )
     if not delta_io.exists(root / name):
-        have = sorted(p.name for p in root.iterdir() if p.is_dir() and p.name.startswith("user")) \
-            if root.is_dir() else []
-        raise ServiceStartError(f"--user-table {name}: no published table at {root / name} "
-                                f"(user tables there: {', '.join(have) or 'none'})", EXIT_BAD_CONFIG)
+        have = (
+            sorted(p.name for p in root.iterdir() if p.is_dir() and p.name.startswith("user")) if root.is_dir() else []
+        )
+        raise ServiceStartError(
+            f"--user-table {name}: no published table at {root / name} "
+            f"(user tables there: {', '.join(have) or 'none'})",
+            EXIT_BAD_CONFIG,
+        )
     return name, root / name

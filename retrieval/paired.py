@@ -42,14 +42,15 @@ from retrieval.config import RetrievalConfig
 from retrieval.quality import popularity_ranking, popularity_topk, recall_ndcg, search_topk
 from retrieval.query_tower import popularity_column, train_query_tower
 from retrieval.source import SourceError
+from transfer import join_representations
+from transfer.join import vectors_of
 
 
 class TooLittleData(SourceError):
     """The log (or its published snapshots) is still too short to train or evaluate a query
     tower: e.g. no published user vectors before the training days. The daily step then
     serves the plain item index as before, and says so (it does not fail the day)."""
-from transfer import join_representations
-from transfer.join import vectors_of
+
 
 log = logging.getLogger(__name__)
 QUERY_TABLE = "user_query"
@@ -74,8 +75,9 @@ def user_inputs(layout: RunLayout, names: list[str], day: str, mv: str | None, i
     for s in snaps:
         pos = {e: i for i, e in enumerate(s["entity_id"].to_pylist())}
         parts.append(vectors_of(s, len(s["vector"][0]))[[pos[e] for e in ids]])
-    first = snaps[0].take(pa.array([{e: i for i, e in enumerate(snaps[0]["entity_id"].to_pylist())}[e] for e in ids],
-                                    pa.int64()))
+    first = snaps[0].take(
+        pa.array([{e: i for i, e in enumerate(snaps[0]["entity_id"].to_pylist())}[e] for e in ids], pa.int64())
+    )
     return ids, np.concatenate(parts, axis=1).astype(np.float32), first
 
 
@@ -107,8 +109,12 @@ def _log_facts(layout: RunLayout, days: list[str], task: str):
 
 
 def run_query_retrieval(
-    run_root: str | Path, ds: str, split: dict[str, list[str]], cfg: RetrievalConfig,
-    *, expect_model_version: str | None = None,
+    run_root: str | Path,
+    ds: str,
+    split: dict[str, list[str]],
+    cfg: RetrievalConfig,
+    *,
+    expect_model_version: str | None = None,
 ) -> IndexManifest:
     """Train, publish, evaluate and (gated) promote; returns the new version's manifest
     (``quality.promoted`` False when the gate refused: the caller raises)."""
@@ -175,14 +181,15 @@ def run_query_retrieval(
 
     # 1. training pairs, point in time
     pos_train = logt.filter(pc.and_(positive, pc.is_in(logt["ds"], pa.array(train_days))))
-    vecs, present = join_representations(pos_train, {n: layout.table(n) for n in qcfg.inputs},
-                                         expect_model_version=mv)
+    vecs, present = join_representations(pos_train, {n: layout.table(n) for n in qcfg.inputs}, expect_model_version=mv)
     ok = np.logical_and.reduce([present[n] for n in qcfg.inputs])
     rows = np.array([irow.get(i, -1) for i in pos_train["item_id"].to_pylist()], dtype=np.int64)
     ok &= rows >= 0
     if ok.sum() < 2:
-        raise TooLittleData(f"query tower: {int(ok.sum())} training positive(s) with user vectors on {train_days[0]}.."
-                          f"{train_days[-1]}; need at least 2")
+        raise TooLittleData(
+            f"query tower: {int(ok.sum())} training positive(s) with user vectors on {train_days[0]}.."
+            f"{train_days[-1]}; need at least 2"
+        )
     x = np.concatenate([vecs[n][ok] for n in qcfg.inputs], axis=1)
 
     # validation: user state the day before the valid days, targets on the valid days
@@ -200,15 +207,26 @@ def run_query_retrieval(
         return score(ranked, users, v_tgt, [k])["recall"].get(str(k), 0.0)
 
     fit = train_query_tower(
-        x, rows[ok], item_vecs, hidden=qcfg.hidden, epochs=qcfg.epochs, batch_size=qcfg.batch_size, lr=qcfg.lr,
-        temperature=qcfg.temperature, random_negatives=qcfg.random_negatives, logq=qcfg.logq, seed=qcfg.seed,
-        evaluate=evaluate if v_keep else None, patience=qcfg.patience,
+        x,
+        rows[ok],
+        item_vecs,
+        hidden=qcfg.hidden,
+        epochs=qcfg.epochs,
+        batch_size=qcfg.batch_size,
+        lr=qcfg.lr,
+        temperature=qcfg.temperature,
+        random_negatives=qcfg.random_negatives,
+        logq=qcfg.logq,
+        seed=qcfg.seed,
+        evaluate=evaluate if v_keep else None,
+        patience=qcfg.patience,
     )
     log.info("query tower: %d positives, epoch %d chosen (%s)", int(ok.sum()), fit.epochs, fit.history[-1])
 
     # 2. publish user_query for q_day and ds
-    props = TableProperties(dim=item_vecs.shape[1], normalisation="none", source_checkpoint=mv,
-                            config_hash=config_hash(qcfg))
+    props = TableProperties(
+        dim=item_vecs.shape[1], normalisation="none", source_checkpoint=mv, config_hash=config_hash(qcfg)
+    )
     layer = "query_tower[" + "+".join(qcfg.inputs) + "]"
     qpath = layout.table(QUERY_TABLE)
     versions = {}
@@ -217,25 +235,47 @@ def run_query_retrieval(
         if len(ids) == 0:
             raise SourceError(f"{[str(layout.table(n)) for n in qcfg.inputs]}: no user vectors as of {day}")
         qv = fit.tower.encode(xd)
-        tbl = pa.table({
-            "entity_id": pa.array(ids.tolist(), pa.string()),
-            "ds": pa.array([day] * len(ids), pa.string()),
-            "model_version": pa.array([mv] * len(ids), pa.string()),
-            "layer": pa.array([layer] * len(ids), pa.string()),
-            "vector": pa.FixedSizeListArray.from_arrays(pa.array(qv.reshape(-1), pa.float32()), qv.shape[1]),
-            "updated_at": first["updated_at"].cast(pa.timestamp("us", tz="UTC")),
-            "sample_count": first["sample_count"],
-        })
+        tbl = pa.table(
+            {
+                "entity_id": pa.array(ids.tolist(), pa.string()),
+                "ds": pa.array([day] * len(ids), pa.string()),
+                "model_version": pa.array([mv] * len(ids), pa.string()),
+                "layer": pa.array([layer] * len(ids), pa.string()),
+                "vector": pa.FixedSizeListArray.from_arrays(pa.array(qv.reshape(-1), pa.float32()), qv.shape[1]),
+                "updated_at": first["updated_at"].cast(pa.timestamp("us", tz="UTC")),
+                "sample_count": first["sample_count"],
+            }
+        )
         versions[day] = publish(qpath, QUERY_TABLE, day, tbl, props, write_path="arrow")
     table_version = delta_io.open_table(qpath).version()
 
     # 3. quality on h, from the table as published
     seen_h = seen_before(h)
-    quality = evaluate_on_day(layout, h, q_day, mv, exact, set(irow), seen_h, targets_on([h], seen_h),
-                              logt, positive, gcfg.k, cfg, table_version)
-    quality = quality.model_copy(update={"tower": {
-        "inputs": "+".join(qcfg.inputs), "epochs": fit.epochs, "positives": int(ok.sum()),
-        "valid_recall": round(float(fit.history[fit.epochs - 1].get("valid", float("nan"))), 6)}})
+    quality = evaluate_on_day(
+        layout,
+        h,
+        q_day,
+        mv,
+        exact,
+        set(irow),
+        seen_h,
+        targets_on([h], seen_h),
+        logt,
+        positive,
+        gcfg.k,
+        cfg,
+        table_version,
+    )
+    quality = quality.model_copy(
+        update={
+            "tower": {
+                "inputs": "+".join(qcfg.inputs),
+                "epochs": fit.epochs,
+                "positives": int(ok.sum()),
+                "valid_recall": round(float(fit.history[fit.epochs - 1].get("valid", float("nan"))), 6),
+            }
+        }
+    )
 
     # 4. the paired index, gated promotion
     _, q_ds_tbl = _snapshot(qpath, ds, mv, inclusive=True)
@@ -243,16 +283,43 @@ def run_query_retrieval(
     quality = quality.model_copy(update={"tower": {**quality.tower, "popularity_column": int(qcfg.popularity_column)}})
 
     def complete(m: IndexManifest) -> IndexManifest:
-        return m.model_copy(update={"query_table": QUERY_TABLE, "query_model_version": mv, "query_ds": ds,
-                                    "query_table_version": table_version, "quality": gate.decide(quality, gcfg)})
+        return m.model_copy(
+            update={
+                "query_table": QUERY_TABLE,
+                "query_model_version": mv,
+                "query_ds": ds,
+                "query_table_version": table_version,
+                "quality": gate.decide(quality, gcfg),
+            }
+        )
 
-    return build_index(item_path, ds, layout.indexes, cfg.model_copy(update={"query_table": QUERY_TABLE}),
-                       queries=queries if len(queries) >= 20 else None, expect_model_version=mv, decide=complete,
-                       augment=lambda ids, v: with_popularity(ids, v, ds))
+    return build_index(
+        item_path,
+        ds,
+        layout.indexes,
+        cfg.model_copy(update={"query_table": QUERY_TABLE}),
+        queries=queries if len(queries) >= 20 else None,
+        expect_model_version=mv,
+        decide=complete,
+        augment=lambda ids, v: with_popularity(ids, v, ds),
+    )
 
 
-def evaluate_on_day(layout: RunLayout, h: str, q_day: str, mv: str, exact, catalogue: set, seen: dict, tgt: dict,
-                    logt, positive, k: int, cfg: RetrievalConfig, table_version: int) -> RetrievalQuality:
+def evaluate_on_day(
+    layout: RunLayout,
+    h: str,
+    q_day: str,
+    mv: str,
+    exact,
+    catalogue: set,
+    seen: dict,
+    tgt: dict,
+    logt,
+    positive,
+    k: int,
+    cfg: RetrievalConfig,
+    table_version: int,
+) -> RetrievalQuality:
     """The new version (``user_query`` at ``q_day``), popularity and the live version on day ``h``."""
     ks = sorted({10, 50, 100, k})
     qpath = layout.table(QUERY_TABLE)
@@ -261,8 +328,9 @@ def evaluate_on_day(layout: RunLayout, h: str, q_day: str, mv: str, exact, catal
     keep = [j for j, u in enumerate(ids) if tgt.get(u)]
     users = [ids[j] for j in keep]
     qv = vectors_of(snap, len(snap["vector"][0]))[keep] if keep else np.zeros((0, 1), np.float32)
-    out = RetrievalQuality(held_out_day=h, query_ds=q_day, query_table_version=table_version, users=len(users),
-                           gate_k=k)
+    out = RetrievalQuality(
+        held_out_day=h, query_ds=q_day, query_table_version=table_version, users=len(users), gate_k=k
+    )
     if not users:
         return out
     new_ranked = rank_item_ids(exact, qv, users, seen, max(ks))
@@ -280,11 +348,17 @@ def evaluate_on_day(layout: RunLayout, h: str, q_day: str, mv: str, exact, catal
     diff = [_user_recall(a, tgt[u], k) - _user_recall(b, tgt[u], k) for a, b, u in zip(new_ranked, pop_ranked, users)]
     se = float(np.std(diff, ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else None
     live = _live_recall(layout, h, seen, tgt, ks, cfg)
-    return out.model_copy(update={
-        "recall_at_k": _r(new["recall"]), "ndcg_at_k": _r(new["ndcg"]),
-        "popularity_recall_at_k": _r(pop["recall"]), "popularity_ndcg_at_k": _r(pop["ndcg"]),
-        "popularity_diff_se": None if se is None else round(se, 6),
-        "live_version": live[0], "live_recall_at_k": live[1]})
+    return out.model_copy(
+        update={
+            "recall_at_k": _r(new["recall"]),
+            "ndcg_at_k": _r(new["ndcg"]),
+            "popularity_recall_at_k": _r(pop["recall"]),
+            "popularity_ndcg_at_k": _r(pop["ndcg"]),
+            "popularity_diff_se": None if se is None else round(se, 6),
+            "live_version": live[0],
+            "live_recall_at_k": live[1],
+        }
+    )
 
 
 def _user_recall(ranked: list, targets: set, k: int) -> float:
@@ -327,4 +401,3 @@ def _live_recall(layout: RunLayout, h: str, seen: dict, tgt: dict, ks, cfg) -> t
         return store.search(loaded, q, min(fetch, loaded.manifest.num_items))[0]
 
     return live, _r(score(rank_item_ids(search, qv, users, seen, max(ks)), users, tgt, ks)["recall"])
-

@@ -20,9 +20,7 @@ import faiss
 import numpy as np
 
 
-def rank_scores(
-    scores: np.ndarray, k: int, exclude: Sequence[Iterable[int]] | None = None
-) -> np.ndarray:
+def rank_scores(scores: np.ndarray, k: int, exclude: Sequence[Iterable[int]] | None = None) -> np.ndarray:
     """Top-``k`` column indices of ``scores`` [U, N] per row (descending), with the
     columns in ``exclude[u]`` pushed out of row u: (U, k) int64."""
     s = np.array(scores, dtype=np.float32, copy=True)
@@ -38,7 +36,10 @@ def rank_scores(
 
 
 def search_topk(
-    queries: np.ndarray, items: np.ndarray, k: int, exclude: Sequence[Iterable[int]] | None = None,
+    queries: np.ndarray,
+    items: np.ndarray,
+    k: int,
+    exclude: Sequence[Iterable[int]] | None = None,
     chunk: int = 2048,
 ) -> np.ndarray:
     """Exact inner-product top-``k`` item rows per query (queries [U, d], items [N, d]) with
@@ -50,7 +51,7 @@ def search_topk(
     index.add(np.ascontiguousarray(items, dtype=np.float32))
     out = np.full((queries.shape[0], min(k, n)), -1, dtype=np.int64)
     for a in range(0, queries.shape[0], chunk):
-        _, rows = index.search(np.ascontiguousarray(queries[a:a + chunk], dtype=np.float32), fetch)
+        _, rows = index.search(np.ascontiguousarray(queries[a : a + chunk], dtype=np.float32), fetch)
         for j, row in enumerate(rows):
             u = a + j
             ban = set(exclude[u]) if exclude is not None else ()
@@ -80,8 +81,11 @@ def recall_ndcg(
             ndcg[k] += (h * discounts[: len(h)]).sum() / discounts[: min(len(pos), k)].sum()
     if users == 0:
         return {"recall": {}, "ndcg": {}, "users": 0}
-    return {"recall": {str(k): rec[k] / users for k in k_values},
-            "ndcg": {str(k): ndcg[k] / users for k in k_values}, "users": users}
+    return {
+        "recall": {str(k): rec[k] / users for k in k_values},
+        "ndcg": {str(k): ndcg[k] / users for k in k_values},
+        "users": users,
+    }
 
 
 def popularity_ranking(counts: Mapping[int, int] | Counter, num_items: int) -> np.ndarray:
@@ -92,9 +96,7 @@ def popularity_ranking(counts: Mapping[int, int] | Counter, num_items: int) -> n
     return np.lexsort((np.arange(num_items), -c))
 
 
-def popularity_topk(
-    order: np.ndarray, k: int, exclude: Sequence[Iterable[int]]
-) -> np.ndarray:
+def popularity_topk(order: np.ndarray, k: int, exclude: Sequence[Iterable[int]]) -> np.ndarray:
     """The same popularity order for every user, minus that user's excluded rows: (U, k)."""
     out = np.full((len(exclude), min(k, len(order))), -1, dtype=np.int64)
     for u, ban in enumerate(exclude):

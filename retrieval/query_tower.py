@@ -53,7 +53,7 @@ class QueryTower(nn.Module):
     def encode(self, x: np.ndarray, batch: int = 8192) -> np.ndarray:
         """Query vectors (n, d_item) float32 for inputs (n, d_in)."""
         self.eval()
-        out = [self(torch.as_tensor(x[a:a + batch], dtype=torch.float32)).numpy() for a in range(0, len(x), batch)]
+        out = [self(torch.as_tensor(x[a : a + batch], dtype=torch.float32)).numpy() for a in range(0, len(x), batch)]
         return np.concatenate(out) if out else np.zeros((0, self.item_dim), np.float32)
 
 
@@ -136,14 +136,42 @@ def train_query_tower(
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return _fit(x, item_rows, item_vecs, hidden, epochs, batch_size, lr, weight_decay, temperature,
-                    random_negatives, logq, seed, evaluate, patience)
+        return _fit(
+            x,
+            item_rows,
+            item_vecs,
+            hidden,
+            epochs,
+            batch_size,
+            lr,
+            weight_decay,
+            temperature,
+            random_negatives,
+            logq,
+            seed,
+            evaluate,
+            patience,
+        )
     finally:
         torch.set_num_threads(threads)
 
 
-def _fit(x, item_rows, item_vecs, hidden, epochs, batch_size, lr, weight_decay, temperature, random_negatives, logq,
-         seed, evaluate, patience) -> TowerFit:
+def _fit(
+    x,
+    item_rows,
+    item_vecs,
+    hidden,
+    epochs,
+    batch_size,
+    lr,
+    weight_decay,
+    temperature,
+    random_negatives,
+    logq,
+    seed,
+    evaluate,
+    patience,
+) -> TowerFit:
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     tower = QueryTower(x.shape[1], item_vecs.shape[1], hidden)
@@ -161,14 +189,20 @@ def _fit(x, item_rows, item_vecs, hidden, epochs, batch_size, lr, weight_decay, 
         order = torch.randperm(len(xs), generator=g)
         total = 0.0
         for a in range(0, len(order), batch_size):
-            idx = order[a:a + batch_size]
+            idx = order[a : a + batch_size]
             if len(idx) < 2:
                 continue
             b_items = rows[idx]
             rand = torch.randint(0, n_items, (random_negatives,), generator=g) if random_negatives else None
             loss = sampled_softmax_loss(
-                tower(xs[idx]), b_items, vecs[b_items], log_p[b_items] if logq else None, temperature,
-                rand, vecs[rand] if rand is not None else None, -math.log(n_items) if rand is not None else None,
+                tower(xs[idx]),
+                b_items,
+                vecs[b_items],
+                log_p[b_items] if logq else None,
+                temperature,
+                rand,
+                vecs[rand] if rand is not None else None,
+                -math.log(n_items) if rand is not None else None,
             )
             opt.zero_grad()
             loss.backward()

@@ -47,7 +47,12 @@ def run_retrieval(
         else:
             log.warning("%s: no day <= %s; sampling item queries instead", qpath, ds)
     return build_index(
-        layout.table(cfg.source_table), ds, layout.indexes, cfg, queries=queries, future=future,
+        layout.table(cfg.source_table),
+        ds,
+        layout.indexes,
+        cfg,
+        queries=queries,
+        future=future,
         expect_model_version=expect_model_version,
     )
 

@@ -51,9 +51,16 @@ class RetrievalServer:
         self.socket = socket.create_server((host, port), backlog=1024)  # bound now: port 0 picks a free port
         self.server_address = self.socket.getsockname()[:2]
         config = uvicorn.Config(
-            self.app, interface="asgi3", http=protocol_class(cfg, self.metrics), lifespan="off",
-            access_log=False, log_config=None, proxy_headers=False, server_header=False,
-            timeout_keep_alive=cfg.idle_timeout_s, timeout_graceful_shutdown=cfg.graceful_shutdown_s,
+            self.app,
+            interface="asgi3",
+            http=protocol_class(cfg, self.metrics),
+            lifespan="off",
+            access_log=False,
+            log_config=None,
+            proxy_headers=False,
+            server_header=False,
+            timeout_keep_alive=cfg.idle_timeout_s,
+            timeout_graceful_shutdown=cfg.graceful_shutdown_s,
         )
         self.server = uvicorn.Server(config)
         self._thread: threading.Thread | None = None

@@ -84,7 +84,9 @@ def check_vectors(ids: np.ndarray, vectors: np.ndarray, where: str, *, cosine: b
     if cosine:
         zero = np.linalg.norm(vectors, axis=1) == 0
         if zero.any():
-            raise SourceError(f"{where}: metric cosine but {int(zero.sum())} zero vector(s): ids {_examples(ids[zero])}")
+            raise SourceError(
+                f"{where}: metric cosine but {int(zero.sum())} zero vector(s): ids {_examples(ids[zero])}"
+            )
 
 
 def read_snapshot(table_path: str | Path, ds: str | None = None, *, cosine: bool = False) -> Snapshot:

@@ -25,8 +25,12 @@ class S3:
         """Create bucket ``name``; returns ``s3://name``."""
         from pyarrow import fs
 
-        create = fs.S3FileSystem(endpoint_override=self.endpoint.split("://")[1], scheme="http",
-                                 region="us-east-1", allow_bucket_creation=True)
+        create = fs.S3FileSystem(
+            endpoint_override=self.endpoint.split("://")[1],
+            scheme="http",
+            region="us-east-1",
+            allow_bucket_creation=True,
+        )
         create.create_dir(name)
         return f"s3://{name}"
 
@@ -60,8 +64,9 @@ def start_s3():
 
     port = _free_port()
     exe = Path(sys.executable).with_name("moto_server")
-    proc = subprocess.Popen([str(exe), "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [str(exe), "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.monotonic() + 30
     while True:
         try:

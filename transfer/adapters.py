@@ -67,7 +67,9 @@ class GateAdapter(nn.Module):
         if emb.dim() == 2:
             return emb * g.flatten(1)
         if emb.shape[1:] != g.shape[1:]:
-            raise ValueError(f"embeddings {tuple(emb.shape)} do not match the gate's [B, {self.num_fields}, {self.emb_dim}]")
+            raise ValueError(
+                f"embeddings {tuple(emb.shape)} do not match the gate's [B, {self.num_fields}, {self.emb_dim}]"
+            )
         return emb * g
 
 
@@ -85,5 +87,7 @@ class CrossedEmbeddingToken(nn.Module):
 
     def forward(self, z_u: torch.Tensor, z_i: torch.Tensor) -> torch.Tensor:
         if z_u.shape != z_i.shape or z_u.shape[-1] != self.dim:
-            raise ValueError(f"crossed token needs z_u, z_i of shape [B, {self.dim}], got {tuple(z_u.shape)} and {tuple(z_i.shape)}")
+            raise ValueError(
+                f"crossed token needs z_u, z_i of shape [B, {self.dim}], got {tuple(z_u.shape)} and {tuple(z_i.shape)}"
+            )
         return self.proj(z_u * z_i)

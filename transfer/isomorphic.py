@@ -57,7 +57,9 @@ def isomorphic_from_checkpoint(loaded: LoadedModel, k: int, num_tasks: int | Non
     model = IsomorphicRanker(fresh, num_tasks or len(src.tasks))
     n_layers = len(src.branches["ad"].cross) + len(src.branches["ad"].mlp)
     if not 0 <= k <= n_layers:
-        raise ValueError(f"k={k}: the foundation model has {n_layers} interaction layers (cross + mlp), k must be 0..{n_layers}")
+        raise ValueError(
+            f"k={k}: the foundation model has {n_layers} interaction layers (cross + mlp), k must be 0..{n_layers}"
+        )
     fresh.embeddings.load_state_dict(src.embeddings.state_dict())
     if k >= 1:
         fresh.user_tower.load_state_dict(src.user_tower.state_dict())

@@ -88,7 +88,9 @@ def join_representations(
             snap = read_asof(path, group[0], expect_dim=want, expect_model_version=expect_model_version)
             if not snap.num_rows:
                 continue
-            rows = np.flatnonzero(pc.is_in(samples[ds_column], value_set=pa.array(group)).to_numpy(zero_copy_only=False))
+            rows = np.flatnonzero(
+                pc.is_in(samples[ds_column], value_set=pa.array(group)).to_numpy(zero_copy_only=False)
+            )
             ids = samples[key].take(pa.array(rows))
             idx = pc.index_in(ids, value_set=snap["entity_id"])
             found = idx.is_valid().to_numpy(zero_copy_only=False)

@@ -30,6 +30,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from contracts import REPRESENTATION_TABLES, RunLayout, TableProperties
+
 # The daily job's own cutoff, normalisation and weighted segment sum: one formula, not two.
 from extract.aggregate import cutoff_seconds
 from extract.aggregate_arrow import normalise, segment_sum
@@ -129,14 +130,21 @@ def publish_layer_tables(
     norm = normalisation or (base.normalisation if base else "l2")
     chash = hashlib.sha256(f"layers|{tau}|{norm}|{cr_samples}".encode()).hexdigest()[:16]
 
-    todo = {l: [d for d in days if not all(already_published(layer_root(run_root, l) / "tables" / n, n, mv, d)
-                                           for n in CR_TABLES)] for l in layers}
+    todo = {
+        l: [
+            d
+            for d in days
+            if not all(already_published(layer_root(run_root, l) / "tables" / n, n, mv, d) for n in CR_TABLES)
+        ]
+        for l in layers
+    }
     todo = {l: ds_ for l, ds_ in todo.items() if ds_}
     side = layout.root / LAYERS_DIR / LAYER_SAMPLES_DIR
     lacking = [l for l in todo if any(_read_layer(layout.samples(d), l) is None for d in log_d[:1])]
     if lacking:
-        extract_days(checkpoint, layout.log, log_d, {x: side / f"ds={x}" for x in log_d},
-                     ExtractConfig(layers=list(lacking)))
+        extract_days(
+            checkpoint, layout.log, log_d, {x: side / f"ds={x}" for x in log_d}, ExtractConfig(layers=list(lacking))
+        )
     for layer, snap_days in todo.items():
         src = side if layer in lacking else layout.samples(log_d[0]).parent
         parts = []
@@ -147,26 +155,32 @@ def publish_layer_tables(
             parts.append(got[0].rename_columns(["user_id", "item_id", "event_time", "cr"]))
         rows = pa.concat_tables(parts)
         t = rows["event_time"].cast(pa.int64()).to_numpy().astype(np.float64) / 1e6
-        v = np.asarray(rows["cr"].combine_chunks().flatten().to_numpy(zero_copy_only=False),
-                       np.float32).reshape(len(t), -1)
+        v = np.asarray(rows["cr"].combine_chunks().flatten().to_numpy(zero_copy_only=False), np.float32).reshape(
+            len(t), -1
+        )
         if v.shape[1] != valid[layer]:
             raise ValueError(f"layer {layer}: samples of width {v.shape[1]}, the manifest says {valid[layer]}")
-        props = TableProperties(dim=v.shape[1], normalisation=norm, source_checkpoint=mv, config_hash=chash,
-                                tau_seconds=tau)
+        props = TableProperties(
+            dim=v.shape[1], normalisation=norm, source_checkpoint=mv, config_hash=chash, tau_seconds=tau
+        )
         for d in snap_days:
             for name, key in CR_TABLES.items():
-                ents, s, n, last = decayed_snapshot(rows[key].to_numpy(zero_copy_only=False), t, v, cutoff_seconds(d), tau)
+                ents, s, n, last = decayed_snapshot(
+                    rows[key].to_numpy(zero_copy_only=False), t, v, cutoff_seconds(d), tau
+                )
                 schema = REPRESENTATION_TABLES[name].arrow_schema(v.shape[1])
                 vec = lambda x: pa.FixedSizeListArray.from_arrays(pa.array(x.astype(np.float32).ravel()), x.shape[1])  # noqa: E731
-                data = pa.table({
-                    "entity_id": pa.array(ents.astype(str)),
-                    "ds": pa.array([d] * len(ents)),
-                    "model_version": pa.array([mv] * len(ents)),
-                    "layer": pa.array([layer] * len(ents)),
-                    "vector": vec(normalise(s, norm)),
-                    "updated_at": pa.array((last * 1e6).round().astype(np.int64), pa.timestamp("us", tz="UTC")),
-                    "sample_count": pa.array(n.astype(np.int64)),
-                    "decayed_sum": vec(s),
-                })
+                data = pa.table(
+                    {
+                        "entity_id": pa.array(ents.astype(str)),
+                        "ds": pa.array([d] * len(ents)),
+                        "model_version": pa.array([mv] * len(ents)),
+                        "layer": pa.array([layer] * len(ents)),
+                        "vector": vec(normalise(s, norm)),
+                        "updated_at": pa.array((last * 1e6).round().astype(np.int64), pa.timestamp("us", tz="UTC")),
+                        "sample_count": pa.array(n.astype(np.int64)),
+                        "decayed_sum": vec(s),
+                    }
+                )
                 publish(layer_root(run_root, layer) / "tables" / name, name, d, data.cast(schema), props)
     return {l: layer_root(run_root, l) for l in layers}

@@ -37,19 +37,39 @@ def test_spec_consistency():
 
 
 def test_canonical_spec_renames_columns():
-    spec = DatasetSpec(name="x", user_id="uid", item_id="iid", event_time="ts", scenario="sc",
-                       scenarios={0: "a"}, tasks=["click"], item_features=["cat"], sequence={"item_field": "iid"})
+    spec = DatasetSpec(
+        name="x",
+        user_id="uid",
+        item_id="iid",
+        event_time="ts",
+        scenario="sc",
+        scenarios={0: "a"},
+        tasks=["click"],
+        item_features=["cat"],
+        sequence={"item_field": "iid"},
+    )
     c = spec.canonical()
     assert (c.user_id, c.item_id, c.event_time, c.sequence.item_field, c.sequence.column) == (
-        "user_id", "item_id", "event_time", "item_id", "hist_seq")
+        "user_id",
+        "item_id",
+        "event_time",
+        "item_id",
+        "hist_seq",
+    )
     assert c.categorical_columns == ["user_id", "item_id", "cat"]
 
 
 def test_manifest_compatibility_names_the_difference():
     spec = DatasetSpec(name="x", scenarios={0: "a"}, tasks=["click"], user_features=["age"]).canonical()
     m = CheckpointManifest(
-        model_version="v1", created_at="2026-01-01T00:00:00Z", dataset=spec, model_config_data={},
-        config_hash="h", data_version="log@3", vocab_sizes={}, layers=[{"name": "ad.mlp_1", "dim": 8, "kind": "CR"}],
+        model_version="v1",
+        created_at="2026-01-01T00:00:00Z",
+        dataset=spec,
+        model_config_data={},
+        config_hash="h",
+        data_version="log@3",
+        vocab_sizes={},
+        layers=[{"name": "ad.mlp_1", "dim": 8, "kind": "CR"}],
         default_cr_layer="ad.mlp_1",
     )
     other = spec.model_copy(update={"user_features": ["age", "city"], "scenarios": {0: "a", 9: "z"}})

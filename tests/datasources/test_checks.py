@@ -19,8 +19,16 @@ from datasources import (
 from datasources.sequences import SequenceState
 
 T0 = 1_772_323_200  # 2026-03-01 00:00 UTC
-SPEC = DatasetSpec(name="t", user_id="uid", item_id="ad", event_time="ts", scenario="pl", scenarios={0: "a", 1: "b"},
-                   tasks=["click", "conv"], user_features=["zip"])
+SPEC = DatasetSpec(
+    name="t",
+    user_id="uid",
+    item_id="ad",
+    event_time="ts",
+    scenario="pl",
+    scenarios={0: "a", 1: "b"},
+    tasks=["click", "conv"],
+    user_features=["zip"],
+)
 HEADER = "uid,ad,ts,pl,click,conv,zip\n"
 
 
@@ -55,11 +63,15 @@ def test_timestamp_unit_detected(scale):
 
 
 def test_implausible_and_mixed_unit_timestamps_are_refused():
-    with pytest.raises(InputError, match=r"'ts' \(spec key event_time\) row 0: value 5: integer timestamps fit no unit"):
+    with pytest.raises(
+        InputError, match=r"'ts' \(spec key event_time\) row 0: value 5: integer timestamps fit no unit"
+    ):
         canonicalize(table(ts=pa.array([5, 6, 7, 8, 9, 10], pa.int64())), SPEC, source="f.parquet")
     mixed = [T0 + i for i in range(6)]
     mixed[4] *= 1000  # one millisecond value among seconds
-    with pytest.raises(InputError, match=r"row 4: value 1772323204000: outside the plausible range 1990-01-01..2100-01-01 read as s"):
+    with pytest.raises(
+        InputError, match=r"row 4: value 1772323204000: outside the plausible range 1990-01-01..2100-01-01 read as s"
+    ):
         canonicalize(table(ts=pa.array(mixed, pa.int64())), SPEC)
 
 
@@ -68,7 +80,9 @@ def test_future_events_fail_warn_or_drop(tmp_path):
     ts = [T0 + i for i in range(5)] + [int((now + timedelta(days=3)).timestamp())]
     p = tmp_path / "f.parquet"
     pq.write_table(table(ts=pa.array(ts, pa.int64())), p)
-    with pytest.raises(InputError, match=r"f.parquet: column 'ts' \(spec key event_time\) row 5: value \d+: in the future"):
+    with pytest.raises(
+        InputError, match=r"f.parquet: column 'ts' \(spec key event_time\) row 5: value \d+: in the future"
+    ):
         validate_source(FileSource(kind="file", path=p, spec=SPEC))
     rep = validate_source(FileSource(kind="file", path=p, spec=spec(checks={"future_events": "warn"})))
     assert [(w.check, w.count) for w in rep.warnings] == [("future_events", 1)] and rep.rows == 6
@@ -93,7 +107,9 @@ def test_exact_duplicates_dropped_with_count_or_refused(tmp_path):
 
 def test_over_long_id():
     ids = ["u1"] * 5 + ["x" * 100_000]
-    with pytest.raises(InputError, match=r"'uid' \(spec key user_id\) row 5: value 'xxx.*\(100000 chars\): longer than"):
+    with pytest.raises(
+        InputError, match=r"'uid' \(spec key user_id\) row 5: value 'xxx.*\(100000 chars\): longer than"
+    ):
         canonicalize(table(uid=pa.array(ids)), SPEC)
 
 
@@ -128,7 +144,9 @@ def test_csv_ids_as_written_null_labels_and_iso_timestamps(tmp_path):
 def test_csv_bad_number_and_bad_timestamp_are_named(tmp_path):
     with pytest.raises(InputError, match=r"log.csv: column 'pl' \(spec key scenario\) row 1: value 'x': not a number"):
         validate_source(csv_source(tmp_path, HEADER + f"a,b,{T0},0,0,,z\na,b,{T0},x,0,,z\n"))
-    with pytest.raises(InputError, match=r"column 'ts' \(spec key event_time\) row 1: value 'yesterday': not an ISO-8601"):
+    with pytest.raises(
+        InputError, match=r"column 'ts' \(spec key event_time\) row 1: value 'yesterday': not an ISO-8601"
+    ):
         validate_source(csv_source(tmp_path, HEADER + "a,b,2026-03-01,0,0,,z\na,b,yesterday,0,0,,z\n"))
 
 
@@ -157,16 +175,22 @@ def test_timezone_sets_day_boundaries_and_reads_naive_times_as_local():
 def test_spec_defaults_follow_the_specs_own_column_names():
     s = DatasetSpec(name="x", item_id="ad_id", scenarios={0: "a"}, tasks=["click"])
     assert s.sequence.item_field == "ad_id" and s.canonical().sequence.item_field == "item_id"
-    with pytest.raises(ValueError, match=r"sequence.item_field 'cat' must be the item id column 'ad_id' or one of "
-                                         r"item_features \[\]: set sequence.item_field"):
+    with pytest.raises(
+        ValueError,
+        match=r"sequence.item_field 'cat' must be the item id column 'ad_id' or one of "
+        r"item_features \[\]: set sequence.item_field",
+    ):
         DatasetSpec(name="x", item_id="ad_id", scenarios={0: "a"}, tasks=["click"], sequence={"item_field": "cat"})
 
 
 def test_multi_chunk_table_ingests_like_one_chunk(tmp_path):
     rng = np.random.default_rng(0)
     n = 3000
-    t = table(n, uid=pa.array(rng.choice([f"u{i}" for i in range(50)], n)),
-              ts=pa.array(T0 + np.sort(rng.choice(5 * 86_400, n, replace=False)), pa.int64()))
+    t = table(
+        n,
+        uid=pa.array(rng.choice([f"u{i}" for i in range(50)], n)),
+        ts=pa.array(T0 + np.sort(rng.choice(5 * 86_400, n, replace=False)), pa.int64()),
+    )
     chunked = pa.concat_tables([t.slice(i, 700) for i in range(0, n, 700)])
     assert chunked["uid"].num_chunks > 1
     assert canonicalize(chunked, SPEC).equals(canonicalize(t.combine_chunks(), SPEC))
@@ -189,8 +213,14 @@ def test_day_by_day_sequences_match_a_plain_loop():
     got = {}
     for d in range(4):
         rows = np.flatnonzero(day == d)
-        t = pa.table({"user_id": user[rows], "item_id": item[rows], "click": click[rows],
-                      "event_time": pa.array(ts[rows], pa.timestamp("us", tz="UTC"))})
+        t = pa.table(
+            {
+                "user_id": user[rows],
+                "item_id": item[rows],
+                "click": click[rows],
+                "event_time": pa.array(ts[rows], pa.timestamp("us", tz="UTC")),
+            }
+        )
         for r, seq in zip(rows, state.day_sequences(t).to_pylist()):
             got[r] = seq
     for k in range(n):

@@ -16,8 +16,17 @@ from contracts import DatasetSpec, InputError
 from datasources import FileSource, last_ingest, log_days, materialize, read_log
 
 T0 = 1_772_323_200  # 2026-03-01 00:00 UTC
-SPEC = DatasetSpec(name="t", user_id="uid", item_id="ad", event_time="ts", scenario="pl", scenarios={0: "a", 1: "b"},
-                   tasks=["click", "conv"], user_features=["zip"], sequence={"max_len": 3, "positive_task": "click"})
+SPEC = DatasetSpec(
+    name="t",
+    user_id="uid",
+    item_id="ad",
+    event_time="ts",
+    scenario="pl",
+    scenarios={0: "a", 1: "b"},
+    tasks=["click", "conv"],
+    user_features=["zip"],
+    sequence={"max_len": 3, "positive_task": "click"},
+)
 KEYS = [("user_id", "ascending"), ("event_time", "ascending"), ("item_id", "ascending")]
 
 
@@ -27,15 +36,17 @@ def day_rows(k: int, n: int = 40, seed: int | None = None) -> pa.Table:
     click = rng.integers(0, 2, n)
     conv = [None if c == 0 else int(v) for c, v in zip(click, rng.integers(0, 2, n))]
     ts = T0 + k * 86_400 + np.sort(rng.choice(86_400, n, replace=False))
-    return pa.table({
-        "uid": pa.array(rng.choice(["007", "7", "u1", "u2", "u3"], n)),
-        "ad": pa.array([f"ad{i}" for i in rng.integers(0, 12, n)]),
-        "ts": pa.array(ts, pa.int64()),
-        "pl": pa.array(rng.integers(0, 2, n), pa.int64()),
-        "click": pa.array(click, pa.int64()),
-        "conv": pa.array(conv, pa.int64()),
-        "zip": pa.array(["02139"] * n),
-    })
+    return pa.table(
+        {
+            "uid": pa.array(rng.choice(["007", "7", "u1", "u2", "u3"], n)),
+            "ad": pa.array([f"ad{i}" for i in rng.integers(0, 12, n)]),
+            "ts": pa.array(ts, pa.int64()),
+            "pl": pa.array(rng.integers(0, 2, n), pa.int64()),
+            "click": pa.array(click, pa.int64()),
+            "conv": pa.array(conv, pa.int64()),
+            "zip": pa.array(["02139"] * n),
+        }
+    )
 
 
 def write_csv(path, table: pa.Table, append: bool = False) -> None:

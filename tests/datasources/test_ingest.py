@@ -15,9 +15,18 @@ from datasources import (
 )
 from datasources.ingest import build_sequences
 
-SPEC = DatasetSpec(name="t", user_id="uid", item_id="iid", event_time="ts", scenario="scen",
-                   scenarios={1: "a", 2: "b"}, tasks=["click"], user_features=["age"], item_features=["cat"],
-                   sequence={"item_field": "iid", "max_len": 2, "positive_task": "click"})
+SPEC = DatasetSpec(
+    name="t",
+    user_id="uid",
+    item_id="iid",
+    event_time="ts",
+    scenario="scen",
+    scenarios={1: "a", 2: "b"},
+    tasks=["click"],
+    user_features=["age"],
+    item_features=["cat"],
+    sequence={"item_field": "iid", "max_len": 2, "positive_task": "click"},
+)
 
 
 T0 = 1_772_323_200  # 2026-03-01 00:00 UTC
@@ -67,9 +76,18 @@ def test_build_sequences_matches_a_plain_loop():
     "over, message",
     [
         ({"cat": None}, r"missing column\(s\) 'cat' \(spec key item_features\)"),
-        ({"ts": pa.array(["a", "b", "c", "d"])}, r"'ts' \(spec key event_time\) row 0: value 'a': not an ISO-8601 timestamp"),
-        ({"scen": pa.array([1, 2, 7, 1], pa.int32())}, r"'scen' \(spec key scenario\) row 2: value 7: unknown scenario id"),
-        ({"click": pa.array([1, 2, 0, 0], pa.int8())}, r"'click' \(spec key tasks\) row 1: value 2.0: labels must be 0, 1 or null"),
+        (
+            {"ts": pa.array(["a", "b", "c", "d"])},
+            r"'ts' \(spec key event_time\) row 0: value 'a': not an ISO-8601 timestamp",
+        ),
+        (
+            {"scen": pa.array([1, 2, 7, 1], pa.int32())},
+            r"'scen' \(spec key scenario\) row 2: value 7: unknown scenario id",
+        ),
+        (
+            {"click": pa.array([1, 2, 0, 0], pa.int8())},
+            r"'click' \(spec key tasks\) row 1: value 2.0: labels must be 0, 1 or null",
+        ),
         ({"uid": pa.array([1, None, 2, 1], pa.int64())}, r"'uid' \(spec key user_id\) row 1: value None: null id"),
         ({"iid": pa.array([1.5, 2.0, 3.0, 4.0])}, r"'iid' \(spec key item_id\): must be string or integer"),
     ],

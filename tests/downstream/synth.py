@@ -57,7 +57,10 @@ def make_run(
             {
                 "user_id": [f"u{k}" for k in u],
                 "item_id": [f"i{k}" for k in i],
-                "event_time": pa.array([t0 + timedelta(seconds=int(s)) for s in rng.integers(0, 86400, rows_per_day)], pa.timestamp("us", tz="UTC")),
+                "event_time": pa.array(
+                    [t0 + timedelta(seconds=int(s)) for s in rng.integers(0, 86400, rows_per_day)],
+                    pa.timestamp("us", tz="UTC"),
+                ),
                 "ds": [d] * rows_per_day,
                 "scenario": pa.array(rng.integers(0, 2, rows_per_day), pa.int32()),
                 "sample_type": np.where(is_ad, "ad", "content").tolist(),

@@ -21,8 +21,15 @@ def run_root(tmp_path_factory):
 def test_transfer_beats_vanilla_when_vectors_carry_the_signal(run_root, adapter, crossed):
     # the label is <p_u, q_i>: a gate alone cannot pass an interaction (see docs), the
     # concatenation or the crossed token Proj(z_u * z_i) can
-    cfg = DownstreamConfig(scenario=0, adapter=adapter, crossed_token=crossed, representations=["user_ur", "item_ir"],
-                           epochs=8, batch_size=128, seeds=[0])
+    cfg = DownstreamConfig(
+        scenario=0,
+        adapter=adapter,
+        crossed_token=crossed,
+        representations=["user_ur", "item_ir"],
+        epochs=8,
+        batch_size=128,
+        seeds=[0],
+    )
     out = train_and_evaluate(run_root / "log", run_root, cfg)
     json.dumps(out)  # JSON-able
     assert out["days"] == {"train": DAYS[:2], "valid": [DAYS[2]], "test": [DAYS[3]]}
@@ -37,8 +44,14 @@ def test_transfer_beats_vanilla_when_vectors_carry_the_signal(run_root, adapter,
 def test_cold_start_users_are_served_by_their_published_vectors(tmp_path):
     # test-day users never appear in training: their id embeddings are OOV
     make_run(tmp_path, signal="cold")
-    cfg = DownstreamConfig(scenario=1, adapter="gate_linear", representations=["user_ur", "item_ir", "user_cr"],
-                           epochs=6, batch_size=128, seeds=[0])
+    cfg = DownstreamConfig(
+        scenario=1,
+        adapter="gate_linear",
+        representations=["user_ur", "item_ir", "user_cr"],
+        epochs=6,
+        batch_size=128,
+        seeds=[0],
+    )
     out = train_and_evaluate(tmp_path / "log", tmp_path, cfg)
     van, tra = out["vanilla"]["test_auc"]["click"], out["transfer"]["test_auc"]["click"]
     assert tra > van + 0.05, (van, tra)
@@ -79,8 +92,11 @@ def test_summarise_reports_the_validation_auc_methods_are_chosen_on():
     from downstream.evaluate import summarise
     from downstream.train import FitResult
 
-    runs = [FitResult(0.61, {"click": 0.70}, 4, 2), FitResult(0.67, {"click": 0.72}, 5, 3),
-            FitResult(0.64, {"click": float("nan")}, 3, 1)]
+    runs = [
+        FitResult(0.61, {"click": 0.70}, 4, 2),
+        FitResult(0.67, {"click": 0.72}, 5, 3),
+        FitResult(0.64, {"click": float("nan")}, 3, 1),
+    ]
     s = summarise(runs, ["click"])
     assert s["valid_auc"] == pytest.approx(np.mean([0.61, 0.67, 0.64]))
     assert s["valid_auc_std"] == pytest.approx(np.std([0.61, 0.67, 0.64], ddof=1))

@@ -27,8 +27,14 @@ def _checkpoint(root, log, spec):
     torch.manual_seed(0)
     model = FoundationModel(cfg, spec, enc.vocab_sizes)
     manifest = CheckpointManifest(
-        model_version="m1", created_at=datetime.now(timezone.utc), dataset=spec, model_config_data=cfg.model_dump(),
-        config_hash="x", data_version="test", vocab_sizes=enc.vocab_sizes, layers=model.layer_infos(),
+        model_version="m1",
+        created_at=datetime.now(timezone.utc),
+        dataset=spec,
+        model_config_data=cfg.model_dump(),
+        config_hash="x",
+        data_version="test",
+        vocab_sizes=enc.vocab_sizes,
+        layers=model.layer_infos(),
         default_cr_layer=model.default_cr_layer,
     )
     return save_checkpoint(root / "checkpoints", model, enc, manifest)
@@ -38,33 +44,65 @@ def test_transfer_experiment_writes_table_and_json(tmp_path):
     log, spec = make_run(tmp_path, rows_per_day=600)
     ckpt = _checkpoint(tmp_path, log, spec)
     cfg = TransferExperimentConfig(
-        downstream=DownstreamConfig(epochs=2, batch_size=256, seeds=[0]), adapters=["linear", "gate_linear"],
-        module_k=[0, 2], workers=2,
+        downstream=DownstreamConfig(epochs=2, batch_size=256, seeds=[0]),
+        adapters=["linear", "gate_linear"],
+        module_k=[0, 2],
+        workers=2,
     )
     out = run_transfer_experiment(log, tmp_path, tmp_path / "report", cfg, checkpoint=ckpt)
     json.dumps(out)
-    for key in ("dataset", "seeds", "scenarios", "scenarios_improved", "small_scenario", "vanilla_auc", "picked_on",
-                "picked_method", "lift", "mean_picked_test_auc", "mean_vanilla_test_auc", "default_method",
-                "default_scenarios_improved", "wall_s", "valid_best_method", "upper_bound_best_on_test"):
+    for key in (
+        "dataset",
+        "seeds",
+        "scenarios",
+        "scenarios_improved",
+        "small_scenario",
+        "vanilla_auc",
+        "picked_on",
+        "picked_method",
+        "lift",
+        "mean_picked_test_auc",
+        "mean_vanilla_test_auc",
+        "default_method",
+        "default_scenarios_improved",
+        "wall_s",
+        "valid_best_method",
+        "upper_bound_best_on_test",
+    ):
         assert key in out
     assert out["picked_on"] == "valid" and out["default_method"] == "gate_linear:UR+IR+CR"
     assert out["seeds"] == [0] and sorted(out["scenarios"]) == [0, 1]
     assert out["scenarios"][0] == out["small_scenario"]  # smallest first: the headline is measured first
     methods = out["table"]["0"]["methods"]
-    assert set(methods) == {"vanilla", "linear:UR+IR+CR", "gate_linear:UR+IR+CR", "gate:UR", "gate:UR+IR",
-                            "gate:UR+IR+CR", "gate+cross:UR+IR+CR", "model:retrieval", "module:k=0", "module:k=2"}
+    assert set(methods) == {
+        "vanilla",
+        "linear:UR+IR+CR",
+        "gate_linear:UR+IR+CR",
+        "gate:UR",
+        "gate:UR+IR",
+        "gate:UR+IR+CR",
+        "gate+cross:UR+IR+CR",
+        "model:retrieval",
+        "module:k=0",
+        "module:k=2",
+    }
     assert all(not math.isnan(m["test_auc"]["click"]) and not math.isnan(m["valid_auc"]) for m in methods.values())
     # the pick is the best mean validation AUC over the seeds' cells (reference: the per-seed numbers)
     for s, row in out["table"].items():
-        means = {m: sum(c["valid_auc"] for c in v["per_seed"]) / len(v["per_seed"])
-                 for m, v in row["methods"].items() if m != "vanilla"}
+        means = {
+            m: sum(c["valid_auc"] for c in v["per_seed"]) / len(v["per_seed"])
+            for m, v in row["methods"].items()
+            if m != "vanilla"
+        }
         assert row["picked_method"] == max(means, key=means.get)
         assert out["picks"][s] == row["picked_method"]
     small = out["table"][str(out["small_scenario"])]
-    assert out["lift"] == pytest.approx(small["methods"][small["picked_method"]]["test_auc"]["click"]
-                                        - small["methods"]["vanilla"]["test_auc"]["click"])
+    assert out["lift"] == pytest.approx(
+        small["methods"][small["picked_method"]]["test_auc"]["click"] - small["methods"]["vanilla"]["test_auc"]["click"]
+    )
     assert out["mean_vanilla_test_auc"] == pytest.approx(
-        sum(r["methods"]["vanilla"]["test_auc"]["click"] for r in out["table"].values()) / 2)
+        sum(r["methods"]["vanilla"]["test_auc"]["click"] for r in out["table"].values()) / 2
+    )
     assert out["cells"]["computed"] == 2 * 10 and out["cells"]["reused"] == 0
     md = (tmp_path / "report" / "transfer.md").read_text()
     assert "| gate:UR+IR |" in md and "± " in md and "(picked)" in md and "upper bound" in md
@@ -75,8 +113,9 @@ def test_transfer_experiment_writes_table_and_json(tmp_path):
     for name in ("vanilla.*.seed0.json", "module%3Ak%3D2.*.seed0.json"):
         (cell,) = (folder / "s1").glob(name)
         cell.unlink()
-    again = run_transfer_experiment(log, tmp_path, tmp_path / "report", cfg.model_copy(update={"workers": 1}),
-                                    checkpoint=ckpt)
+    again = run_transfer_experiment(
+        log, tmp_path, tmp_path / "report", cfg.model_copy(update={"workers": 1}), checkpoint=ckpt
+    )
     assert again["cells"] == {**out["cells"], "reused": 18, "computed": 2}
     assert again["table"] == out["table"]
 
@@ -92,8 +131,11 @@ def test_selection_uses_validation_not_test():
     from downstream.selection import headline
 
     rows = {
-        "0": {"vanilla": _summary(0.60, 0.600, 0.005), "linear": _summary(0.70, 0.601, 0.005),
-              "gate": _summary(0.65, 0.700, 0.005)},
+        "0": {
+            "vanilla": _summary(0.60, 0.600, 0.005),
+            "linear": _summary(0.70, 0.601, 0.005),
+            "gate": _summary(0.65, 0.700, 0.005),
+        },
         "1": {"vanilla": _summary(0.60, 0.600), "linear": _summary(0.61, 0.650), "gate": _summary(0.62, 0.640)},
     }
     h = headline(rows, "click", "0", "gate")
@@ -123,13 +165,20 @@ def test_killed_transfer_experiment_resumes_from_finished_cells(tmp_path):
 
     make_run(tmp_path, rows_per_day=300)
     conf = tmp_path / "t.yaml"
-    conf.write_text("downstream: {epochs: 2, batch_size: 256, seeds: [0, 1]}\n"
-                    "adapters: [linear, gate_linear]\ncross_adapters: []\nmodule_k: []\nmodel_level: false\n"
-                    "workers: 1\n")
+    conf.write_text(
+        "downstream: {epochs: 2, batch_size: 256, seeds: [0, 1]}\n"
+        "adapters: [linear, gate_linear]\ncross_adapters: []\nmodule_k: []\nmodel_level: false\n"
+        "workers: 1\n"
+    )
     argv = ["transfer", "--root", str(tmp_path), "--config", str(conf), "--out", str(tmp_path / "r")]
     env = {**os.environ, "PYTHONHASHSEED": "0"}
-    proc = subprocess.Popen([sys.executable, "-m", "downstream", *argv], env=env, cwd=os.getcwd(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "downstream", *argv],
+        env=env,
+        cwd=os.getcwd(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     deadline = time.time() + 120
     cells: list = []
     while time.time() < deadline and proc.poll() is None:
@@ -162,8 +211,15 @@ def test_rankup_experiment_reports_auc_and_erank_per_layer(tmp_path, capsys):
     for key in ("dataset", "seeds", "rankmixer_auc", "rankup_auc", "rankmixer_erank_last", "rankup_erank_last"):
         assert printed[key] == out[key]
     assert out["seeds"] == [0]
-    assert set(out["variants"]) == {"rankmixer", "+permutation_split", "+multi_embedding+global", "+crossed_token",
-                                    "+task_tokens", "+preln_swiglu", "rankup"}
+    assert set(out["variants"]) == {
+        "rankmixer",
+        "+permutation_split",
+        "+multi_embedding+global",
+        "+crossed_token",
+        "+task_tokens",
+        "+preln_swiglu",
+        "rankup",
+    }
     assert list(out["variants"]["rankup"]["erank"]) == ["tokenizer", "L1.mixer", "L1.ffn", "L2.mixer", "L2.ffn"]
     # per-sample T x D matrices with T = 8: effective rank lies in [1, 8]
     assert 1 <= out["rankup_erank_last"] <= 8 and 1 <= out["rankmixer_erank_last"] <= 8
@@ -202,19 +258,45 @@ def test_experiments_use_the_given_split_not_downstream_day_counts(tmp_path, cap
     n_small = sum(1 for s in test_rows["scenario"].to_pylist() if s == small)
     assert out["table"][str(small)]["rows"]["test"] == n_small
     # the same split from date edges on the command line
-    flags = main(["transfer", "--root", str(tmp_path), "--config", str(conf), "--seeds", "1",
-                  "--valid-start", DAYS[1], "--test-start", DAYS[2]])
+    flags = main(
+        [
+            "transfer",
+            "--root",
+            str(tmp_path),
+            "--config",
+            str(conf),
+            "--seeds",
+            "1",
+            "--valid-start",
+            DAYS[1],
+            "--test-start",
+            DAYS[2],
+        ]
+    )
     assert flags["days"] == split
     ru = tmp_path / "ru.yaml"
-    ru.write_text("downstream: {epochs: 1, batch_size: 256, representations: []}\n"
-                  "model: {d_model: 16, num_tokens: 8, emb_dim: 4, crossed_token: false}\nerank_rows: 16\n")
+    ru.write_text(
+        "downstream: {epochs: 1, batch_size: 256, representations: []}\n"
+        "model: {d_model: 16, num_tokens: 8, emb_dim: 4, crossed_token: false}\nerank_rows: 16\n"
+    )
     r = main(["rankup", "--root", str(tmp_path), "--config", str(ru), "--seeds", "1"], split=split)
     assert r["rows"]["test"] == test_rows.num_rows
     with pytest.raises(ValueError, match="give both"):
         main(["transfer", "--root", str(tmp_path), "--config", str(conf), "--valid-start", DAYS[1]])
     with pytest.raises(ValueError, match="no days for"):
-        main(["transfer", "--root", str(tmp_path), "--config", str(conf), "--valid-start", DAYS[1],
-              "--test-start", "2027-01-01"])
+        main(
+            [
+                "transfer",
+                "--root",
+                str(tmp_path),
+                "--config",
+                str(conf),
+                "--valid-start",
+                DAYS[1],
+                "--test-start",
+                "2027-01-01",
+            ]
+        )
 
 
 def test_per_layer_rows_and_gate_variants(tmp_path):
@@ -222,8 +304,13 @@ def test_per_layer_rows_and_gate_variants(tmp_path):
     other = tmp_path / "layer_b"
     make_run(other, rows_per_day=10)  # publishes its own UR/IR/CR tables under other/tables
     cfg = TransferExperimentConfig(
-        downstream=DownstreamConfig(epochs=1, batch_size=256, seeds=[0]), adapters=[], cross_adapters=[],
-        module_k=[], model_level=False, scenarios=[0], workers=1,
+        downstream=DownstreamConfig(epochs=1, batch_size=256, seeds=[0]),
+        adapters=[],
+        cross_adapters=[],
+        module_k=[],
+        model_level=False,
+        scenarios=[0],
+        workers=1,
         gate_variants={"gate[cross]": {"gate_mode": "cross", "gate_zero_init": True}},
     )
     out = run_transfer_experiment(log, tmp_path, tmp_path / "r", cfg, layer_roots={"ad.cross_1": other})

@@ -27,13 +27,24 @@ def _sigmoid(x):
 @pytest.mark.parametrize("mode", ["all", "cross", "own"])
 def test_gate_modes_match_numpy(mode):
     torch.manual_seed(0)
-    m = RankingModel(VOCAB, 2, emb_dim=4, hidden=[8], rep_dims=REPS, adapter="gate", rep_norm=False,
-                     gate_mode=mode, item_fields=["item_id", "category"]).eval()
+    m = RankingModel(
+        VOCAB,
+        2,
+        emb_dim=4,
+        hidden=[8],
+        rep_dims=REPS,
+        adapter="gate",
+        rep_norm=False,
+        gate_mode=mode,
+        item_fields=["item_id", "category"],
+    ).eval()
     b = _batch()
     emb = m.embed(b).detach().numpy()  # [B, F, D]; fields: user_id, age, item_id, category
-    want = {"all": [([0, 1, 2, 3], list(REPS))],
-            "cross": [([0, 1], ["item_ir", "item_cr"]), ([2, 3], ["user_ur", "user_cr"])],
-            "own": [([0, 1], ["user_ur", "user_cr"]), ([2, 3], ["item_ir", "item_cr"])]}[mode]
+    want = {
+        "all": [([0, 1, 2, 3], list(REPS))],
+        "cross": [([0, 1], ["item_ir", "item_cr"]), ([2, 3], ["user_ur", "user_cr"])],
+        "own": [([0, 1], ["user_ur", "user_cr"]), ([2, 3], ["item_ir", "item_cr"])],
+    }[mode]
     assert m.gate_groups == want
     ref = emb.copy()
     for g, (idx, src) in zip(m.gates, want):
@@ -62,7 +73,10 @@ def test_one_side_without_vectors_falls_back_to_all():
     from downstream.model import FieldEmbedding
 
     e = FieldEmbedding(VOCAB, 4, None)
-    assert gate_groups(e, ["user_ur"], "cross", ["item_id", "category"]) == [([0, 1], ["user_ur"]), ([2, 3], ["user_ur"])]
+    assert gate_groups(e, ["user_ur"], "cross", ["item_id", "category"]) == [
+        ([0, 1], ["user_ur"]),
+        ([2, 3], ["user_ur"]),
+    ]
     with pytest.raises(ValueError, match="gate_mode"):
         gate_groups(e, ["user_ur"], "diagonal", [])
 

@@ -84,13 +84,24 @@ def _batch(B=6):
 
 @pytest.mark.parametrize(
     "cfg",
-    [RankUpConfig(), RankUpConfig(crossed_token=True), RankUpConfig.rankmixer(),
-     RankUpConfig(global_token="fm", num_embeddings=3)],
+    [
+        RankUpConfig(),
+        RankUpConfig(crossed_token=True),
+        RankUpConfig.rankmixer(),
+        RankUpConfig(global_token="fm", num_embeddings=3),
+    ],
 )
 def test_ranker_shapes_and_recorded_states(cfg):
     vocab = {"user_id": 10, "age": 4, "item_id": 12}
-    m = TokenMixerRanker(cfg, vocab, 2, user_columns=["user_id", "age"], item_columns=["item_id"],
-                         seq_field="item_id", rep_dims={"user_ur": 5, "item_ir": 5})
+    m = TokenMixerRanker(
+        cfg,
+        vocab,
+        2,
+        user_columns=["user_id", "age"],
+        item_columns=["item_id"],
+        seq_field="item_id",
+        rep_dims={"user_ur": 5, "item_ir": 5},
+    )
     m.record_states = True
     out = m(_batch())
     assert out.shape == (6, 2)
@@ -104,12 +115,25 @@ def test_bad_configs_are_clear():
     with pytest.raises(ValueError, match="divisible by num_tokens"):
         RankUpConfig(d_model=60, num_tokens=8)
     with pytest.raises(ValueError, match="crossed token needs tables"):
-        TokenMixerRanker(RankUpConfig(crossed_token=True), {"user_id": 3, "item_id": 3}, 1, user_columns=["user_id"],
-                         item_columns=["item_id"], seq_field=None, rep_dims={})
+        TokenMixerRanker(
+            RankUpConfig(crossed_token=True),
+            {"user_id": 3, "item_id": 3},
+            1,
+            user_columns=["user_id"],
+            item_columns=["item_id"],
+            seq_field=None,
+            rep_dims={},
+        )
     with pytest.raises(ValueError, match="leaves no feature token"):
-        TokenMixerRanker(RankUpConfig(num_tokens=4, d_model=8, crossed_token=True), {"user_id": 3, "item_id": 3}, 3,
-                         user_columns=["user_id"], item_columns=["item_id"], seq_field=None,
-                         rep_dims={"user_ur": 2, "item_ir": 2})
+        TokenMixerRanker(
+            RankUpConfig(num_tokens=4, d_model=8, crossed_token=True),
+            {"user_id": 3, "item_id": 3},
+            3,
+            user_columns=["user_id"],
+            item_columns=["item_id"],
+            seq_field=None,
+            rep_dims={"user_ur": 2, "item_ir": 2},
+        )
 
 
 def _np(t):
@@ -166,8 +190,15 @@ def test_global_sfg_needs_an_interaction():
 
 def _ranker(cfg, tasks=2):
     vocab = {"user_id": 10, "age": 4, "item_id": 12}
-    return TokenMixerRanker(cfg, vocab, tasks, user_columns=["user_id", "age"], item_columns=["item_id"],
-                            seq_field="item_id", rep_dims={"user_ur": 5, "item_ir": 5})
+    return TokenMixerRanker(
+        cfg,
+        vocab,
+        tasks,
+        user_columns=["user_id", "age"],
+        item_columns=["item_id"],
+        seq_field="item_id",
+        rep_dims={"user_ur": 5, "item_ir": 5},
+    )
 
 
 def test_head_k_reads_task_token_k():
@@ -191,7 +222,9 @@ def test_head_k_reads_task_token_k():
     for k, tower in enumerate(m.towers):
         inp = np.concatenate([_np(task[:, k]), _np(pooled)], 1)
         h = np.maximum(inp @ _np(tower[0].weight).T + _np(tower[0].bias), 0)
-        np.testing.assert_allclose(_np(base[:, k]), h @ _np(tower[2].weight)[0] + _np(tower[2].bias)[0], rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(
+            _np(base[:, k]), h @ _np(tower[2].weight)[0] + _np(tower[2].bias)[0], rtol=1e-5, atol=1e-5
+        )
 
 
 @pytest.mark.parametrize("kind", ["fwfm", "dcnv2"])
@@ -210,9 +243,24 @@ def test_defaults_study_runs_on_a_run_root(tmp_path, capsys):
     from tests.downstream.synth import make_run
 
     make_run(tmp_path, rows_per_day=300)
-    res = study(["--root", str(tmp_path), "--valid-start", "2026-01-04", "--test-start", "2026-01-05",
-                 "--seeds", "1", "--epochs", "1", "--erank-rows", "64",
-                 "--variant", 'crossed={"crossed_token": true, "lr": 0.001}'])
+    res = study(
+        [
+            "--root",
+            str(tmp_path),
+            "--valid-start",
+            "2026-01-04",
+            "--test-start",
+            "2026-01-05",
+            "--seeds",
+            "1",
+            "--epochs",
+            "1",
+            "--erank-rows",
+            "64",
+            "--variant",
+            'crossed={"crossed_token": true, "lr": 0.001}',
+        ]
+    )
     last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert set(last) == {"rankmixer", "rankup", "crossed"} == set(res)
     for r in last.values():

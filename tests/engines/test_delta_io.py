@@ -15,7 +15,9 @@ SCHEMA = pa.schema([pa.field("k", pa.string()), pa.field("v", pa.int64()), pa.fi
 
 
 def day(ds: str, n: int, start: int = 0) -> pa.Table:
-    return pa.table({"k": [f"k{i}" for i in range(start, start + n)], "v": list(range(n)), "ds": [ds] * n}, schema=SCHEMA)
+    return pa.table(
+        {"k": [f"k{i}" for i in range(start, start + n)], "v": list(range(n)), "ds": [ds] * n}, schema=SCHEMA
+    )
 
 
 def stage(root, ds: str, name: str, n: int):

@@ -58,8 +58,11 @@ def test_credentials_in_the_config_are_refused_and_not_echoed():
 
 
 def test_uris_are_normalised_and_gs_az_accepted():
-    cfg = storage.ObjectStoreConfig(tables_uri="s3://lfm/p/tables/", index_uri="gs://b/idx",
-                                    options={"aws_region": "us-east-1", "aws_allow_http": True})
+    cfg = storage.ObjectStoreConfig(
+        tables_uri="s3://lfm/p/tables/",
+        index_uri="gs://b/idx",
+        options={"aws_region": "us-east-1", "aws_allow_http": True},
+    )
     assert cfg.tables_uri == "s3://lfm/p/tables" and cfg.index_uri == "gs://b/idx"
     assert cfg.options == {"AWS_REGION": "us-east-1", "AWS_ALLOW_HTTP": "true"}
     assert storage.ObjectStoreConfig(tables_uri="abfss://c@acct.dfs.core.windows.net/t").enabled
@@ -83,8 +86,9 @@ def test_delta_on_s3_matches_local(bucket, tmp_path):
     remote, local = f"{bucket}/t1", tmp_path / "t1"
     for i, d in enumerate(DAYS):
         for path in (remote, local):
-            v = delta_io.replace_day(path, day(d, 50 + i, i), d, configuration={"lfm4ads.dim": "1"},
-                                     app_id=f"job:{d}", app_version=7)
+            v = delta_io.replace_day(
+                path, day(d, 50 + i, i), d, configuration={"lfm4ads.dim": "1"}, app_id=f"job:{d}", app_version=7
+            )
     delta_io.replace_day(remote, day(DAYS[0], 10, 9), DAYS[0])  # a partition replace
     delta_io.replace_day(local, day(DAYS[0], 10, 9), DAYS[0])
     assert delta_io.exists(remote) and v == delta_io.open_table(local).version() - 1
@@ -101,7 +105,8 @@ def test_delta_on_s3_matches_local(bucket, tmp_path):
     assert uris and all(Path(u).is_file() for u in uris)
     copy = pa.concat_tables([pq.read_table(u) for u in uris])
     assert copy.num_rows == 51 and sorted(copy["entity_id"].to_pylist()) == sorted(
-        delta_io.read_days(remote, [DAYS[1]])["entity_id"].to_pylist())
+        delta_io.read_days(remote, [DAYS[1]])["entity_id"].to_pylist()
+    )
     # maintenance through the same options: two small files of one day become one, rows unchanged
     from deltalake import write_deltalake
 
@@ -165,18 +170,29 @@ def test_two_concurrent_writers_lose_no_commit(bucket):
 
 # --- index versions ------------------------------------------------------------------
 def _publish_index(root: Path, n: int, seed: int) -> str:
-    from contracts import IndexManifest
     from datetime import datetime, timezone
 
+    from contracts import IndexManifest
     from retrieval import store
 
     x = np.random.default_rng(seed).normal(size=(n, 8)).astype(np.float32)
     index = faiss.IndexFlatIP(8)
     index.add(x)
     version = store.new_version("2026-01-01")
-    m = IndexManifest(version=version, created_at=datetime.now(timezone.utc), source_table="item_ir",
-                      source_table_version=1, ds="2026-01-01", model_version="m", metric="ip", factory="Flat",
-                      params={}, num_items=n, dim=8, recall_at_k={"10": 1.0})
+    m = IndexManifest(
+        version=version,
+        created_at=datetime.now(timezone.utc),
+        source_table="item_ir",
+        source_table_version=1,
+        ds="2026-01-01",
+        model_version="m",
+        metric="ip",
+        factory="Flat",
+        params={},
+        num_items=n,
+        dim=8,
+        recall_at_k={"10": 1.0},
+    )
     tmp = store.temp_dir(root)
     store.write_index_file(tmp, index)
     store.write_meta(tmp, np.array([f"i{i}" for i in range(n)], dtype=object), m)

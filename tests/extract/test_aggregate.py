@@ -80,7 +80,10 @@ def test_latest_ur_carried_forward_with_cumulative_counts(published):
     ids = np.asarray(all_["user_id"].to_pylist())
     ts = all_["event_time"].cast(pa.int64()).to_numpy()
     ur = np.asarray(all_["ur"].combine_chunks().flatten().to_numpy()).reshape(len(ids), -1)
-    vec, upd = by_id(got, "vector"), dict(zip(got["entity_id"].to_pylist(), got["updated_at"].cast(pa.int64()).to_pylist()))
+    vec, upd = (
+        by_id(got, "vector"),
+        dict(zip(got["entity_id"].to_pylist(), got["updated_at"].cast(pa.int64()).to_pylist())),
+    )
     cnt = dict(zip(got["entity_id"].to_pylist(), got["sample_count"].to_pylist()))
     assert set(vec) == set(ids) and len(vec) == 6  # u3..u5 not seen after day 1, still present
     for e in set(ids):
@@ -131,8 +134,10 @@ def test_republish_is_idempotent_and_skips_when_committed(published, spark):
         after = delta_io.read_days(path, [d]).sort_by("entity_id")
         assert after.num_rows == before[d].num_rows  # no duplicates
         assert after["entity_id"].to_pylist() == before[d]["entity_id"].to_pylist()
-        np.testing.assert_allclose(by_id(after, "decayed_sum")[after["entity_id"][0].as_py()],
-                                   by_id(before[d], "decayed_sum")[after["entity_id"][0].as_py()])
+        np.testing.assert_allclose(
+            by_id(after, "decayed_sum")[after["entity_id"][0].as_py()],
+            by_id(before[d], "decayed_sum")[after["entity_id"][0].as_py()],
+        )
 
 
 def test_bad_samples_rejected_before_publishing(tmp_path, spark):
@@ -142,8 +147,9 @@ def test_bad_samples_rejected_before_publishing(tmp_path, spark):
     with pytest.raises(ValueError, match="extracted with model m1"):
         aggregate_day(folder, tmp_path / "tables", "2024-03-01", fake_manifest("m2"), spark=spark)
     with pytest.raises(ValueError, match="was not extracted"):
-        aggregate_day(folder, tmp_path / "tables", "2024-03-01", fake_manifest(),
-                      AggregateConfig(layer="ad.cross_1"), spark=spark)
+        aggregate_day(
+            folder, tmp_path / "tables", "2024-03-01", fake_manifest(), AggregateConfig(layer="ad.cross_1"), spark=spark
+        )
     (folder / "_SUCCESS").unlink()
     with pytest.raises(FileNotFoundError, match="did not finish"):
         aggregate_day(folder, tmp_path / "tables", "2024-03-01", fake_manifest(), spark=spark)
@@ -156,8 +162,11 @@ def test_nan_in_one_table_publishes_no_table(tmp_path, spark):
     folder, table = make_samples(tmp_path, "2024-03-01", n=10, seed=3)
     cr = np.asarray(table["cr"].combine_chunks().flatten().to_numpy()).reshape(10, -1).copy()
     cr[4, 1] = np.nan
-    bad = table.set_column(table.schema.get_field_index("cr"), "cr",
-                           pa.FixedSizeListArray.from_arrays(pa.array(cr.ravel().astype(np.float32)), 4))
+    bad = table.set_column(
+        table.schema.get_field_index("cr"),
+        "cr",
+        pa.FixedSizeListArray.from_arrays(pa.array(cr.ravel().astype(np.float32)), 4),
+    )
     for f in folder.glob("part-*.parquet"):
         f.unlink()
     pq.write_table(bad.slice(0, 5), folder / "part-00000.parquet")
@@ -186,8 +195,9 @@ def test_columns_formulation_incremental_matches_the_arrow_table(published, spar
         assert set(a) == set(b)
         for e in a:
             np.testing.assert_allclose(a[e], b[e], rtol=1e-5, atol=1e-5)
-    assert dict(zip(cols["entity_id"].to_pylist(), cols["sample_count"].to_pylist())) == \
-        dict(zip(arrow["entity_id"].to_pylist(), arrow["sample_count"].to_pylist()))
+    assert dict(zip(cols["entity_id"].to_pylist(), cols["sample_count"].to_pylist())) == dict(
+        zip(arrow["entity_id"].to_pylist(), arrow["sample_count"].to_pylist())
+    )
 
 
 def test_arrow_kernels_against_plain_loops():
@@ -219,14 +229,16 @@ def test_arrow_kernels_against_plain_loops():
     t = pa.array((1_709_251_200 + rng.integers(0, 86400, n)) * 1_000_000, pa.timestamp("us", tz="UTC"))
     vec = pa.FixedSizeListArray.from_arrays(pa.array(x.ravel()), d)
     table = pa.table({"k": ids, "event_time": t, "cr": vec})
-    halves = [A.partial_of_samples(table.slice(a, b), "k", "cr", d, 1_709_337_600, TAU, "x") for a, b in
-              [(0, 700), (700, n)]]
+    halves = [
+        A.partial_of_samples(table.slice(a, b), "k", "cr", d, 1_709_337_600, TAU, "x") for a, b in [(0, 700), (700, n)]
+    ]
     final = A.final_of_partials(pa.Table.from_batches(halves), d, "none", exact_state=True)
     got = by_id(pa.table({"entity_id": final["entity_id"], "s": final["decayed_sum"]}), "s")
     wt = np.exp((t.cast(pa.int64()).to_numpy() / 1e6 - 1_709_337_600) / TAU)
     for c in range(k):
-        np.testing.assert_allclose(got[f"e{c}"], (x[codes == c].astype(np.float64) * wt[codes == c, None]).sum(0),
-                                   rtol=1e-10, atol=1e-10)
+        np.testing.assert_allclose(
+            got[f"e{c}"], (x[codes == c].astype(np.float64) * wt[codes == c, None]).sum(0), rtol=1e-10, atol=1e-10
+        )
     counts = dict(zip(final["entity_id"].to_pylist(), final["sample_count"].to_pylist()))
     assert counts == {f"e{c}": int((codes == c).sum()) for c in range(k)}
 
@@ -246,17 +258,33 @@ def test_bad_sample_rows_are_rejected_and_nothing_is_committed(tmp_path, spark):
     extraction output: an error naming the row count and an example id, no table written."""
     day0 = int(datetime(2024, 3, 1, tzinfo=timezone.utc).timestamp() * 1e6)
     cases = {
-        "outside": (lambda t: t.set_column(t.schema.get_field_index("event_time"), "event_time",
-                                           pa.array([day0 - 1, day0 + 86_400_000_000] + [day0 + 5] * (t.num_rows - 2),
-                                                    pa.timestamp("us", tz="UTC"))),
-                    ValueError, r"2 sample\(s\) have event_time outside their day \(UTC\), e\.g\. user_id="),
-        "length": (lambda t: t.set_column(t.schema.get_field_index("cr"), "cr",
-                                          pa.array([[1.0, 2.0, 3.0]] + [[1.0, 2.0, 3.0, 4.0]] * (t.num_rows - 1),
-                                                   pa.list_(pa.float32()))),
-                   ValueError, r"1 row\(s\) have a null vector or one whose length is not 4, e\.g\. id="),
-        "null id": (lambda t: t.set_column(t.schema.get_field_index("user_id"), "user_id",
-                                           pa.array([None, None] + t["user_id"].to_pylist()[2:])),
-                    PublishError, r"1 row\(s\) have a null entity_id"),
+        "outside": (
+            lambda t: t.set_column(
+                t.schema.get_field_index("event_time"),
+                "event_time",
+                pa.array(
+                    [day0 - 1, day0 + 86_400_000_000] + [day0 + 5] * (t.num_rows - 2), pa.timestamp("us", tz="UTC")
+                ),
+            ),
+            ValueError,
+            r"2 sample\(s\) have event_time outside their day \(UTC\), e\.g\. user_id=",
+        ),
+        "length": (
+            lambda t: t.set_column(
+                t.schema.get_field_index("cr"),
+                "cr",
+                pa.array([[1.0, 2.0, 3.0]] + [[1.0, 2.0, 3.0, 4.0]] * (t.num_rows - 1), pa.list_(pa.float32())),
+            ),
+            ValueError,
+            r"1 row\(s\) have a null vector or one whose length is not 4, e\.g\. id=",
+        ),
+        "null id": (
+            lambda t: t.set_column(
+                t.schema.get_field_index("user_id"), "user_id", pa.array([None, None] + t["user_id"].to_pylist()[2:])
+            ),
+            PublishError,
+            r"1 row\(s\) have a null entity_id",
+        ),
     }
     for case, (corrupt, err, msg) in cases.items():
         folder, table = make_samples(tmp_path / case.replace(" ", "_"), "2024-03-01", n=10, seed=3)

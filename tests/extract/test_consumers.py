@@ -23,12 +23,18 @@ DAYS = ["2024-03-01", "2024-03-03"]
 def day_rows(ds: str, n: int, scale: float) -> pa.Table:
     vec = (np.arange(n * 3, dtype=np.float32).reshape(n, 3) + 1) * scale
     t = datetime.strptime(ds, "%Y-%m-%d").replace(hour=12, tzinfo=timezone.utc)
-    return pa.table({
-        "entity_id": [f"u{i}" for i in range(n)], "ds": [ds] * n, "model_version": ["m1"] * n,
-        "layer": ["ad.mlp_1"] * n, "vector": vec.tolist(),
-        "updated_at": pa.array([t] * n, pa.timestamp("us", tz="UTC")),
-        "sample_count": pa.array(range(1, n + 1), pa.int64()), "decayed_sum": vec.tolist(),
-    })
+    return pa.table(
+        {
+            "entity_id": [f"u{i}" for i in range(n)],
+            "ds": [ds] * n,
+            "model_version": ["m1"] * n,
+            "layer": ["ad.mlp_1"] * n,
+            "vector": vec.tolist(),
+            "updated_at": pa.array([t] * n, pa.timestamp("us", tz="UTC")),
+            "sample_count": pa.array(range(1, n + 1), pa.int64()),
+            "decayed_sum": vec.tolist(),
+        }
+    )
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +48,9 @@ def table(tmp_path_factory):
 
 def vectors(t: pa.Table, col: str = "vector") -> np.ndarray:
     t = t.sort_by("entity_id")
-    return np.asarray(t[col].combine_chunks().flatten().to_numpy(zero_copy_only=False), np.float64).reshape(t.num_rows, -1)
+    return np.asarray(t[col].combine_chunks().flatten().to_numpy(zero_copy_only=False), np.float64).reshape(
+        t.num_rows, -1
+    )
 
 
 def test_read_asof_point_in_time_by_ds(table):
@@ -100,8 +108,7 @@ def test_read_asof_refuses_a_table_that_breaks_the_contract(tmp_path):
         read_asof(path, DAYS[1])
     path2 = tmp_path / "user_ur"
     wrong = day_rows(DAYS[0], 2, 1.0).drop_columns(["decayed_sum"])
-    wrong = wrong.set_column(wrong.schema.get_field_index("sample_count"), "sample_count",
-                             pa.array(["1", "2"]))
+    wrong = wrong.set_column(wrong.schema.get_field_index("sample_count"), "sample_count", pa.array(["1", "2"]))
     delta_io.replace_day(path2, wrong, DAYS[0], configuration=PROPS.to_delta())
     with pytest.raises(ValueError, match="the table contract says"):
         read_asof(path2, DAYS[1])
@@ -123,8 +130,13 @@ def demo_tables(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     for name, dim in [("user_ur", 32), ("item_ir", 32), ("user_cr", 64), ("item_cr", 64)]:
         cr = name.endswith("_cr")
-        props = TableProperties(dim=dim, normalisation="l2" if cr else "none", source_checkpoint="m1",
-                                config_hash="h", tau_seconds=86400.0 if cr else None)
+        props = TableProperties(
+            dim=dim,
+            normalisation="l2" if cr else "none",
+            source_checkpoint="m1",
+            config_hash="h",
+            tau_seconds=86400.0 if cr else None,
+        )
         for i, ds in enumerate(DOC_DAYS + DOC_DAYS[-1:]):
             rows = doc_rows(ds, 3 + i, dim, cr, name)
             publish(Path("runs/demo/tables") / name, name, ds, rows, props)
@@ -136,9 +148,12 @@ def doc_rows(ds: str, n: int, dim: int, cr: bool, name: str) -> pa.Table:
     vec = rng.normal(size=(n, dim)).astype(np.float32)
     t = datetime.strptime(ds, "%Y-%m-%d").replace(hour=12, tzinfo=timezone.utc)
     cols = {
-        "entity_id": [f"{name[0]}{i}" for i in range(n)], "ds": [ds] * n, "model_version": ["m1"] * n,
+        "entity_id": [f"{name[0]}{i}" for i in range(n)],
+        "ds": [ds] * n,
+        "model_version": ["m1"] * n,
         "layer": ["ad.mlp_1" if cr else ("user_tower" if name.startswith("user") else "item_tower")] * n,
-        "vector": vec.tolist(), "updated_at": pa.array([t] * n, pa.timestamp("us", tz="UTC")),
+        "vector": vec.tolist(),
+        "updated_at": pa.array([t] * n, pa.timestamp("us", tz="UTC")),
         "sample_count": pa.array(range(1, n + 1), pa.int64()),
     }
     if cr:

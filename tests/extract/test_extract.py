@@ -54,8 +54,9 @@ def test_outputs_equal_a_direct_forward_pass(extracted):
         assert r.layers == [layer] and r.rows > 0 and not r.skipped
         log = pa.concat_tables([pq.read_table(u) for u in delta_io.day_file_uris(layout.log, d)])
         with torch.inference_mode():
-            ref = loaded.model.representations(loaded.encoder.encode(log, require_labels=False),
-                                               ["user_tower", "item_tower", layer])
+            ref = loaded.model.representations(
+                loaded.encoder.encode(log, require_labels=False), ["user_tower", "item_tower", layer]
+            )
         out = _rows(r.out_dir, r.shards)
         assert out.num_rows == log.num_rows == read_marker(r.out_dir).rows
         assert out["user_id"].to_pylist() == log["user_id"].to_pylist()
@@ -94,7 +95,14 @@ def test_units_and_packets_are_a_function_of_the_input(extracted, tmp_path):
     assert n == 10 and len(whole) == 1 and whole[0]["row_groups"] == [0, 1, 2, 3] and whole[0]["stop"] == 10
     parts, _ = plan_units([str(f)], 2)
     assert [(u["row_groups"], u["start"], u["stop"]) for u in parts] == [
-        ([0], 0, 2), ([0], 2, 3), ([1], 0, 2), ([1], 2, 3), ([2], 0, 2), ([2], 2, 3), ([3], 0, 1)]
+        ([0], 0, 2),
+        ([0], 2, 3),
+        ([1], 0, 2),
+        ([1], 2, 3),
+        ([2], 0, 2),
+        ([2], 2, 3),
+        ([3], 0, 1),
+    ]
     assert len({u["shard"] for u in parts}) == len(parts)
     packets = pack_units(parts, 4)
     assert [len(p) for p in packets] == [2, 2, 3] and sum(packets, []) == parts
@@ -119,7 +127,8 @@ def test_one_day_alone_equals_days_together_and_several_layers(extracted, tmp_pa
     for s in r.shards:
         a, b = pq.read_table(alone.out_dir / s), pq.read_table(r.out_dir / s)
         assert a.select(["user_id", "item_id", "event_time", "layer"]).equals(
-            b.select(["user_id", "item_id", "event_time", "layer"]))
+            b.select(["user_id", "item_id", "event_time", "layer"])
+        )
         for col in ("ur", "ir", "cr"):
             np.testing.assert_allclose(_mat(a, col), _mat(b, col), rtol=1e-5, atol=1e-6)
         assert a.schema.field("cr__ad_cross_1").type == pa.list_(pa.float32(), marker.dims["cr__ad_cross_1"])
@@ -147,8 +156,12 @@ def test_sigkilled_run_resumes_to_the_uninterrupted_output(extracted, tmp_path):
     layout, ckpt, days, results = extracted
     out = tmp_path / "samples"
     address = ray.get_runtime_context().gcs_address
-    proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, str(ckpt), str(layout.log), str(out), address,
-                             json.dumps(days)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=dict(os.environ))
+    proc = subprocess.Popen(
+        [sys.executable, "-c", KILL_SCRIPT, str(ckpt), str(layout.log), str(out), address, json.dumps(days)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=dict(os.environ),
+    )
     deadline = time.monotonic() + 90
     while not list(out.glob(".ds=*.inprogress-*/part-*.parquet")):
         assert proc.poll() is None, proc.stdout.read().decode()[-3000:]
@@ -181,8 +194,12 @@ def test_bad_input_fails_before_any_output(tiny_run, tmp_path):
         extract_day(ckpt, layout.log, "2030-01-01", out)
     # one bad day fails the whole multi-day call before any day is written
     with pytest.raises(ValueError, match="no rows for ds='2030-01-01'"):
-        extract_days(ckpt, layout.log, [days[0], "2030-01-01"],
-                     {days[0]: tmp_path / "samples" / "a", "2030-01-01": tmp_path / "samples" / "b"})
+        extract_days(
+            ckpt,
+            layout.log,
+            [days[0], "2030-01-01"],
+            {days[0]: tmp_path / "samples" / "a", "2030-01-01": tmp_path / "samples" / "b"},
+        )
     with pytest.raises(ValueError, match=r"out_dirs has no folder for day\(s\) \['2026-01-02'\]"):
         extract_days(ckpt, layout.log, days, {days[0]: out})
     with pytest.raises(ValueError, match="each day at most once"):
@@ -224,8 +241,13 @@ def test_extract_then_aggregate_end_to_end(extracted, spark):
     assert set(versions) == {"user_ur", "item_ir", "user_cr", "item_cr"}
     samples = [_rows(r.out_dir, r.shards) for r in results]
     ref = numpy_decayed(samples, "item_id", cutoff_seconds(days[-1]), cfg.tau_seconds)
-    got = read_asof(layout.table("item_cr"), days[-1], inclusive=True, expect_model_version=manifest.model_version,
-                    expect_dim=manifest.layer(manifest.default_cr_layer).dim)
+    got = read_asof(
+        layout.table("item_cr"),
+        days[-1],
+        inclusive=True,
+        expect_model_version=manifest.model_version,
+        expect_dim=manifest.layer(manifest.default_cr_layer).dim,
+    )
     vec = dict(zip(got["entity_id"].to_pylist(), _mat(got, "vector")))
     assert set(vec) == set(ref)
     for e, v in ref.items():
@@ -251,8 +273,11 @@ def test_health_merges_shard_sums_like_a_numpy_reference(extracted, tmp_path):
         norms = np.linalg.norm(x, axis=1)
         got = health["columns"][col]
         assert got["rows"] == len(x) and got["nan_inf_rows"] == 0 and got["zero_rows"] == 0
-        np.testing.assert_allclose([got["norm_mean"], got["norm_std"], got["norm_min"], got["norm_max"]],
-                                   [norms.mean(), norms.std(), norms.min(), norms.max()], rtol=1e-9)
+        np.testing.assert_allclose(
+            [got["norm_mean"], got["norm_std"], got["norm_min"], got["norm_max"]],
+            [norms.mean(), norms.std(), norms.min(), norms.max()],
+            rtol=1e-9,
+        )
         assert got["effective_rank"] == pytest.approx(effective_rank(x[:4096]), rel=1e-9)
     dims = read_marker(r.out_dir).dims
     again = samples_health(r.out_dir, dims, r.rows, shards=r.shards)  # no _stats: recomputed

@@ -24,8 +24,9 @@ def test_point_in_time_states_equal_a_brute_force_loop():
     x = rng.normal(size=(n, 3))
     got = point_in_time_states(ent, t, x, tau)
     for k in range(n):
-        ref = sum((np.exp(-(t[k] - t[j]) / tau) * x[j] for j in range(n) if ent[j] == ent[k] and t[j] < t[k]),
-                  np.zeros(3))
+        ref = sum(
+            (np.exp(-(t[k] - t[j]) / tau) * x[j] for j in range(n) if ent[j] == ent[k] and t[j] < t[k]), np.zeros(3)
+        )
         np.testing.assert_allclose(got[k], ref, rtol=1e-10, atol=1e-12)
 
 
@@ -54,8 +55,15 @@ def test_probe_scores_every_layer_and_records_the_best(tiny_run, ray_cluster, tm
         probe_layers(ckpt_copy, layout.log, days, days[1:], 0, tmp_path / "p")
     assert not (tmp_path / "p").exists()
     before = load_checkpoint(ckpt_copy).manifest
-    res = probe_layers(ckpt_copy, layout.log, days[:1], days[1:], 0, tmp_path / "p",
-                       ProbeConfig(extract={"rows_per_unit": 1000, "batch_size": 300}, tau_seconds=86400.0))
+    res = probe_layers(
+        ckpt_copy,
+        layout.log,
+        days[:1],
+        days[1:],
+        0,
+        tmp_path / "p",
+        ProbeConfig(extract={"rows_per_unit": 1000, "batch_size": 300}, tau_seconds=86400.0),
+    )
     names = [r["layer"] for r in res["layers"]]
     cr = [l.name for l in before.layers if l.kind == "CR"]
     assert names == [*cr, "user_tower", "item_tower"]
@@ -89,8 +97,25 @@ def test_probe_scores_every_layer_and_records_the_best(tiny_run, ray_cluster, tm
     cfg = tmp_path / "extract.yaml"
     cfg.write_text("probe:\n  tau_seconds: 86400.0\n  extract:\n    rows_per_unit: 1000\n    batch_size: 300\n")
     capsys.readouterr()
-    main(["--checkpoint", str(ckpt_copy), "--log", str(layout.log), "--train-days", days[0], "--test-days", days[1],
-          "--scenario", "0", "--out", str(tmp_path / "p"), "--config", str(cfg), "--no-record"])
+    main(
+        [
+            "--checkpoint",
+            str(ckpt_copy),
+            "--log",
+            str(layout.log),
+            "--train-days",
+            days[0],
+            "--test-days",
+            days[1],
+            "--scenario",
+            "0",
+            "--out",
+            str(tmp_path / "p"),
+            "--config",
+            str(cfg),
+            "--no-record",
+        ]
+    )
     again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert again["chosen"] == res["chosen"] and not again["recorded"]
     assert [r["auc"] for r in again["layers"]] == pytest.approx([r["auc"] for r in res["layers"]])
@@ -116,8 +141,9 @@ def test_probe_scores_every_layer_and_records_the_best(tiny_run, ray_cluster, tm
     from contracts.checkpoint import CheckpointManifest
 
     with pytest.raises(ValueError, match="must be an ad-branch layer"):
-        CheckpointManifest.model_validate({**after.model_dump(), "layer_probe": None,
-                                           "default_cr_layer": "content.mlp_1"})
+        CheckpointManifest.model_validate(
+            {**after.model_dump(), "layer_probe": None, "default_cr_layer": "content.mlp_1"}
+        )
 
 
 def test_auc_standard_error_matches_a_bootstrap():

@@ -34,14 +34,36 @@ def rows(n: int = 4, **over) -> pa.Table:
 
 
 BAD = {
-    "wrong length": (dict(vector=[[1.0, 2.0]] + [[1.0, 2.0, 3.0]] * 3), r"1 row\(s\) have a vector whose length is not 3, e.g. entity_id='u0'"),
-    "nan": (dict(decayed_sum=[[1.0, 2.0, 3.0]] * 3 + [[np.nan, 1.0, 1.0]]), r"1 row\(s\) have NaN/inf in decayed_sum, e.g. entity_id='u3'"),
-    "inf": (dict(vector=[[1.0, np.inf, 3.0]] * 2 + [[1.0, 2.0, 3.0]] * 2), r"2 row\(s\) have NaN/inf in vector, e.g. entity_id='u0'"),
+    "wrong length": (
+        dict(vector=[[1.0, 2.0]] + [[1.0, 2.0, 3.0]] * 3),
+        r"1 row\(s\) have a vector whose length is not 3, e.g. entity_id='u0'",
+    ),
+    "nan": (
+        dict(decayed_sum=[[1.0, 2.0, 3.0]] * 3 + [[np.nan, 1.0, 1.0]]),
+        r"1 row\(s\) have NaN/inf in decayed_sum, e.g. entity_id='u3'",
+    ),
+    "inf": (
+        dict(vector=[[1.0, np.inf, 3.0]] * 2 + [[1.0, 2.0, 3.0]] * 2),
+        r"2 row\(s\) have NaN/inf in vector, e.g. entity_id='u0'",
+    ),
     "null id": (dict(entity_id=["u0", None, "u2", "u3"]), r"1 row\(s\) have a null entity_id"),
-    "model version": (dict(model_version=["m1", "m2", "m1", "m1"]), r"model_version other than the table's 'm1', e.g. entity_id='u1'"),
-    "future update": (dict(updated_at=pa.array([datetime(2024, 3, 2, 0, tzinfo=timezone.utc)] + [datetime(2024, 3, 1, tzinfo=timezone.utc)] * 3, pa.timestamp("us", tz="UTC"))),
-                      r"1 row\(s\) have updated_at at or after the end of 2024-03-01"),
-    "duplicate": (dict(entity_id=["u0", "u0", "u2", "u3"]), r"2 row\(s\) share a duplicated entity_id, e.g. entity_id='u0'"),
+    "model version": (
+        dict(model_version=["m1", "m2", "m1", "m1"]),
+        r"model_version other than the table's 'm1', e.g. entity_id='u1'",
+    ),
+    "future update": (
+        dict(
+            updated_at=pa.array(
+                [datetime(2024, 3, 2, 0, tzinfo=timezone.utc)] + [datetime(2024, 3, 1, tzinfo=timezone.utc)] * 3,
+                pa.timestamp("us", tz="UTC"),
+            )
+        ),
+        r"1 row\(s\) have updated_at at or after the end of 2024-03-01",
+    ),
+    "duplicate": (
+        dict(entity_id=["u0", "u0", "u2", "u3"]),
+        r"2 row\(s\) share a duplicated entity_id, e.g. entity_id='u0'",
+    ),
     "other day": (dict(ds=[DS, DS, DS, "2024-03-02"]), r"have a ds other than"),
 }
 
@@ -80,14 +102,19 @@ def test_spark_rejections_commit_nothing(table, spark, case):
 
 def test_table_of_another_model_or_dim_is_refused(table):
     with pytest.raises(PublishError, match="source_checkpoint"):
-        publish(table, "user_cr", DS, rows(model_version=["m2"] * 4), PROPS.model_copy(update={"source_checkpoint": "m2"}))
+        publish(
+            table, "user_cr", DS, rows(model_version=["m2"] * 4), PROPS.model_copy(update={"source_checkpoint": "m2"})
+        )
     with pytest.raises(PublishError, match="dim"):
         publish(table, "user_cr", DS, rows(), PROPS.model_copy(update={"dim": 4}))
 
 
 def test_replace_is_idempotent_and_leaves_other_days(table):
-    other = rows(2, ds=["2024-03-02"] * 2,
-                 updated_at=pa.array([datetime(2024, 3, 2, 1, tzinfo=timezone.utc)] * 2, pa.timestamp("us", tz="UTC")))
+    other = rows(
+        2,
+        ds=["2024-03-02"] * 2,
+        updated_at=pa.array([datetime(2024, 3, 2, 1, tzinfo=timezone.utc)] * 2, pa.timestamp("us", tz="UTC")),
+    )
     publish(table, "user_cr", "2024-03-02", other, PROPS)
     for _ in range(2):
         publish(table, "user_cr", DS, rows(3), PROPS)
@@ -107,12 +134,14 @@ def test_spark_parquet_commit_path_round_trips(table, spark):
     from pyspark.sql import functions as F
 
     df = df.withColumn("vector", F.col("vector").cast("array<float>")).withColumn(
-        "decayed_sum", F.col("decayed_sum").cast("array<float>"))
+        "decayed_sum", F.col("decayed_sum").cast("array<float>")
+    )
     v = publish(table, "user_cr", DS, df, PROPS, write_path="parquet_commit")
     got = delta_io.read_days(table, [DS])
     assert got.num_rows == 5 and v == delta_io.open_table(table).version()
-    np.testing.assert_allclose(np.asarray(got.sort_by("entity_id")["vector"].to_pylist()),
-                               np.asarray(rows(5)["vector"].to_pylist()))
+    np.testing.assert_allclose(
+        np.asarray(got.sort_by("entity_id")["vector"].to_pylist()), np.asarray(rows(5)["vector"].to_pylist())
+    )
     assert got["updated_at"].type == pa.timestamp("us", tz="UTC")
 
 
@@ -164,8 +193,16 @@ def test_two_processes_publishing_one_table(table):
 
     root = Path(__file__).resolve().parents[2]
     start = time.time() + 8  # both interpreters are up and importing by then, even on a busy machine
-    procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(table), str(i), str(start)], cwd=root,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(table), str(i), str(start)],
+            cwd=root,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
     outs = [p.communicate(timeout=300) for p in procs]
     for p, (out, err) in zip(procs, outs):
         assert p.returncode == 0 or "CommitFailed" in err, err[-2000:]

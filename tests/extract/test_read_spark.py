@@ -28,8 +28,19 @@ COLUMNS = ["entity_id", "ds", "model_version", "layer", "vector", "updated_at", 
 def spark_rows(spark, ds: str, n: int, scale: float):
     """``n`` rows of day ``ds`` as a Spark frame with the publish schema."""
     t = datetime.strptime(ds, "%Y-%m-%d").replace(hour=12, tzinfo=timezone.utc)
-    data = [(f"u{i}", ds, "m1", "ad.mlp_1", [scale * (i + k) for k in range(3)], t, i + 1,
-             [scale * (i + k) + 0.5 for k in range(3)]) for i in range(n)]
+    data = [
+        (
+            f"u{i}",
+            ds,
+            "m1",
+            "ad.mlp_1",
+            [scale * (i + k) for k in range(3)],
+            t,
+            i + 1,
+            [scale * (i + k) + 0.5 for k in range(3)],
+        )
+        for i in range(n)
+    ]
     return spark.createDataFrame(data, ", ".join(f"{c} {SPARK_TYPES[c]}" for c in COLUMNS))
 
 
@@ -102,8 +113,9 @@ def test_spark_read_equals_deltalake_after_republish(spark, republished):
     assert_same(read_table_spark(spark, path, ds=D1, version=v1), deltalake_read(path, version=v1))
     # the Spark read agrees with the project's own consumer read too (vectors of D1 at scale 10)
     snap = read_asof(path, D2)
-    np.testing.assert_array_equal(canonical(snap)["vector"],
-                                  canonical(read_table_spark(spark, path, ds=D1).toArrow())["vector"])
+    np.testing.assert_array_equal(
+        canonical(snap)["vector"], canonical(read_table_spark(spark, path, ds=D1).toArrow())["vector"]
+    )
 
 
 def test_empty_selections_have_the_table_schema(spark, republished):

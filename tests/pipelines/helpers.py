@@ -20,13 +20,19 @@ def untrained_checkpoint(cfg, model_version: str) -> None:
     layout = RunLayout(cfg.root)
     spec = materialize(cfg.source, layout.log).canonical()
     train = cfg.split.resolve(log_days(layout.log))["train"]
-    encoder = FeatureEncoder.fit(read_log(layout.log, train), spec, cfg.pretrain.train.min_count,
-                                 cfg.pretrain.train.max_vocab)
+    encoder = FeatureEncoder.fit(
+        read_log(layout.log, train), spec, cfg.pretrain.train.min_count, cfg.pretrain.train.max_vocab
+    )
     model = FoundationModel(cfg.pretrain.model, spec, encoder.vocab_sizes).eval()
     manifest = CheckpointManifest(
-        model_version=model_version, created_at=datetime.now(timezone.utc), dataset=spec,
-        model_config_data=cfg.pretrain.model.model_dump(mode="json"), config_hash=config_hash(cfg.pretrain),
-        data_version=f"untrained train={train[0]}..{train[-1]}", vocab_sizes=encoder.vocab_sizes,
-        layers=model.layer_infos(), default_cr_layer=model.default_cr_layer,
+        model_version=model_version,
+        created_at=datetime.now(timezone.utc),
+        dataset=spec,
+        model_config_data=cfg.pretrain.model.model_dump(mode="json"),
+        config_hash=config_hash(cfg.pretrain),
+        data_version=f"untrained train={train[0]}..{train[-1]}",
+        vocab_sizes=encoder.vocab_sizes,
+        layers=model.layer_infos(),
+        default_cr_layer=model.default_cr_layer,
     )
     save_checkpoint(layout.checkpoints, model, encoder, manifest)

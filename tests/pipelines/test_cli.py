@@ -18,11 +18,22 @@ import yaml
 from pipelines.cli import cli
 from pipelines.config import load_run_config
 
-GEN = {"kind": "generated", "generator": {"num_users": 30, "num_items": 20, "days": 4, "rows_per_day": 60,
-                                          "windows_per_day": 1}}
-SPEC = {"name": "mine", "user_id": "uid", "item_id": "ad_id", "event_time": "ts", "scenario": "placement",
-        "scenarios": {0: "feed", 1: "search"}, "tasks": ["click"], "user_features": [], "item_features": [],
-        "sequence": {"item_field": "ad_id", "max_len": 5}}
+GEN = {
+    "kind": "generated",
+    "generator": {"num_users": 30, "num_items": 20, "days": 4, "rows_per_day": 60, "windows_per_day": 1},
+}
+SPEC = {
+    "name": "mine",
+    "user_id": "uid",
+    "item_id": "ad_id",
+    "event_time": "ts",
+    "scenario": "placement",
+    "scenarios": {0: "feed", 1: "search"},
+    "tasks": ["click"],
+    "user_features": [],
+    "item_features": [],
+    "sequence": {"item_field": "ad_id", "max_len": 5},
+}
 
 
 def _write(path: Path, data: dict) -> Path:
@@ -90,21 +101,33 @@ def test_validate_clean_log_exits_0(tmp_path, capsys):
 
 def test_relative_paths_resolve_against_the_config_file(tmp_path, monkeypatch):
     (tmp_path / "conf").mkdir()
-    cfg = _write(tmp_path / "conf" / "run.yaml", {"root": "../runs/x", "source": {
-        "kind": "file", "path": "data/log.csv", "spec_path": "spec.yaml"}})
+    cfg = _write(
+        tmp_path / "conf" / "run.yaml",
+        {"root": "../runs/x", "source": {"kind": "file", "path": "data/log.csv", "spec_path": "spec.yaml"}},
+    )
     monkeypatch.chdir("/")
     got = load_run_config(cfg)
     assert got.root == (tmp_path / "runs" / "x").resolve()
     assert got.source.path == (tmp_path / "conf" / "data" / "log.csv").resolve()
     assert got.source.spec_path == (tmp_path / "conf" / "spec.yaml").resolve()
     s3 = _write(tmp_path / "s3.yaml", {"storage": {"tables_uri": "s3://my-bucket/t"}, "root": "/abs/root"})
-    assert load_run_config(s3).storage.tables_uri == "s3://my-bucket/t" and load_run_config(s3).root == Path("/abs/root")
+    assert load_run_config(s3).storage.tables_uri == "s3://my-bucket/t" and load_run_config(s3).root == Path(
+        "/abs/root"
+    )
 
 
 def test_set_overrides_any_key_and_names_a_bad_one(tmp_path):
     cfg = _write(tmp_path / "run.yaml", {"root": str(tmp_path), "pretrain": {"train": {"epochs": 3}}})
-    got = load_run_config(cfg, None, ["pretrain.train.epochs=1", "split.valid_days=2",
-                                      "downstream.representations=[user_ur, item_ir]", "ds=2026-01-03"])
+    got = load_run_config(
+        cfg,
+        None,
+        [
+            "pretrain.train.epochs=1",
+            "split.valid_days=2",
+            "downstream.representations=[user_ur, item_ir]",
+            "ds=2026-01-03",
+        ],
+    )
     assert got.pretrain.train.epochs == 1 and got.split.valid_days == 2 and got.ds == "2026-01-03"
     assert got.downstream.representations == ["user_ur", "item_ir"]
     from contracts import ConfigError
@@ -118,8 +141,9 @@ def test_set_overrides_any_key_and_names_a_bad_one(tmp_path):
 
 
 def test_backfill_skips_days_without_a_split_and_says_so(tmp_path, capsys):
-    cfg = _write(tmp_path / "run.yaml", {"root": str(tmp_path / "r"), "source": GEN,
-                                         "split": {"valid_days": 1, "test_days": 1}})
+    cfg = _write(
+        tmp_path / "run.yaml", {"root": str(tmp_path / "r"), "source": GEN, "split": {"valid_days": 1, "test_days": 1}}
+    )
     # days 1 and 2 of the 4-day log cannot hold train + valid + test
     assert cli(["backfill", "--config", str(cfg), "--from", "2026-01-01", "--to", "2026-01-02"]) == 2
     err = capsys.readouterr().err
@@ -134,8 +158,9 @@ def test_entry_point_version_and_json_logs(tmp_path):
     proc = subprocess.run([str(exe), "--version"], capture_output=True, text=True)
     assert proc.returncode == 0 and proc.stdout.startswith("lfm4ads ")
     cfg = _write(tmp_path / "run.yaml", {"root": "r", "source": GEN, "split": {"valid_days": 1, "test_days": 1}})
-    proc = subprocess.run([str(exe), "stage", "ingest", "--config", str(cfg), "--log-format", "json"],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [str(exe), "stage", "ingest", "--config", str(cfg), "--log-format", "json"], capture_output=True, text=True
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     from datetime import datetime
 
@@ -158,16 +183,27 @@ def test_each_documented_error_maps_to_its_exit_code():
     from pipelines.rollover import RolloverError
     from pipelines.signals import Interrupted
 
-    cases = [(ConfigError("a\n  b.c: unknown key"), 2), (StorageError("bucket"), 2), (InputError("f.csv row 3"), 5),
-             (InputFileError("part-0.parquet truncated"), 5), (GateFailed("2026-01-02", ["coverage"]), 3),
-             (RunLocked("held"), 4), (RolloverError("residual"), 6), (IndexPromotionRefused("worse"), 7),
-             (Interrupted(signal.SIGINT), 130), (Interrupted(signal.SIGTERM), 143), (RuntimeError("x"), 1)]
+    cases = [
+        (ConfigError("a\n  b.c: unknown key"), 2),
+        (StorageError("bucket"), 2),
+        (InputError("f.csv row 3"), 5),
+        (InputFileError("part-0.parquet truncated"), 5),
+        (GateFailed("2026-01-02", ["coverage"]), 3),
+        (RunLocked("held"), 4),
+        (RolloverError("residual"), 6),
+        (IndexPromotionRefused("worse"), 7),
+        (Interrupted(signal.SIGINT), 130),
+        (Interrupted(signal.SIGTERM), 143),
+        (RuntimeError("x"), 1),
+    ]
     for exc, code in cases:
         got, _, line = classify(exc)
         assert got == code, exc
         assert "\n" not in line
-    assert classify(ConfigError("f.yaml: 1 invalid key(s)\n  b.c: unknown key"))[2] == \
-        "f.yaml: 1 invalid key(s); b.c: unknown key"
+    assert (
+        classify(ConfigError("f.yaml: 1 invalid key(s)\n  b.c: unknown key"))[2]
+        == "f.yaml: 1 invalid key(s); b.c: unknown key"
+    )
 
 
 def test_progress_records_become_bars_with_eta_or_throttled_lines():

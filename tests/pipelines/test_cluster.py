@@ -29,11 +29,15 @@ pytestmark = pytest.mark.slow
 
 BIN = Path(sys.executable).parent
 TINY = {
-    "source": {"kind": "generated", "generator": {"num_users": 200, "num_items": 100, "days": 3,
-                                                  "rows_per_day": 800, "windows_per_day": 2}},
+    "source": {
+        "kind": "generated",
+        "generator": {"num_users": 200, "num_items": 100, "days": 3, "rows_per_day": 800, "windows_per_day": 2},
+    },
     "split": {"valid_days": 1, "test_days": 1},
-    "pretrain": {"model": {"d_model": 8, "user_layers": 1, "ur_dim": 8, "ir_dim": 8, "mlp_dims": [16, 8]},
-                 "train": {"epochs": 1, "batch_size": 256, "diagnostics_rows": 100, "num_workers": 1}},
+    "pretrain": {
+        "model": {"d_model": 8, "user_layers": 1, "ur_dim": 8, "ir_dim": 8, "mlp_dims": [16, 8]},
+        "train": {"epochs": 1, "batch_size": 256, "diagnostics_rows": 100, "num_workers": 1},
+    },
     "downstream": {"scenario": 0, "epochs": 1, "representations": ["user_ur", "item_ir"]},
     "retrieval": {"recall_target": 0.5},
 }
@@ -50,8 +54,13 @@ def _free_ports(n: int) -> list[int]:
 
 
 def _env() -> dict:
-    env = dict(os.environ, RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0", SPARK_LOCAL_IP="127.0.0.1",
-               PYTHONHASHSEED="0")
+    env = dict(
+        os.environ,
+        RAY_AUTH_MODE="disabled",
+        RAY_USAGE_STATS_ENABLED="0",
+        SPARK_LOCAL_IP="127.0.0.1",
+        PYTHONHASHSEED="0",
+    )
     env.pop("LFM4ADS_SPARK_MASTER", None)
     return env
 
@@ -126,18 +135,29 @@ def _port_open(port: int) -> bool:
 
 def _ray_node_args(ports: list[int], temp: Path | None) -> list[str]:
     nm, om, agent_grpc, agent_http, metrics, runtime_env, wmin = ports
-    args = ["--node-ip-address=127.0.0.1", f"--node-manager-port={nm}", f"--object-manager-port={om}",
-            f"--dashboard-agent-grpc-port={agent_grpc}", f"--dashboard-agent-listen-port={agent_http}",
-            f"--metrics-export-port={metrics}", f"--runtime-env-agent-port={runtime_env}",
-            f"--min-worker-port={wmin}", f"--max-worker-port={wmin + 40}", "--object-store-memory=300000000",
-            "--block", "--disable-usage-stats"]
+    args = [
+        "--node-ip-address=127.0.0.1",
+        f"--node-manager-port={nm}",
+        f"--object-manager-port={om}",
+        f"--dashboard-agent-grpc-port={agent_grpc}",
+        f"--dashboard-agent-listen-port={agent_http}",
+        f"--metrics-export-port={metrics}",
+        f"--runtime-env-agent-port={runtime_env}",
+        f"--min-worker-port={wmin}",
+        f"--max-worker-port={wmin + 40}",
+        "--object-store-memory=300000000",
+        "--block",
+        "--disable-usage-stats",
+    ]
     return args + ([f"--temp-dir={temp}"] if temp else [])
 
 
 def _ray_nodes(address: str, env: dict) -> list[dict]:
-    code = ("import json, ray; ray.init(address=%r, log_to_driver=False); "
-            "print(json.dumps([{'alive': n['Alive'], 'cpus': n['Resources'].get('CPU', 0)} for n in ray.nodes()]))"
-            % address)
+    code = (
+        "import json, ray; ray.init(address=%r, log_to_driver=False); "
+        "print(json.dumps([{'alive': n['Alive'], 'cpus': n['Resources'].get('CPU', 0)} for n in ray.nodes()]))"
+        % address
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert out.returncode == 0, out.stderr[-3000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -161,21 +181,62 @@ def cluster(tmp_path_factory):
     spark_class = Path(__import__("pyspark").__file__).parent / "bin" / "spark-class"
     java_env = dict(env, SPARK_NO_DAEMONIZE="1", SPARK_LOG_DIR=str(work), SPARK_WORKER_DIR=str(work / "spark-work"))
     try:
-        c.start("ray-head", [ray, "start", "--head", f"--port={gcs}",
-                             "--num-cpus=1", "--include-dashboard=false",
-                             f"--dashboard-port={dashboard}",
-                             *_ray_node_args(head_ports, ray_temp)], env)
+        c.start(
+            "ray-head",
+            [
+                ray,
+                "start",
+                "--head",
+                f"--port={gcs}",
+                "--num-cpus=1",
+                "--include-dashboard=false",
+                f"--dashboard-port={dashboard}",
+                *_ray_node_args(head_ports, ray_temp),
+            ],
+            env,
+        )
         _wait_for("ray head", lambda: _port_open(gcs), 90, c, "ray-head")
         address = f"127.0.0.1:{gcs}"
-        c.start("ray-worker", [ray, "start", f"--address={address}", "--num-cpus=2",
-                               *_ray_node_args(worker_ports, None)], env)
-        c.start("spark-master", [str(spark_class), "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1",
-                                 "--port", str(spark_port), "--webui-port", str(spark_ui)], java_env)
+        c.start(
+            "ray-worker",
+            [ray, "start", f"--address={address}", "--num-cpus=2", *_ray_node_args(worker_ports, None)],
+            env,
+        )
+        c.start(
+            "spark-master",
+            [
+                str(spark_class),
+                "org.apache.spark.deploy.master.Master",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(spark_port),
+                "--webui-port",
+                str(spark_ui),
+            ],
+            java_env,
+        )
         _wait_for("spark master", lambda: _port_open(spark_port), 90, c, "spark-master")
         master = f"spark://127.0.0.1:{spark_port}"
-        c.start("spark-worker", [str(spark_class), "org.apache.spark.deploy.worker.Worker", master,
-                                 "--host", "127.0.0.1", "--cores", "2", "--memory", "1500m",
-                                 "--webui-port", str(worker_ui), "--work-dir", str(work / "spark-work")], java_env)
+        c.start(
+            "spark-worker",
+            [
+                str(spark_class),
+                "org.apache.spark.deploy.worker.Worker",
+                master,
+                "--host",
+                "127.0.0.1",
+                "--cores",
+                "2",
+                "--memory",
+                "1500m",
+                "--webui-port",
+                str(worker_ui),
+                "--work-dir",
+                str(work / "spark-work"),
+            ],
+            java_env,
+        )
 
         def spark_workers() -> int:
             try:
@@ -192,8 +253,14 @@ def cluster(tmp_path_factory):
             return sum(n["alive"] for n in nodes) >= 2
 
         _wait_for("ray worker node", two_ray_nodes, 120, c, "ray-worker")
-        yield {"ray_address": address, "spark_master": master, "spark_ui": spark_ui, "nodes": list(nodes),
-               "env": env, "work": work}
+        yield {
+            "ray_address": address,
+            "spark_master": master,
+            "spark_ui": spark_ui,
+            "nodes": list(nodes),
+            "env": env,
+            "work": work,
+        }
     finally:
         c.stop()
         shutil.rmtree(ray_temp, ignore_errors=True)
@@ -206,8 +273,9 @@ def test_daily_job_on_a_ray_and_a_spark_cluster(cluster, tmp_path):
     path.write_text(yaml.safe_dump(cfg))
     out, err = tmp_path / "run.out", tmp_path / "run.err"
     with open(out, "w") as o, open(err, "w") as e:
-        rc = subprocess.run([str(BIN / "lfm4ads"), "run", "--config", str(path)], stdout=o, stderr=e,
-                            env=cluster["env"], timeout=1800).returncode
+        rc = subprocess.run(
+            [str(BIN / "lfm4ads"), "run", "--config", str(path)], stdout=o, stderr=e, env=cluster["env"], timeout=1800
+        ).returncode
     assert rc == 0, err.read_text()[-5000:]
     summary = json.loads(out.read_text().strip().splitlines()[-1])
     assert summary["recall"] and summary["timings"]["extract"] > 0

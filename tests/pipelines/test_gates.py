@@ -2,8 +2,12 @@ from pipelines.gates import GateConfig, check_day
 
 
 def health(rows=1000, cov=1.0, nan=0, norm=2.0, erank=8.0):
-    return {"rows": rows, "log_rows": rows, "coverage_rows": cov,
-            "columns": {"cr": {"nan_inf_rows": nan, "norm_mean": norm, "effective_rank": erank}}}
+    return {
+        "rows": rows,
+        "log_rows": rows,
+        "coverage_rows": cov,
+        "columns": {"cr": {"nan_inf_rows": nan, "norm_mean": norm, "effective_rank": erank}},
+    }
 
 
 def test_healthy_day_passes():

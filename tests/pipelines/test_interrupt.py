@@ -19,11 +19,15 @@ from contracts import RunLayout
 from pipelines import RunConfig
 
 TINY = {
-    "source": {"kind": "generated", "generator": {"num_users": 200, "num_items": 100, "days": 4,
-                                                  "rows_per_day": 800, "windows_per_day": 2}},
+    "source": {
+        "kind": "generated",
+        "generator": {"num_users": 200, "num_items": 100, "days": 4, "rows_per_day": 800, "windows_per_day": 2},
+    },
     "split": {"valid_days": 1, "test_days": 1},
-    "pretrain": {"model": {"d_model": 16, "user_layers": 2, "ur_dim": 16, "ir_dim": 16, "mlp_dims": [32, 16]},
-                 "train": {"epochs": 1, "batch_size": 256, "diagnostics_rows": 200}},
+    "pretrain": {
+        "model": {"d_model": 16, "user_layers": 2, "ur_dim": 16, "ir_dim": 16, "mlp_dims": [32, 16]},
+        "train": {"epochs": 1, "batch_size": 256, "diagnostics_rows": 200},
+    },
     "downstream": {"scenario": 0, "epochs": 1},
     "retrieval": {"recall_target": 0.5},
 }
@@ -37,8 +41,13 @@ def _config(tmp_path: Path) -> Path:
 
 def _start(args: list[str]) -> subprocess.Popen:
     # its own session: the test can check that nothing of the run's process group survives
-    return subprocess.Popen([sys.executable, "-m", "pipelines.cli", *args, "--log-format", "json"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "pipelines.cli", *args, "--log-format", "json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
 
 
 def _ledger(root: Path) -> dict[str, str]:
@@ -62,8 +71,9 @@ def _finish(proc: subprocess.Popen, sig: int) -> tuple[int, str, str]:
     out, err = proc.communicate(timeout=90)  # "within seconds": generous for a loaded CI machine
     leftover = ""
     for _ in range(40):  # the JVM and Ray's processes exit once their parent is gone
-        leftover = subprocess.run(["ps", "-o", "pid=,args=", "-g", str(proc.pid)], capture_output=True,
-                                  text=True).stdout.strip()
+        leftover = subprocess.run(
+            ["ps", "-o", "pid=,args=", "-g", str(proc.pid)], capture_output=True, text=True
+        ).stdout.strip()
         if not leftover:
             break
         time.sleep(0.5)
@@ -88,7 +98,8 @@ def test_sigint_at_a_step_boundary_stops_before_the_next_step(tmp_path):
     assert steps["ingest"] == "done"
     assert list(steps.values()).count("interrupted") == 1 and "running" not in steps.values(), steps
     assert not (root / "checkpoints").is_dir() or not any(
-        (p / "manifest.json").is_file() for p in (root / "checkpoints").iterdir())
+        (p / "manifest.json").is_file() for p in (root / "checkpoints").iterdir()
+    )
     assert not (root / "tables").is_dir()
     assert out.strip() == ""  # no result object: the run did not finish
     lines = _json_lines(err)  # json mode: every stderr line is a JSON object, the error too
@@ -115,3 +126,22 @@ def test_sigterm_mid_extraction_publishes_nothing(tmp_path):
     for name in ("user_ur", "item_ir", "user_cr", "item_cr"):
         assert not (layout.table(name) / "_delta_log").is_dir(), f"{name} was published"
     assert "SIGTERM" in _json_lines(err)[-1]["msg"]
+
+
+def test_sigint_mid_training_saves_no_checkpoint(tmp_path):
+    """Ctrl-C while Ray Train is starting or training (Ray Train installs its own SIGINT
+    handler, which only asked the trainer to stop and let the chain go on): exit 130,
+    `pretrain` interrupted, no checkpoint manifest, nothing published."""
+    cfg_path = _config(tmp_path)
+    root = tmp_path / "root"
+    proc = _start(["run", "--config", str(cfg_path)])
+    _wait_until(proc, lambda: _ledger(root).get("pretrain") == "running")
+    time.sleep(6)  # inside the step: Ray and the trainer starting, or an epoch running
+    rc, out, err = _finish(proc, signal.SIGINT)
+    assert rc == 130, err[-3000:]
+    steps = _ledger(root)
+    assert steps["pretrain"] == "interrupted" and "extract" not in steps, steps
+    ckpts = root / "checkpoints"
+    assert not ckpts.is_dir() or not any((p / "manifest.json").is_file() for p in ckpts.iterdir())
+    assert not (root / "tables").is_dir()
+    assert out.strip() == ""

@@ -53,9 +53,15 @@ def test_step_hashes_follow_where_a_step_publishes(tmp_path):
     from tests.pipelines.test_run import TINY
 
     base = RunConfig.model_validate({**TINY, "root": str(tmp_path)})
-    sections = [("ingest", ["source"]), ("pretrain", ["split", "pretrain"]),
-                ("extract", ["extract", "aggregate", "publish_every", "gates"]), ("rollover", ["rollover"]),
-                ("downstream", ["downstream"]), ("retrieval", ["retrieval"]), ("report", [])]
+    sections = [
+        ("ingest", ["source"]),
+        ("pretrain", ["split", "pretrain"]),
+        ("extract", ["extract", "aggregate", "publish_every", "gates"]),
+        ("rollover", ["rollover"]),
+        ("downstream", ["downstream"]),
+        ("retrieval", ["retrieval"]),
+        ("report", []),
+    ]
     dumped, acc, ref = base.model_dump(mode="json"), [], {}
     for step, keys in sections:
         acc += [json.dumps(dumped[k], sort_keys=True) for k in keys]
@@ -71,6 +77,10 @@ def test_step_hashes_follow_where_a_step_publishes(tmp_path):
     assert changed({"tables_uri": "s3://lfm-b/t"}) == later
     assert changed({"index_uri": "s3://lfm-b/i"}) == {"retrieval", "report"}
     assert changed({"options": {"AWS_REGION": "eu-west-1"}}) == set()  # where to, not how
-    a = _step_hashes(RunConfig.model_validate({**TINY, "root": str(tmp_path), "storage": {"tables_uri": "s3://lfm-b/t"}}))
-    b = _step_hashes(RunConfig.model_validate({**TINY, "root": str(tmp_path), "storage": {"tables_uri": "s3://lfm-b/u"}}))
+    a = _step_hashes(
+        RunConfig.model_validate({**TINY, "root": str(tmp_path), "storage": {"tables_uri": "s3://lfm-b/t"}})
+    )
+    b = _step_hashes(
+        RunConfig.model_validate({**TINY, "root": str(tmp_path), "storage": {"tables_uri": "s3://lfm-b/u"}})
+    )
     assert a["extract"] != b["extract"] and a["pretrain"] == b["pretrain"]

@@ -17,7 +17,6 @@ from tests.moto_s3 import SECRET, s3  # noqa: F401 - the fixture
 from tests.pipelines.helpers import untrained_checkpoint
 from tests.pipelines.test_run import TINY
 
-
 # test_run's tiny log with 3 days (train, valid, test): the fewest the split accepts
 SOURCE = {**TINY["source"], "generator": {**TINY["source"]["generator"], "days": 3}}
 
@@ -32,8 +31,14 @@ def runs(tmp_path_factory, s3, ray_cluster, spark):  # noqa: F811
 
     prefix = s3.bucket("lfm-run") + "/daily"
     remote_root = tmp_path_factory.mktemp("remote")
-    cfg = RunConfig.model_validate({**TINY, "source": SOURCE, "root": str(remote_root), "storage": {
-        "tables_uri": f"{prefix}/tables", "index_uri": f"{prefix}/indexes", "options": s3.options}})
+    cfg = RunConfig.model_validate(
+        {
+            **TINY,
+            "source": SOURCE,
+            "root": str(remote_root),
+            "storage": {"tables_uri": f"{prefix}/tables", "index_uri": f"{prefix}/indexes", "options": s3.options},
+        }
+    )
     t0 = time.perf_counter()
     untrained_checkpoint(cfg, "untrained-s3")
     remote = run_pipeline(cfg)
@@ -43,10 +48,13 @@ def runs(tmp_path_factory, s3, ray_cluster, spark):  # noqa: F811
     local_root = tmp_path_factory.mktemp("local")
     for part in ("log", "checkpoints", "samples"):
         shutil.copytree(remote_root / part, local_root / part)
-    local = run_pipeline(RunConfig.model_validate({**TINY, "source": SOURCE, "root": str(local_root)}),
-                         steps=["extract"])
-    print(f"s3 run {t1 - t0:.1f}s {remote.timings} {remote.substeps}; "
-          f"local reference {time.perf_counter() - t1:.1f}s {local.timings} {local.substeps}")
+    local = run_pipeline(
+        RunConfig.model_validate({**TINY, "source": SOURCE, "root": str(local_root)}), steps=["extract"]
+    )
+    print(
+        f"s3 run {t1 - t0:.1f}s {remote.timings} {remote.substeps}; "
+        f"local reference {time.perf_counter() - t1:.1f}s {local.timings} {local.substeps}"
+    )
     yield local_root, local, cfg, remote, prefix, s3.options
     for root in (local_root, remote_root):
         storage.unmount(root / "tables")
@@ -112,8 +120,9 @@ def test_credentials_never_land_in_the_run_root(runs):
 
 
 def test_missing_bucket_stops_the_run_before_any_step(s3, tmp_path):  # noqa: F811
-    cfg = RunConfig.model_validate({**TINY, "root": str(tmp_path), "storage": {
-        "tables_uri": "s3://lfm-missing/t", "options": s3.options}})
+    cfg = RunConfig.model_validate(
+        {**TINY, "root": str(tmp_path), "storage": {"tables_uri": "s3://lfm-missing/t", "options": s3.options}}
+    )
     with pytest.raises(storage.StorageError, match=r"storage\.tables_uri: s3://lfm-missing/t: bucket 'lfm-missing'"):
         run_pipeline(cfg)
     assert not (tmp_path / "ledger.sqlite").exists()
@@ -135,10 +144,14 @@ def test_cli_exits_2_on_a_missing_bucket(s3, tmp_path):  # noqa: F811
     import yaml
 
     path = tmp_path / "run.yaml"
-    path.write_text(yaml.safe_dump({**TINY, "root": str(tmp_path / "r"), "storage": {
-        "index_uri": "s3://lfm-missing/i", "options": s3.options}}))
-    proc = subprocess.run([sys.executable, "-m", "pipelines.cli", "run", "--config", str(path)],
-                          capture_output=True, text=True)
+    path.write_text(
+        yaml.safe_dump(
+            {**TINY, "root": str(tmp_path / "r"), "storage": {"index_uri": "s3://lfm-missing/i", "options": s3.options}}
+        )
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipelines.cli", "run", "--config", str(path)], capture_output=True, text=True
+    )
     assert proc.returncode == 2, proc.stderr[-2000:]
     out = " ".join((proc.stdout + proc.stderr).split())  # rich may wrap the line
     assert "storage.index_uri: s3://lfm-missing/i: bucket 'lfm-missing' does not exist" in out

@@ -32,11 +32,15 @@ SKIPPED = {
 }
 
 SMALL = {
-    "source": {"kind": "generated", "generator": {"num_users": 150, "num_items": 80, "days": 8,
-                                                  "rows_per_day": 300, "windows_per_day": 2}},
+    "source": {
+        "kind": "generated",
+        "generator": {"num_users": 150, "num_items": 80, "days": 8, "rows_per_day": 300, "windows_per_day": 2},
+    },
     "split": {"valid_start": "2026-01-06", "test_start": "2026-01-07"},
-    "pretrain": {"model": {"d_model": 16, "user_layers": 2, "ur_dim": 16, "ir_dim": 16, "mlp_dims": [32, 16]},
-                 "train": {"epochs": 1, "batch_size": 256, "diagnostics_rows": 100}},
+    "pretrain": {
+        "model": {"d_model": 16, "user_layers": 2, "ur_dim": 16, "ir_dim": 16, "mlp_dims": [32, 16]},
+        "train": {"epochs": 1, "batch_size": 256, "diagnostics_rows": 100},
+    },
     "downstream": {"scenario": 0, "epochs": 1, "representations": ["user_ur", "item_ir", "user_cr", "item_cr"]},
     "retrieval": {"recall_target": 0.5},
 }

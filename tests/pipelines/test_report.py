@@ -22,10 +22,19 @@ DAYS = ["2026-01-01", "2026-01-02", "2026-01-03", "2026-01-04"]
 def _downstream(tasks, seeds=3) -> dict:
     per_seed = [{"test_auc": {t: 0.6 + 0.01 * s for t in tasks}, "valid_auc": 0.6} for s in range(seeds)]
     res = {"test_auc": {t: 0.61 for t in tasks}, "test_auc_std": {t: 0.01 for t in tasks}, "per_seed": per_seed}
-    return {"scenario": 2, "scenario_name": "splash", "tasks": tasks, "representations": ["user_ur"],
-            "adapter": "gate", "coverage": {}, "rows": {"train": 1, "valid": 1, "test": 1},
-            "days": {"train": DAYS[:2], "valid": DAYS[2:3], "test": DAYS[3:]},
-            "vanilla": res, "transfer": res, "lift": {t: 0.0123 for t in tasks}}
+    return {
+        "scenario": 2,
+        "scenario_name": "splash",
+        "tasks": tasks,
+        "representations": ["user_ur"],
+        "adapter": "gate",
+        "coverage": {},
+        "rows": {"train": 1, "valid": 1, "test": 1},
+        "days": {"train": DAYS[:2], "valid": DAYS[2:3], "test": DAYS[3:]},
+        "vanilla": res,
+        "transfer": res,
+        "lift": {t: 0.0123 for t in tasks},
+    }
 
 
 def _vectors(n: int, dim: int, rank: int, seed: int = 0) -> list[list[float]]:
@@ -38,19 +47,31 @@ def _vectors(n: int, dim: int, rank: int, seed: int = 0) -> list[list[float]]:
 def run_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("report")
     layout = RunLayout(root)
-    spec = generate_log(GeneratorConfig(num_users=50, num_items=30, days=4, rows_per_day=400,
-                                        windows_per_day=1), layout.log)
+    spec = generate_log(
+        GeneratorConfig(num_users=50, num_items=30, days=4, rows_per_day=400, windows_per_day=1), layout.log
+    )
     for name, rank in (("user_ur", 1), ("item_ir", 16)):  # user_ur collapsed onto one direction
-        table = pa.table({"ds": [DAYS[-1]] * 200, "entity_id": [str(i) for i in range(200)],
-                          "vector": pa.array(_vectors(200, 16, rank), pa.list_(pa.float32()))})
+        table = pa.table(
+            {
+                "ds": [DAYS[-1]] * 200,
+                "entity_id": [str(i) for i in range(200)],
+                "vector": pa.array(_vectors(200, 16, rank), pa.list_(pa.float32())),
+            }
+        )
         write_deltalake(str(layout.table(name)), table, partition_by=["ds"])
     return root, spec
 
 
 def _state(spec, downstream) -> RunState:
-    return RunState(ds=DAYS[-1], days=DAYS, split={"train": DAYS[:2], "valid": DAYS[2:3], "test": DAYS[3:]},
-                    published={DAYS[-1]: {"user_ur": 0, "item_ir": 0}}, downstream=downstream,
-                    timings={"pretrain": 0.0, "extract": 3.2}, reused=["pretrain"])
+    return RunState(
+        ds=DAYS[-1],
+        days=DAYS,
+        split={"train": DAYS[:2], "valid": DAYS[2:3], "test": DAYS[3:]},
+        published={DAYS[-1]: {"user_ur": 0, "item_ir": 0}},
+        downstream=downstream,
+        timings={"pretrain": 0.0, "extract": 3.2},
+        reused=["pretrain"],
+    )
 
 
 def test_counts_positives_and_warns_instead_of_a_lift(run_root):
@@ -58,8 +79,9 @@ def test_counts_positives_and_warns_instead_of_a_lift(run_root):
     tasks = list(spec.tasks)
     log = read_log(RunLayout(root).log, DAYS[3:]).to_pylist()  # the reference: a plain loop
     want = {t: sum(1 for r in log if r["scenario"] == 2 and r[t] == 1) for t in tasks}
-    cfg = RunConfig.model_validate({"root": str(root), "downstream": {"scenario": 2},
-                                    "report": {"min_positives": max(want.values()) + 1}})
+    cfg = RunConfig.model_validate(
+        {"root": str(root), "downstream": {"scenario": 2}, "report": {"min_positives": max(want.values()) + 1}}
+    )
     text = write_report(cfg, RunLayout(root), _state(spec, _downstream(tasks))).read_text()
     assert "## Downstream: scenario `splash` (id 2)" in text
     test_row = next(line for line in text.splitlines() if line.startswith("| test |"))
@@ -81,8 +103,11 @@ def test_flags_representation_collapse(run_root):
     root, spec = run_root
     cfg = RunConfig.model_validate({"root": str(root), "report": {"min_rank_share": 0.25}})
     text = write_report(cfg, RunLayout(root), _state(spec, None)).read_text()
-    rows = {line.split("|")[1].strip(): line for line in text.splitlines() if line.startswith("| user_ur |")
-            or line.startswith("| item_ir |")}
+    rows = {
+        line.split("|")[1].strip(): line
+        for line in text.splitlines()
+        if line.startswith("| user_ur |") or line.startswith("| item_ir |")
+    }
     assert "collapsed" in rows["user_ur"] and "collapsed" not in rows["item_ir"]
     assert "representation collapse**: `user_ur`" in text
 

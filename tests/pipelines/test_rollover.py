@@ -85,8 +85,11 @@ def test_dims_differ_semi_orthogonal(d_old, d_new):
     # brute-force check of optimality: no random semi-orthogonal map does better
     for s in range(20):
         q = np.linalg.qr(np.random.default_rng(100 + s).normal(size=(max(d_new, d_old), k)))[0]
-        w = q[:d_new, :] @ np.linalg.qr(np.random.default_rng(200 + s).normal(size=(d_old, k)))[0].T \
-            if d_new >= d_old else None
+        w = (
+            q[:d_new, :] @ np.linalg.qr(np.random.default_rng(200 + s).normal(size=(d_old, k)))[0].T
+            if d_new >= d_old
+            else None
+        )
         if w is None:
             w = np.linalg.qr(np.random.default_rng(300 + s).normal(size=(d_old, d_new)))[0].T
         assert np.linalg.norm(new @ w - old) >= np.linalg.norm(new @ m.w - old) - 1e-9
@@ -116,8 +119,9 @@ def test_overlap_window():
 
 
 # --- publishing on Delta ------------------------------------------------------------------
-def write_table(path: Path, name: str, ds: str, version: str, ids: list[str], vecs: np.ndarray,
-                normalisation: str = "none") -> None:
+def write_table(
+    path: Path, name: str, ds: str, version: str, ids: list[str], vecs: np.ndarray, normalisation: str = "none"
+) -> None:
     n, dim = vecs.shape
     cols = {
         "entity_id": pa.array(ids, pa.string()),
@@ -130,8 +134,13 @@ def write_table(path: Path, name: str, ds: str, version: str, ids: list[str], ve
     }
     if name.endswith("_cr"):
         cols["decayed_sum"] = cols["vector"]
-    props = TableProperties(dim=dim, normalisation=normalisation, source_checkpoint=version, config_hash="h",
-                            tau_seconds=86400.0 if name.endswith("_cr") else None)
+    props = TableProperties(
+        dim=dim,
+        normalisation=normalisation,
+        source_checkpoint=version,
+        config_hash="h",
+        tau_seconds=86400.0 if name.endswith("_cr") else None,
+    )
     publish(path, name, ds, pa.table(cols), props)
 
 
@@ -153,8 +162,9 @@ def two_versions(tmp_path):
 
 def test_aligned_table_is_read_with_the_old_model_version(two_versions):
     root, old, new, r = two_versions
-    res = publish_aligned(root / "new", "user_ur", DS, "v2", "v1", RolloverConfig(min_shared_entities=100),
-                          old_tables_root=root / "old")
+    res = publish_aligned(
+        root / "new", "user_ur", DS, "v2", "v1", RolloverConfig(min_shared_entities=100), old_tables_root=root / "old"
+    )
     out = root / "new" / aligned_table_name("user_ur", "v1")
     assert res.table == out and res.n_shared == 300 and res.rows == 320
     assert (res.fit_ds_old, res.fit_ds_new) == ("2026-01-02", "2026-01-02")  # same-day pairs
@@ -173,18 +183,42 @@ def test_aligned_table_is_read_with_the_old_model_version(two_versions):
     with pytest.raises(ValueError, match="expects 'v1'"):
         read_asof(root / "new" / "user_ur", "2026-01-04", expect_model_version="v1")
     # rerun: a no-op; force: republished
-    assert publish_aligned(root / "new", "user_ur", DS, "v2", "v1", RolloverConfig(min_shared_entities=100),
-                           old_tables_root=root / "old").version is None
-    again = publish_aligned(root / "new", "user_ur", DS, "v2", "v1",
-                            RolloverConfig(min_shared_entities=100, force=True), old_tables_root=root / "old")
+    assert (
+        publish_aligned(
+            root / "new",
+            "user_ur",
+            DS,
+            "v2",
+            "v1",
+            RolloverConfig(min_shared_entities=100),
+            old_tables_root=root / "old",
+        ).version
+        is None
+    )
+    again = publish_aligned(
+        root / "new",
+        "user_ur",
+        DS,
+        "v2",
+        "v1",
+        RolloverConfig(min_shared_entities=100, force=True),
+        old_tables_root=root / "old",
+    )
     assert again.version is not None and again.version > res.version
 
 
 def test_too_few_shared_entities_publishes_nothing(two_versions):
     root, *_ = two_versions
     with pytest.raises(RolloverError, match="only 300 entities.*min_shared_entities=1000"):
-        publish_aligned(root / "new", "user_ur", DS, "v2", "v1", RolloverConfig(min_shared_entities=1000),
-                        old_tables_root=root / "old")
+        publish_aligned(
+            root / "new",
+            "user_ur",
+            DS,
+            "v2",
+            "v1",
+            RolloverConfig(min_shared_entities=1000),
+            old_tables_root=root / "old",
+        )
     assert not (root / "new" / aligned_table_name("user_ur", "v1")).exists()
 
 
@@ -234,10 +268,17 @@ def test_missing_versions_and_snapshots_are_clear_errors(two_versions):
 
 def test_rollover_days_is_the_pipeline_entry(two_versions):
     root, old, *_ = two_versions
-    cfg = RolloverConfig(min_shared_entities=10, tables=["user_ur"], overlap_days=0,
-                         previous_model_version="v1", previous_tables_root=root / "old")
+    cfg = RolloverConfig(
+        min_shared_entities=10,
+        tables=["user_ur"],
+        overlap_days=0,
+        previous_model_version="v1",
+        previous_tables_root=root / "old",
+    )
     assert rollover_days(root / "new", ["2026-01-02", DS], "v1", cfg) == {}  # not a rollover
-    assert rollover_days(root / "new", ["2026-01-02"], "v2", cfg.model_copy(update={"previous_model_version": None})) == {}
+    assert (
+        rollover_days(root / "new", ["2026-01-02"], "v2", cfg.model_copy(update={"previous_model_version": None})) == {}
+    )
     out = rollover_days(root / "new", [DS, "2026-01-02"], "v2", cfg)
     assert list(out) == ["2026-01-02"]  # overlap_days=0: only the new version's first day
     assert out["2026-01-02"]["user_ur"]["residual"] < 0.02
@@ -319,8 +360,12 @@ def test_pooled_fit_days_equals_the_fit_on_concatenated_rows(tmp_path):
         cfg = RolloverConfig(min_shared_entities=100, fit_days=fit_days, force=True)
         res = publish_aligned(tmp_path / "new", "user_ur", days[-1], "v2", "v1", cfg, old_tables_root=tmp_path / "old")
         use = days[-k:]
-        ref = fit_procrustes(np.concatenate([pairs[d][0] for d in use]), np.concatenate([pairs[d][1] for d in use]),
-                             centre=True, scale=cfg.scale)
+        ref = fit_procrustes(
+            np.concatenate([pairs[d][0] for d in use]),
+            np.concatenate([pairs[d][1] for d in use]),
+            centre=True,
+            scale=cfg.scale,
+        )
         got = read_map(res.table, days[-1])
         np.testing.assert_allclose(got.w, ref.w, atol=1e-9)
         np.testing.assert_allclose(got.scale, ref.scale, atol=1e-9)
@@ -330,8 +375,15 @@ def test_pooled_fit_days_equals_the_fit_on_concatenated_rows(tmp_path):
 
         meta = json.loads((res.table / ALIGN_DIR / f"ds={days[-1]}.json").read_text())
         assert sorted(d for d, _ in meta["fit_pairs"]) == use and all(a == b for a, b in meta["fit_pairs"])
-    one = publish_aligned(tmp_path / "new", "user_ur", days[-1], "v2", "v1",
-                          RolloverConfig(min_shared_entities=100, force=True), old_tables_root=tmp_path / "old")
+    one = publish_aligned(
+        tmp_path / "new",
+        "user_ur",
+        days[-1],
+        "v2",
+        "v1",
+        RolloverConfig(min_shared_entities=100, force=True),
+        old_tables_root=tmp_path / "old",
+    )
     assert one.n_shared == len(pairs[days[-1]][0])  # the default: the latest same-day pair only
 
 

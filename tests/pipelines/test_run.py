@@ -12,11 +12,15 @@ from contracts.index import INDEX_FILE
 from pipelines import RunConfig, run_pipeline
 
 TINY = {
-    "source": {"kind": "generated", "generator": {"num_users": 300, "num_items": 150, "days": 4,
-                                                  "rows_per_day": 1500, "windows_per_day": 4}},
+    "source": {
+        "kind": "generated",
+        "generator": {"num_users": 300, "num_items": 150, "days": 4, "rows_per_day": 1500, "windows_per_day": 4},
+    },
     "split": {"valid_days": 1, "test_days": 1},
-    "pretrain": {"model": {"d_model": 16, "user_layers": 2, "ur_dim": 16, "ir_dim": 16, "mlp_dims": [32, 16]},
-                 "train": {"epochs": 1, "batch_size": 256, "diagnostics_rows": 200}},
+    "pretrain": {
+        "model": {"d_model": 16, "user_layers": 2, "ur_dim": 16, "ir_dim": 16, "mlp_dims": [32, 16]},
+        "train": {"epochs": 1, "batch_size": 256, "diagnostics_rows": 200},
+    },
     "downstream": {"scenario": 0, "epochs": 2, "representations": ["user_ur", "item_ir", "user_cr", "item_cr"]},
     "retrieval": {"recall_target": 0.5},
 }
@@ -67,8 +71,9 @@ def test_rerun_reuses_every_finished_step(finished_run):
 def test_cli_names_a_misspelled_key(tmp_path):
     bad = tmp_path / "run.yaml"
     bad.write_text(f"root: {tmp_path}\npretrain:\n  train:\n    epoch: 3\n")
-    proc = subprocess.run([sys.executable, "-m", "pipelines.cli", "run", "--config", str(bad)],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipelines.cli", "run", "--config", str(bad)], capture_output=True, text=True
+    )
     assert proc.returncode == 2
     assert "pretrain.train.epoch: unknown key" in proc.stderr
 
@@ -101,8 +106,9 @@ def _rerun_in_fresh_process(cfg, root, steps=None) -> dict:
     import json
 
     cfg2 = cfg.model_copy(update={"root": str(root)})
-    proc = subprocess.run([sys.executable, "-c", _RERUN, cfg2.model_dump_json(), json.dumps(steps)],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", _RERUN, cfg2.model_dump_json(), json.dumps(steps)], capture_output=True, text=True
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -141,8 +147,9 @@ def test_run_with_only_publishing_left_starts_spark_not_ray(finished_run, tmp_pa
     days = st.days
     got, want = _rows(RunLayout(root).table("item_cr"), days), _rows(RunLayout(cfg.root).table("item_cr"), days)
     assert {r["ds"] for r in got} == set(days)
-    assert [(r["ds"], r["entity_id"], r["sample_count"]) for r in got] == \
-           [(r["ds"], r["entity_id"], r["sample_count"]) for r in want]
+    assert [(r["ds"], r["entity_id"], r["sample_count"]) for r in got] == [
+        (r["ds"], r["entity_id"], r["sample_count"]) for r in want
+    ]
     for g, w in zip(got, want):
         assert max(abs(a - b) for a, b in zip(g["vector"], w["vector"])) < 1e-6
 
@@ -168,8 +175,11 @@ def test_rollover_step_publishes_aligned_tables_or_refuses_loudly(finished_run, 
     roll = {"previous_model_version": v1, "previous_tables_root": str(old_tables), "min_shared_entities": 20}
     cfg = RunConfig.model_validate({**base, "rollover": {**roll, "max_residual": 0.05}})
     untrained_checkpoint(cfg, "v2-untrained")
-    with pytest.raises(RolloverError, match=r"user_ur ds=\S+: alignment residual 0\.\d+ of v2-untrained onto .* "
-                                            r"above max_residual=0\.05"):
+    with pytest.raises(
+        RolloverError,
+        match=r"user_ur ds=\S+: alignment residual 0\.\d+ of v2-untrained onto .* "
+        r"above max_residual=0\.05",
+    ):
         run_pipeline(cfg, steps=["extract", "rollover"])
     rows = {r["step"]: r for r in Ledger(tmp_path / "ledger.sqlite").rows(old_st.ds)}
     assert rows["extract"]["status"] == "done" and rows["rollover"]["status"] == "failed"
@@ -189,8 +199,7 @@ def test_rollover_step_publishes_aligned_tables_or_refuses_loudly(finished_run, 
         assert delta_io.list_days(out) == days
         props = TableProperties.from_delta(delta_io.table_configuration(out))
         old_props = TableProperties.from_delta(delta_io.table_configuration(old_tables / name))
-        assert (props.source_checkpoint, props.dim, props.normalisation) == (v1, old_props.dim,
-                                                                            old_props.normalisation)
+        assert (props.source_checkpoint, props.dim, props.normalisation) == (v1, old_props.dim, old_props.normalisation)
         d = days[-1]
         got = read_asof(out, d, inclusive=True, expect_model_version=v1).sort_by("entity_id")
         new = delta_io.read_days(tmp_path / "tables" / name, [d]).sort_by("entity_id")

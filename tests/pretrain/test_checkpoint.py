@@ -22,9 +22,15 @@ def _save(root: Path, version: str, created: datetime | None = None) -> Path:
     cfg = ModelConfig()
     model = FoundationModel(cfg, SPEC, enc.vocab_sizes)
     manifest = CheckpointManifest(
-        model_version=version, created_at=created or datetime.now(timezone.utc), dataset=SPEC,
-        model_config_data=cfg.model_dump(mode="json"), config_hash="x", data_version="toy",
-        vocab_sizes=enc.vocab_sizes, layers=model.layer_infos(), default_cr_layer=model.default_cr_layer,
+        model_version=version,
+        created_at=created or datetime.now(timezone.utc),
+        dataset=SPEC,
+        model_config_data=cfg.model_dump(mode="json"),
+        config_hash="x",
+        data_version="toy",
+        vocab_sizes=enc.vocab_sizes,
+        layers=model.layer_infos(),
+        default_cr_layer=model.default_cr_layer,
     )
     return save_checkpoint(root, model, enc, manifest, {"note.txt": b"hi"})
 

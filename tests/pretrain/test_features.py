@@ -39,8 +39,11 @@ def test_min_count_and_max_vocab(table):
 def test_unseen_values_map_to_oov(table):
     enc = FeatureEncoder.fit(table, SPEC)
     other = table.set_column(table.column_names.index("user_id"), "user_id", pa.array(["never-seen"] * len(table)))
-    other = other.set_column(other.column_names.index("hist_seq"), "hist_seq",
-                             pa.array([["zzz", "i1"]] * len(table), type=pa.list_(pa.string())))
+    other = other.set_column(
+        other.column_names.index("hist_seq"),
+        "hist_seq",
+        pa.array([["zzz", "i1"]] * len(table), type=pa.list_(pa.string())),
+    )
     batch = enc.encode(other)
     assert (batch["user_id"] == 0).all()
     seq, mask = batch["hist_seq"], batch["hist_mask"]
@@ -74,7 +77,9 @@ def test_labels_and_masks(table):
     assert set(torch.unique(b["labels"]).tolist()) <= {0.0, 1.0}
     scen = np.array(table["scenario"].to_pylist())
     np.testing.assert_array_equal(np.array(enc.scenario_ids)[b["scenario"].numpy()], scen)
-    np.testing.assert_array_equal(b["is_ad"].numpy(), pc.equal(table["sample_type"], "ad").to_numpy(zero_copy_only=False))
+    np.testing.assert_array_equal(
+        b["is_ad"].numpy(), pc.equal(table["sample_type"], "ad").to_numpy(zero_copy_only=False)
+    )
 
 
 def test_missing_column_names_it(table):
@@ -137,12 +142,13 @@ def test_json_round_trip(table):
 
 def test_extend_keeps_old_indices_and_appends_new(table):
     enc = FeatureEncoder.fit(table, SPEC)
-    newer = table.set_column(table.column_names.index("user_id"), "user_id",
-                             pa.array([f"new{i % 3}" for i in range(len(table))]))
+    newer = table.set_column(
+        table.column_names.index("user_id"), "user_id", pa.array([f"new{i % 3}" for i in range(len(table))])
+    )
     ext = enc.extend(newer)
     old = enc.vocabs["user_id"]
     assert ext.vocabs["user_id"][: len(old)] == old
-    assert sorted(ext.vocabs["user_id"][len(old):]) == ["new0", "new1", "new2"]
+    assert sorted(ext.vocabs["user_id"][len(old) :]) == ["new0", "new1", "new2"]
     assert enc.encode(table)["user_id"].tolist() == ext.encode(table)["user_id"].tolist()
     capped = enc.extend(newer, max_vocab=len(old) + 1)
     assert len(capped.vocabs["user_id"]) == len(old) + 1

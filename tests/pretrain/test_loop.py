@@ -36,8 +36,9 @@ def _pretrain(epochs: int, patience: int):
     tr, va = toy_table(300, seed=1), toy_table(200, seed=2)
     enc = FeatureEncoder.fit(tr, SPEC)
     # lr 0: the weights never change, so validation AUC is the same every epoch: no gain after epoch 1
-    cfg = PretrainConfig.model_validate({"train": {"epochs": epochs, "patience": patience, "lr": 1e-30,
-                                                   "batch_size": 128, "diagnostics": False}})
+    cfg = PretrainConfig.model_validate(
+        {"train": {"epochs": epochs, "patience": patience, "lr": 1e-30, "batch_size": 128, "diagnostics": False}}
+    )
     st = fit_plain(cfg.model, cfg.train, SPEC, enc.vocab_sizes, to_arrays(enc.encode(tr)), to_arrays(enc.encode(va)))
     return int(st["epoch"]), int(st["best_epoch"])
 
@@ -79,10 +80,21 @@ def test_plain_pretraining_is_reproducible_bit_for_bit():
     """Same config, same rows: same weights and metrics (seeded, deterministic ops, fixed threads)."""
     tr, va = toy_table(400, seed=5), toy_table(200, seed=6)
     enc = FeatureEncoder.fit(tr, SPEC)
-    cfg = PretrainConfig.model_validate({"train": {"epochs": 2, "batch_size": 64, "shuffle_window": 150,
-                                                   "pairwise_alpha": {"click": 0.7}, "grad_clip": 1.0}})
-    runs = [fit_plain(cfg.model, cfg.train, SPEC, enc.vocab_sizes, to_arrays(enc.encode(tr)), to_arrays(enc.encode(va)))
-            for _ in range(2)]
+    cfg = PretrainConfig.model_validate(
+        {
+            "train": {
+                "epochs": 2,
+                "batch_size": 64,
+                "shuffle_window": 150,
+                "pairwise_alpha": {"click": 0.7},
+                "grad_clip": 1.0,
+            }
+        }
+    )
+    runs = [
+        fit_plain(cfg.model, cfg.train, SPEC, enc.vocab_sizes, to_arrays(enc.encode(tr)), to_arrays(enc.encode(va)))
+        for _ in range(2)
+    ]
     assert [h["train_loss"] for h in runs[0]["history"]] == [h["train_loss"] for h in runs[1]["history"]]
     assert [h["valid_auc"] for h in runs[0]["history"]] == [h["valid_auc"] for h in runs[1]["history"]]
     for k, v in runs[0]["best_state"].items():
@@ -111,8 +123,19 @@ def test_gpu_flag_fails_clearly_without_a_gpu(tmp_path):
 
     s = Split(enc.encode(tr), [])
     with pytest.raises(DeviceUnavailable, match=r"downstream\.use_gpu"):
-        fit(lambda: nn.Linear(1, 1), s, s, s, SPEC.tasks, seed=0, epochs=1, lr=1e-3, batch_size=8, patience=1,
-            use_gpu=True)
+        fit(
+            lambda: nn.Linear(1, 1),
+            s,
+            s,
+            s,
+            SPEC.tasks,
+            seed=0,
+            epochs=1,
+            lr=1e-3,
+            batch_size=8,
+            patience=1,
+            use_gpu=True,
+        )
 
 
 def test_downstream_combined_pair_loss_is_selectable_and_finite_without_positives():
@@ -139,10 +162,32 @@ def test_downstream_combined_pair_loss_is_selectable_and_finite_without_positive
         def forward(self, b):
             return self.emb(b["user_id"])
 
-    model, res = fit(Tiny, train, valid, valid, SPEC.tasks, seed=0, epochs=2, lr=1e-2, batch_size=64, patience=2,
-                     **train_options(cfg))
+    model, res = fit(
+        Tiny,
+        train,
+        valid,
+        valid,
+        SPEC.tasks,
+        seed=0,
+        epochs=2,
+        lr=1e-2,
+        batch_size=64,
+        patience=2,
+        **train_options(cfg),
+    )
     assert all(torch.isfinite(p).all() for p in model.parameters())
     assert res.epochs >= 1
     with pytest.raises(ValueError, match=r"pairwise_alpha: unknown task\(s\) \['purchase'\]"):
-        fit(Tiny, train, valid, valid, SPEC.tasks, seed=0, epochs=1, lr=1e-2, batch_size=64, patience=1,
-            pairwise_alpha={"purchase": 0.5})
+        fit(
+            Tiny,
+            train,
+            valid,
+            valid,
+            SPEC.tasks,
+            seed=0,
+            epochs=1,
+            lr=1e-2,
+            batch_size=64,
+            patience=1,
+            pairwise_alpha={"purchase": 0.5},
+        )

@@ -18,8 +18,12 @@ def test_pairwise_matches_double_loop():
     z = torch.randn(30, generator=g)
     y = (torch.rand(30, generator=g) < 0.3).float()
     m = torch.rand(30, generator=g) < 0.8
-    terms = [-math.log(1 / (1 + math.exp(-(z[i] - z[j]).item())))
-             for i in range(30) for j in range(30) if m[i] and m[j] and y[i] == 1 and y[j] == 0]
+    terms = [
+        -math.log(1 / (1 + math.exp(-(z[i] - z[j]).item())))
+        for i in range(30)
+        for j in range(30)
+        if m[i] and m[j] and y[i] == 1 and y[j] == 0
+    ]
     assert pairwise_loss(z, y, m).item() == pytest.approx(sum(terms) / len(terms), rel=1e-5)
 
 

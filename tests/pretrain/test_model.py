@@ -73,8 +73,18 @@ def test_forward_picks_branch_and_head(model_and_batch):
 def test_representations_and_layer_infos(model_and_batch):
     model, batch = model_and_batch
     infos = {li.name: li for li in model.layer_infos()}
-    assert list(infos) == ["user_tower", "item_tower", "ad.cross_1", "ad.cross_2", "ad.mlp_1", "ad.mlp_2",
-                           "content.cross_1", "content.cross_2", "content.mlp_1", "content.mlp_2"]
+    assert list(infos) == [
+        "user_tower",
+        "item_tower",
+        "ad.cross_1",
+        "ad.cross_2",
+        "ad.mlp_1",
+        "ad.mlp_2",
+        "content.cross_1",
+        "content.cross_2",
+        "content.mlp_1",
+        "content.mlp_2",
+    ]
     assert model.default_cr_layer == "ad.mlp_1"
     reps = model.representations(batch, ["ad.mlp_1", "user_tower"])
     assert list(reps) == ["ad.mlp_1", "user_tower"]
@@ -89,8 +99,10 @@ def test_user_tower_sees_no_target_item(model_and_batch):
     other = dict(batch)
     other["item_id"] = torch.roll(batch["item_id"], 1)
     other["category"] = torch.roll(batch["category"], 1)
-    torch.testing.assert_close(model.representations(batch, ["user_tower"])["user_tower"],
-                               model.representations(other, ["user_tower"])["user_tower"])
+    torch.testing.assert_close(
+        model.representations(batch, ["user_tower"])["user_tower"],
+        model.representations(other, ["user_tower"])["user_tower"],
+    )
 
 
 def test_sequence_tokens_shape_and_padding(model_and_batch):
@@ -101,9 +113,18 @@ def test_sequence_tokens_shape_and_padding(model_and_batch):
     assert (toks[-1][~batch["hist_mask"]] == 0).all()
 
 
-@pytest.mark.parametrize("override", [{"use_sequence": False}, {"nlir": "off"}, {"nlir_form": "swiglu"}, {"sfg": True},
-                                      {"target_tokens": True}, {"bfts_full_layers": 3},
-                                      {"mlp_dims": [16], "cross_layers": 0}])
+@pytest.mark.parametrize(
+    "override",
+    [
+        {"use_sequence": False},
+        {"nlir": "off"},
+        {"nlir_form": "swiglu"},
+        {"sfg": True},
+        {"target_tokens": True},
+        {"bfts_full_layers": 3},
+        {"mlp_dims": [16], "cross_layers": 0},
+    ],
+)
 def test_ablation_variants_run(override):
     t = toy_table(32)
     enc = FeatureEncoder.fit(t, SPEC)

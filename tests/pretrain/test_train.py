@@ -24,8 +24,10 @@ from pretrain.train import RUNS_DIR, fit_plain
 pytestmark = pytest.mark.slow
 
 CFG = PretrainConfig.model_validate(
-    {"train": {"epochs": 2, "batch_size": 256, "lr": 3e-3, "patience": 5, "diagnostics_rows": 300},
-     "model_version": "v-test"}
+    {
+        "train": {"epochs": 2, "batch_size": 256, "lr": 3e-3, "patience": 5, "diagnostics_rows": 300},
+        "model_version": "v-test",
+    }
 )
 
 
@@ -33,8 +35,9 @@ CFG = PretrainConfig.model_validate(
 def log(tmp_path_factory) -> tuple[Path, list[str], list[str]]:
     """Days 1-2 train, day 3 validates; day 4 is the warm start's validation day."""
     path = tmp_path_factory.mktemp("pretrain") / "log"
-    gen = GeneratorConfig(num_users=300, num_items=150, days=4, rows_per_day=5000, seq_len=10,
-                          num_cities=20, num_advertisers=30, seed=3)
+    gen = GeneratorConfig(
+        num_users=300, num_items=150, days=4, rows_per_day=5000, seq_len=10, num_cities=20, num_advertisers=30, seed=3
+    )
     generate_log(gen, path)
     days = log_days(path)
     return path, days[:2], days[2:3]
@@ -82,8 +85,9 @@ def test_resumed_equals_uninterrupted_plain_run(log, resumed):
     # the rows in the order the Ray Data stream yields them (files in day, name order)
     streamed = read_in_stream_order(log_files_for_days(path_, train))
     assert streamed.num_rows == tr.num_rows
-    ref = fit_plain(CFG.model, CFG.train, spec, enc.vocab_sizes, to_arrays(enc.encode(streamed)),
-                    to_arrays(enc.encode(va)))
+    ref = fit_plain(
+        CFG.model, CFG.train, spec, enc.vocab_sizes, to_arrays(enc.encode(streamed)), to_arrays(enc.encode(va))
+    )
     got = torch.load(resumed[2] / WEIGHTS_FILE, weights_only=True)
     assert ref["best_state"].keys() == got.keys()
     for k in got:
@@ -102,8 +106,13 @@ def warm(log, resumed):
     path_, _, _ = log
     root, base_manifest, base_path, _ = resumed
     days = log_days(path_)
-    cfg = CFG.model_copy(update={"init_from": str(base_path), "model_version": "v-warm",
-                                 "train": CFG.train.model_copy(update={"epochs": 1})})
+    cfg = CFG.model_copy(
+        update={
+            "init_from": str(base_path),
+            "model_version": "v-warm",
+            "train": CFG.train.model_copy(update={"epochs": 1}),
+        }
+    )
     manifest, path = train_foundation_model(cfg, path_, root, days[2:3], days[3:4])
     return cfg, base_manifest, base_path, manifest, path, days
 
@@ -154,7 +163,8 @@ def test_same_config_and_log_give_the_same_checkpoint(log, resumed, tmp_path_fac
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert (first_path / "vocab.json").read_text() == (path / "vocab.json").read_text()
     drop = {"resumed_from_epoch"}
-    assert {k: v for k, v in manifest.metrics.items() if k not in drop} == \
-        {k: v for k, v in first.metrics.items() if k not in drop}
+    assert {k: v for k, v in manifest.metrics.items() if k not in drop} == {
+        k: v for k, v in first.metrics.items() if k not in drop
+    }
     done = [r.done for r in caplog.records if getattr(r, "task", None) == "pretrain.epoch"]
     assert done == [1, 2]

@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from contracts import ConfigError, REPRESENTATION_TABLES, TableProperties, load_config
+from contracts import REPRESENTATION_TABLES, ConfigError, TableProperties, load_config
 from engines import delta_io
 from retrieval import RetrievalConfig, SourceError, build_index
 from tests.retrieval.helpers import clustered, make_table

@@ -102,8 +102,16 @@ def test_sampled_softmax_matches_brute_force(with_logq, with_random):
     ritems = torch.tensor([1, 3, 8]) if with_random else None
     rvecs = vecs[ritems] if with_random else None
     got = sampled_softmax_loss(q, items, vecs[items], log_q, 0.5, ritems, rvecs, -math.log(10) if with_random else None)
-    ref = _ref_loss(q.tolist(), items.tolist(), vecs[items].tolist(), None if log_q is None else log_q.tolist(), 0.5,
-                    None if rvecs is None else rvecs.tolist(), None if ritems is None else ritems.tolist(), -math.log(10))
+    ref = _ref_loss(
+        q.tolist(),
+        items.tolist(),
+        vecs[items].tolist(),
+        None if log_q is None else log_q.tolist(),
+        0.5,
+        None if rvecs is None else rvecs.tolist(),
+        None if ritems is None else ritems.tolist(),
+        -math.log(10),
+    )
     assert float(got) == pytest.approx(ref, rel=1e-9)
 
 
@@ -120,8 +128,9 @@ def test_logq_correction_undoes_popularity_bias():
     x = np.ones((len(rows), 1), np.float32)  # no user signal: one query for everybody
     scores = {}
     for logq in (False, True):
-        fit = train_query_tower(x, rows, items, hidden=8, epochs=8, batch_size=256, lr=0.03, temperature=1.0,
-                                logq=logq, seed=0)
+        fit = train_query_tower(
+            x, rows, items, hidden=8, epochs=8, batch_size=256, lr=0.03, temperature=1.0, logq=logq, seed=0
+        )
         scores[logq] = fit.tower.encode(np.ones((1, 1), np.float32))[0]
     corr = {k: np.corrcoef(v, np.log(p))[0, 1] for k, v in scores.items()}
     assert corr[True] > 0.95  # softmax(scores) ~ popularity: the full-softmax optimum

@@ -46,11 +46,18 @@ def _write_log(root, rng, items, z):
                 its.append(f"i{i}")
                 ts.append(base + timedelta(seconds=int(rng.integers(3600, 80000))))
         n = len(users)
-        day = pa.table({
-            "user_id": users, "item_id": its, "event_time": pa.array(ts, pa.timestamp("us", tz="UTC")),
-            "ds": [d] * n, "scenario": pa.array([0] * n, pa.int32()), "sample_type": ["ad"] * n,
-            "click": pa.array([1.0] * n, pa.float32()), "hist_seq": pa.array([[]] * n, pa.list_(pa.string())),
-        })
+        day = pa.table(
+            {
+                "user_id": users,
+                "item_id": its,
+                "event_time": pa.array(ts, pa.timestamp("us", tz="UTC")),
+                "ds": [d] * n,
+                "scenario": pa.array([0] * n, pa.int32()),
+                "sample_type": ["ad"] * n,
+                "click": pa.array([1.0] * n, pa.float32()),
+                "hist_seq": pa.array([[]] * n, pa.list_(pa.string())),
+            }
+        )
         write_log_day(RunLayout(root).log, day, d, spec)
 
 
@@ -59,29 +66,41 @@ def _publish_reps(root, items, z, shuffle_users=False, seed=1):
     ur = z + 0.1 * rng.standard_normal(z.shape).astype(np.float32)
     if shuffle_users:  # the broken input: each user gets someone else's vector
         ur = ur[rng.permutation(U)]
-    tables = {"user_ur": ([f"u{u}" for u in range(U)], ur), "user_cr": ([f"u{u}" for u in range(U)], ur[:, :4]),
-              "item_ir": ([f"i{i}" for i in range(N_ITEMS)], items)}
+    tables = {
+        "user_ur": ([f"u{u}" for u in range(U)], ur),
+        "user_cr": ([f"u{u}" for u in range(U)], ur[:, :4]),
+        "item_ir": ([f"i{i}" for i in range(N_ITEMS)], items),
+    }
     for d in DAYS:
         for name, (ids, vecs) in tables.items():
             n, dim = vecs.shape
             cols = {
-                "entity_id": pa.array(ids, pa.string()), "ds": pa.array([d] * n, pa.string()),
-                "model_version": pa.array(["m1"] * n, pa.string()), "layer": pa.array(["t"] * n, pa.string()),
+                "entity_id": pa.array(ids, pa.string()),
+                "ds": pa.array([d] * n, pa.string()),
+                "model_version": pa.array(["m1"] * n, pa.string()),
+                "layer": pa.array(["t"] * n, pa.string()),
                 "vector": pa.FixedSizeListArray.from_arrays(pa.array(vecs.ravel(), pa.float32()), dim),
-                "updated_at": pa.array([datetime.fromisoformat(d).replace(tzinfo=timezone.utc)] * n,
-                                       pa.timestamp("us", tz="UTC")),
+                "updated_at": pa.array(
+                    [datetime.fromisoformat(d).replace(tzinfo=timezone.utc)] * n, pa.timestamp("us", tz="UTC")
+                ),
                 "sample_count": pa.array([1] * n, pa.int64()),
             }
             if PUBLISHED_TABLES[name].has_state:
                 cols["decayed_sum"] = cols["vector"]
             props = TableProperties(dim=dim, source_checkpoint="m1", config_hash="x")
-            delta_io.replace_day(RunLayout(root).table(name), pa.table(cols, schema=PUBLISHED_TABLES[name]
-                                                                         .arrow_schema(dim)), d,
-                                 configuration=props.to_delta())
+            delta_io.replace_day(
+                RunLayout(root).table(name),
+                pa.table(cols, schema=PUBLISHED_TABLES[name].arrow_schema(dim)),
+                d,
+                configuration=props.to_delta(),
+            )
 
 
 CFG = RetrievalConfig(
-    recall_target=0.9, k_values=[10], hit_rate_days=0, use_gpu=False,
+    recall_target=0.9,
+    k_values=[10],
+    hit_rate_days=0,
+    use_gpu=False,
     query_tower=QueryTowerConfig(hidden=16, epochs=12, batch_size=128, lr=0.01, temperature=0.5),
     promotion=PromotionGateConfig(k=10, max_drop=0.1, min_users=20),
 )
@@ -169,9 +188,15 @@ def test_query_tower_published_promoted_then_broken_table_refused(run_root):
 def _quality(recall, pop, live=None, users=100):
     from contracts.index import RetrievalQuality
 
-    return RetrievalQuality(held_out_day="d", query_ds="c", users=users, recall_at_k={"50": recall},
-                            popularity_recall_at_k={"50": pop}, live_version="v0" if live else None,
-                            live_recall_at_k={"50": live} if live else {})
+    return RetrievalQuality(
+        held_out_day="d",
+        query_ds="c",
+        users=users,
+        recall_at_k={"50": recall},
+        popularity_recall_at_k={"50": pop},
+        live_version="v0" if live else None,
+        live_recall_at_k={"50": live} if live else {},
+    )
 
 
 def test_gate_decisions():

@@ -28,8 +28,12 @@ DS = "2026-01-02"
 LOG_DAYS = ["2026-01-01", "2026-01-02", "2026-01-03"]  # the last one is after the index's ds
 CFG = RetrievalConfig(k_values=[5], eval_queries=40)
 N_ITEMS, N_USERS, DIM = 300, 20, 8
-SPEC = DatasetSpec(name="svc", scenarios={0: "feed"}, tasks=["click", "conversion"],
-                   sequence=SequenceSpec(item_field="item_id", max_len=4)).canonical()
+SPEC = DatasetSpec(
+    name="svc",
+    scenarios={0: "feed"},
+    tasks=["click", "conversion"],
+    sequence=SequenceSpec(item_field="item_id", max_len=4),
+).canonical()
 # fast, but generous enough for a loaded 2-core machine
 FAST = {"poll_s": 0.05, "tables_poll_s": 0.1, "omp_threads": None, "head_timeout_s": 2.0, "body_timeout_s": 2.0}
 
@@ -39,14 +43,19 @@ def write_log(log_path: Path, rows: list[tuple[str, str, str, float, float | Non
     for d in sorted({r[2] for r in rows}):
         day = [r for r in rows if r[2] == d]
         t = datetime.fromisoformat(d).replace(tzinfo=UTC)
-        table = pa.table({
-            "user_id": [r[0] for r in day], "item_id": [r[1] for r in day],
-            "event_time": pa.array([t] * len(day), pa.timestamp("us", tz="UTC")), "ds": [d] * len(day),
-            "scenario": pa.array([0] * len(day), pa.int32()), "sample_type": ["ad"] * len(day),
-            "click": pa.array([r[3] for r in day], pa.float32()),
-            "conversion": pa.array([r[4] for r in day], pa.float32()),
-            "hist_seq": [[] for _ in day],
-        })
+        table = pa.table(
+            {
+                "user_id": [r[0] for r in day],
+                "item_id": [r[1] for r in day],
+                "event_time": pa.array([t] * len(day), pa.timestamp("us", tz="UTC")),
+                "ds": [d] * len(day),
+                "scenario": pa.array([0] * len(day), pa.int32()),
+                "sample_type": ["ad"] * len(day),
+                "click": pa.array([r[3] for r in day], pa.float32()),
+                "conversion": pa.array([r[4] for r in day], pa.float32()),
+                "hist_seq": [[] for _ in day],
+            }
+        )
         write_log_day(log_path, table.cast(canonical_schema(SPEC)), d, SPEC)
 
 
@@ -70,8 +79,9 @@ def make_run(tmp: Path, user_mv: str = "m1") -> dict:
     layout = RunLayout(tmp)
     items, users = clustered(N_ITEMS, DIM, seed=1), clustered(N_USERS, DIM, seed=2)
     make_table(layout.table("item_ir"), [f"i{j}" for j in range(N_ITEMS)], items)
-    make_table(layout.table("user_query"), [f"u{j}" for j in range(N_USERS)], users, name="user_ur",
-               model_version=user_mv)
+    make_table(
+        layout.table("user_query"), [f"u{j}" for j in range(N_USERS)], users, name="user_ur", model_version=user_mv
+    )
     rows = log_rows()
     write_log(layout.log, rows)
     build_index(layout.table("item_ir"), DS, layout.indexes, CFG)
@@ -81,8 +91,9 @@ def make_run(tmp: Path, user_mv: str = "m1") -> dict:
 def start(run: dict, **kw):
     layout = run["layout"]
     kw = {**FAST, **kw}
-    return make_server(layout.indexes, layout.table("user_query"), port=0, log_path=layout.log,
-                       user_table_name="user_query", **kw).start()
+    return make_server(
+        layout.indexes, layout.table("user_query"), port=0, log_path=layout.log, user_table_name="user_query", **kw
+    ).start()
 
 
 def call(url: str, body: dict | bytes | None = None, method: str | None = None) -> tuple[int, dict]:
@@ -226,8 +237,9 @@ def test_metrics_and_access_log(svc, caplog):
         end = time.monotonic() + 10  # a line is written just after its answer went out
 
         def logged(status: int) -> bool:
-            return any(f'"POST /search" {status}' in r.getMessage() for r in caplog.records
-                       if r.name == "retrieval.access")
+            return any(
+                f'"POST /search" {status}' in r.getMessage() for r in caplog.records if r.name == "retrieval.access"
+            )
 
         while not (logged(200) and logged(422)) and time.monotonic() < end:
             time.sleep(0.01)

@@ -49,6 +49,7 @@ def test_unknown_positive_task_refuses_to_start(tmp_path):
     run = make_run(tmp_path)
     layout = run["layout"]
     with pytest.raises(ServiceStartError) as e:
-        make_server(layout.indexes, layout.table("user_query"), port=0, log_path=layout.log,
-                    positive_task="purchase", **FAST)
+        make_server(
+            layout.indexes, layout.table("user_query"), port=0, log_path=layout.log, positive_task="purchase", **FAST
+        )
     assert e.value.exit_code == 2 and "'purchase' is not a task of the log" in str(e.value)

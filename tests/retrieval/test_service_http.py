@@ -24,8 +24,9 @@ LIMIT = 300_000  # its body limit
 @pytest.fixture(scope="module")
 def svc(tmp_path_factory):
     run = make_run(tmp_path_factory.mktemp("http"))
-    server = start(run, head_timeout_s=TIMEOUT, body_timeout_s=TIMEOUT, max_body_bytes=LIMIT, max_json_depth=8,
-                   idle_timeout_s=0.3)
+    server = start(
+        run, head_timeout_s=TIMEOUT, body_timeout_s=TIMEOUT, max_body_bytes=LIMIT, max_json_depth=8, idle_timeout_s=0.3
+    )
     yield server
     server.shutdown()
     server.server_close()
@@ -45,8 +46,10 @@ def raw(server, data: bytes, *, wait: float = 10.0, pause_after: float = 0.0) ->
                 chunks.append(chunk)
                 resp = b"".join(chunks)
                 head, _, body = resp.partition(b"\r\n\r\n")
-                n = next((int(h.split(b":")[1]) for h in head.split(b"\r\n") if h.lower().startswith(b"content-length")),
-                         None)
+                n = next(
+                    (int(h.split(b":")[1]) for h in head.split(b"\r\n") if h.lower().startswith(b"content-length")),
+                    None,
+                )
                 if n is not None and len(body) >= n:
                     break
         except (ConnectionResetError, TimeoutError):
@@ -58,8 +61,14 @@ def raw(server, data: bytes, *, wait: float = 10.0, pause_after: float = 0.0) ->
 
 
 def post(body: bytes, extra: bytes = b"") -> bytes:
-    return (b"POST /search HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n" + extra
-            + b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+    return (
+        b"POST /search HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+        + extra
+        + b"Content-Length: "
+        + str(len(body)).encode()
+        + b"\r\n\r\n"
+        + body
+    )
 
 
 def alive(server) -> bool:
@@ -68,8 +77,7 @@ def alive(server) -> bool:
 
 @pytest.mark.parametrize("length", [b"abc", b"-5", b"1e3", b"5, 7"])
 def test_malformed_content_length_is_a_json_400(svc, length):
-    status, out, resp = raw(svc, b"POST /search HTTP/1.1\r\nHost: t\r\nContent-Length: " + length
-                            + b"\r\n\r\n{}")
+    status, out, resp = raw(svc, b"POST /search HTTP/1.1\r\nHost: t\r\nContent-Length: " + length + b"\r\n\r\n{}")
     assert status == 400 and out["status"] == 400 and "malformed HTTP request" in out["error"]
     assert b"content-type: application/json" in resp.lower()
     assert alive(svc)
@@ -133,8 +141,9 @@ def test_oversized_body_declared_and_chunked(svc):
     assert status == 413 and out["error"] == f"body of 10000000 bytes exceeds the limit of {LIMIT} bytes"
     assert b"connection: close" in resp.lower()
     chunk = b'{"vector": [' + b"1.0, " * 20_000
-    chunked = (b"POST /search HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
-               + b"".join(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n" for _ in range(4)))
+    chunked = b"POST /search HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n" + b"".join(
+        f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n" for _ in range(4)
+    )
     status, out, _ = raw(svc, chunked)
     assert status == 413 and out["error"] == f"body exceeds the limit of {LIMIT} bytes"
     assert alive(svc)
@@ -168,8 +177,9 @@ def test_request_timeout_and_bug_are_json_and_the_server_lives_on():
     metrics = Metrics()
     app = Guard(inner, cfg, metrics, {"/sleep", "/boom", "/ok"})
     sock = socket.create_server(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, http=protocol_class(cfg, metrics), lifespan="off", log_config=None,
-                                           access_log=False))
+    server = uvicorn.Server(
+        uvicorn.Config(app, http=protocol_class(cfg, metrics), lifespan="off", log_config=None, access_log=False)
+    )
     import threading
 
     t = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
@@ -201,7 +211,7 @@ def _depth(x) -> int:
 def _random_json(rng: random.Random, depth: int = 0):
     r = rng.random()
     if depth > 6 or r < 0.3:
-        return rng.choice([1, 2.5, None, True, "a[b", 'q"[{', "\\", "\\\"]]", "}{", ""])
+        return rng.choice([1, 2.5, None, True, "a[b", 'q"[{', "\\", '\\"]]', "}{", ""])
     if r < 0.65:
         return [_random_json(rng, depth + 1) for _ in range(rng.randint(0, 3))]
     return {rng.choice(["k", "[", '"{', "\\"]) + str(i): _random_json(rng, depth + 1) for i in range(rng.randint(0, 3))}

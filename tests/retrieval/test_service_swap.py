@@ -75,8 +75,14 @@ def test_model_version_mismatch_at_swap_keeps_old_pair_until_users_follow(run):
         status, out = call(server.url + "/search", {"user_id": "u1", "k": 3})
         assert status == 200 and out["index_version"] == old and out["model_version"] == "m1"
         # the user table catches up: the new pair goes live together
-        make_table(layout.table("user_query"), [f"u{j}" for j in range(N_USERS)], users, ds=DS2,
-                   name="user_ur", model_version="m2")
+        make_table(
+            layout.table("user_query"),
+            [f"u{j}" for j in range(N_USERS)],
+            users,
+            ds=DS2,
+            name="user_ur",
+            model_version="m2",
+        )
         assert _wait_for(lambda: server.state.loaded.version == new)
         status, health = call(server.url + "/healthz")
         assert health["status"] == "ok" and health["model_version"] == "m2" and health["user_table"]["ds"] == DS2

@@ -7,8 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from retrieval import RecallBelowTarget, RetrievalConfig, SourceError, build_index, load_current
-from retrieval import store
+from retrieval import RecallBelowTarget, RetrievalConfig, SourceError, build_index, load_current, store
 from tests.retrieval.helpers import clustered, make_table
 
 DS = "2026-01-02"
@@ -55,6 +54,7 @@ def test_failing_builds_leave_current_untouched(tmp_path, monkeypatch):
     with pytest.raises(RecallBelowTarget, match="below target") as e:
         build_index(table, DS, root, CFG.model_copy(update={"factory": "IVF4,PQ2x4", "recall_target": 0.999}))
     assert e.value.manifest.recall_at_k["5"] < 0.999
+
     # A crash while writing the version folder.
     def boom(*a, **k):
         raise OSError("disk full")

@@ -21,8 +21,9 @@ TAU = 7 * 86400.0
 def run_with_daily_tables(tmp_path_factory, ray_cluster, spark):
     from extract import AggregateConfig, ExtractConfig, aggregate_day, extract_days
 
-    layout, ckpt, manifest, days = tiny_checkpointed_run(tmp_path_factory.mktemp("layers"), "lay-v1", num_users=40,
-                                                         num_items=30, rows_per_day=200, seq_len=4)
+    layout, ckpt, manifest, days = tiny_checkpointed_run(
+        tmp_path_factory.mktemp("layers"), "lay-v1", num_users=40, num_items=30, rows_per_day=200, seq_len=4
+    )
     # the daily job: the default layer only
     extract_days(ckpt, layout.log, days, {d: layout.samples(d) for d in days}, ExtractConfig())
     for d in days:

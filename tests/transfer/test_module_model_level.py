@@ -13,8 +13,11 @@ from transfer import RetrievalAdapter, isomorphic_from_checkpoint
 def _loaded():
     table = pa.table(
         {
-            "user_id": ["u1", "u2", "u3"], "item_id": ["i1", "i2", "i1"], "age": ["a", "b", "a"],
-            "category": ["c", "c", "d"], "hist_seq": [["i1"], [], ["i2", "i1"]],
+            "user_id": ["u1", "u2", "u3"],
+            "item_id": ["i1", "i2", "i1"],
+            "age": ["a", "b", "a"],
+            "category": ["c", "c", "d"],
+            "hist_seq": [["i1"], [], ["i2", "i1"]],
         }
     )
     enc = FeatureEncoder.fit(table, SPEC)
@@ -50,10 +53,12 @@ def test_isomorphic_forward_matches_the_foundation_path_up_to_the_heads():
     loaded, table = _loaded()
     full = isomorphic_from_checkpoint(loaded, k=4, num_tasks=2)
     full.eval()
-    batch = loaded.encoder.encode(table.append_column("scenario", pa.array([0, 1, 0], pa.int32()))
-                                  .append_column("sample_type", pa.array(["ad"] * 3))
-                                  .append_column("click", pa.array([1.0, 0.0, 1.0], pa.float32()))
-                                  .append_column("conversion", pa.array([None, 0.0, 1.0], pa.float32())))
+    batch = loaded.encoder.encode(
+        table.append_column("scenario", pa.array([0, 1, 0], pa.int32()))
+        .append_column("sample_type", pa.array(["ad"] * 3))
+        .append_column("click", pa.array([1.0, 0.0, 1.0], pa.float32()))
+        .append_column("conversion", pa.array([None, 0.0, 1.0], pa.float32()))
+    )
     with torch.no_grad():
         feats = loaded.model.eval().representations(batch, ["ad.mlp_2"])["ad.mlp_2"]
         np.testing.assert_allclose(full(batch).numpy(), full.heads(feats).numpy(), rtol=1e-5, atol=1e-6)
