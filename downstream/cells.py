@@ -31,7 +31,7 @@ from torch import nn
 
 from downstream.config import DownstreamConfig
 from downstream.data import ScenarioData
-from downstream.train import FitResult, fit, train_options
+from downstream.train import FitResult, fit_scenario
 
 
 @dataclass(frozen=True)
@@ -78,20 +78,7 @@ def fit_cell(spec: MethodSpec, data: ScenarioData, dcfg: DownstreamConfig, seed:
     """Train one seed of one row; the cell as a JSON-able dict."""
     cfg = spec.config(dcfg)
     t0 = time.perf_counter()
-    _, r = fit(
-        builder(spec, data, dcfg, loaded),
-        data.train,
-        data.valid,
-        data.test,
-        data.tasks,
-        seed=seed,
-        epochs=cfg.epochs,
-        lr=cfg.lr,
-        batch_size=cfg.batch_size,
-        patience=cfg.patience,
-        weight_decay=cfg.weight_decay,
-        **train_options(cfg),
-    )
+    _, r = fit_scenario(builder(spec, data, dcfg, loaded), data, cfg, seed)
     return {
         "valid_auc": r.valid_auc,
         "test_auc": r.test_auc,

@@ -15,7 +15,7 @@ from contracts import DatasetSpec
 from downstream.config import DownstreamConfig
 from downstream.data import ScenarioData, load_scenario, split_days
 from downstream.model import RankingModel
-from downstream.train import FitResult, fit
+from downstream.train import FitResult, fit_scenario
 
 PAIRS = (("user_ur", "item_ir"), ("user_cr", "item_cr"))
 
@@ -82,26 +82,7 @@ def summarise(results: list[FitResult], tasks: list[str]) -> dict:
 
 
 def run_seeds(build: Callable[[], nn.Module], data: ScenarioData, cfg: DownstreamConfig) -> dict:
-    results = [
-        fit(
-            build,
-            data.train,
-            data.valid,
-            data.test,
-            data.tasks,
-            seed=seed,
-            epochs=cfg.epochs,
-            lr=cfg.lr,
-            batch_size=cfg.batch_size,
-            patience=cfg.patience,
-            weight_decay=cfg.weight_decay,
-            pairwise_alpha=cfg.pairwise_alpha,
-            grad_clip=cfg.grad_clip,
-            use_gpu=cfg.use_gpu,
-            amp=cfg.amp,
-        )[1]
-        for seed in cfg.seeds
-    ]
+    results = [fit_scenario(build, data, cfg, seed)[1] for seed in cfg.seeds]
     return summarise(results, data.tasks)
 
 

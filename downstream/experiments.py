@@ -43,7 +43,7 @@ from downstream.data import (
 from downstream.evaluate import summarise, torch_threads
 from downstream.rankup import RankUpConfig, TokenMixerRanker
 from downstream.selection import headline
-from downstream.train import FitResult, fit, train_options
+from downstream.train import FitResult, fit_scenario
 from pretrain import effective_rank
 
 ALL_REPS: list[str] = ["user_ur", "item_ir", "user_cr", "item_cr"]
@@ -128,22 +128,7 @@ class RankUpExperimentConfig(StrictModel):
 def _fit_seeds(build: Callable[[], nn.Module], data: ScenarioData, cfg: DownstreamConfig):
     out: list[tuple[nn.Module, FitResult]] = []
     for seed in cfg.seeds:
-        out.append(
-            fit(
-                build,
-                data.train,
-                data.valid,
-                data.test,
-                data.tasks,
-                seed=seed,
-                epochs=cfg.epochs,
-                lr=cfg.lr,
-                batch_size=cfg.batch_size,
-                patience=cfg.patience,
-                weight_decay=cfg.weight_decay,
-                **train_options(cfg),
-            )
-        )
+        out.append(fit_scenario(build, data, cfg, seed))
     return out
 
 

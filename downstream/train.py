@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from downstream.data import Split
+from downstream.data import ScenarioData, Split
 from pretrain import auc
 from pretrain.device import check_device_config, seed_everything, training_device
 from pretrain.loop import new_state, run_epochs
@@ -136,3 +136,22 @@ def train_options(cfg) -> dict:
         "use_gpu": cfg.use_gpu,
         "amp": cfg.amp,
     }
+
+
+def fit_scenario(build: Callable[[], nn.Module], data: ScenarioData, cfg, seed: int) -> tuple[nn.Module, FitResult]:
+    """:func:`fit` on one scenario's splits with every training option from ``cfg`` (a
+    ``DownstreamConfig``: budget, learning rate, early stopping, loss, device)."""
+    return fit(
+        build,
+        data.train,
+        data.valid,
+        data.test,
+        data.tasks,
+        seed=seed,
+        epochs=cfg.epochs,
+        lr=cfg.lr,
+        batch_size=cfg.batch_size,
+        patience=cfg.patience,
+        weight_decay=cfg.weight_decay,
+        **train_options(cfg),
+    )
