@@ -420,11 +420,12 @@ def serve_retrieval(
             body_timeout_s=request_timeout,
             request_timeout_s=request_timeout,
         )
-    except KeyboardInterrupt:  # SIGINT/SIGTERM is how a service ends: drained, exit 0
-        _CTX["service_stopped"] = True
-        out.say("retrieval service stopped")
+    except KeyboardInterrupt:  # SIGINT/SIGTERM is how a service ends (drained): exit 0
+        pass
     except ServiceStartError as e:  # refused to start: one line, exit 2 (config) or 5 (input)
         raise (ConfigError if e.exit_code == 2 else InputError)(str(e)) from None
+    _CTX["service_stopped"] = True
+    out.say("retrieval service stopped")
 
 
 def cli(argv: list[str] | None = None) -> int:

@@ -143,3 +143,52 @@ def test_index_serves_the_user_partition_it_was_paired_with(run):
         rows, _ = numpy_topk(items, users[3:4], 5)
         assert status == 200 and out["ids"] == [f"i{j}" for j in rows[0]]
         assert call(server.url + "/healthz")[1]["user_table"]["ds"] == DS
+
+
+def test_cli_service_stopped_by_a_signal_exits_0(tmp_path):
+    """SIGTERM / Ctrl-C is how a service ends: it drains and exits 0 (not 130/143 as a run)."""
+    import json
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import urllib.request
+
+    run = make_run(tmp_path)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pipelines.cli",
+            "serve",
+            "retrieval",
+            "--root",
+            str(run["layout"].root),
+            "--port",
+            str(port),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+
+        def healthy() -> bool:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
+                    return json.loads(r.read())["status"] == "ok"
+            except OSError:
+                return proc.poll() is not None  # exited early: fail below with its output
+
+        assert _wait_for(healthy, timeout=120)
+        assert proc.poll() is None, proc.communicate()[1][-2000:]
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err[-2000:]
+    assert "retrieval service stopped" in err
