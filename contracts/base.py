@@ -34,20 +34,27 @@ def format_validation_error(err: ValidationError, source: str) -> str:
     return "\n".join(lines)
 
 
-def load_config(path: str | Path, model: type[M], overrides: dict[str, Any] | None = None) -> M:
-    """Load ``path`` (YAML) into ``model``; raise :class:`ConfigError` naming each bad key.
-
-    ``overrides`` (nested dict) is merged over the file, e.g. from CLI flags.
-    """
+def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
+    """The top-level mapping of the YAML file ``path``; :class:`ConfigError` (one line naming
+    the file) when it is missing, not YAML, or not a mapping."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from e
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: top level must be a mapping, got {type(raw).__name__}")
+    return raw
+
+
+def load_config(path: str | Path, model: type[M], overrides: dict[str, Any] | None = None) -> M:
+    """Load ``path`` (YAML) into ``model``; raise :class:`ConfigError` naming each bad key.
+
+    ``overrides`` (nested dict) is merged over the file, e.g. from CLI flags.
+    """
+    raw = read_yaml_mapping(path)
     if overrides:
         raw = deep_merge(raw, overrides)
     try:

@@ -210,25 +210,15 @@ def load_run_config(path: str | Path | None, overrides: dict | None = None, sets
     """The RunConfig of ``path`` (None: the defaults), relative paths resolved against the
     file, then ``overrides`` (CLI flags, relative to the working directory) and ``--set``
     pairs merged over it; a bad key raises :class:`ConfigError` naming its dotted path."""
-    import yaml
-
     from contracts import validate_config
-    from contracts.base import deep_merge
+    from contracts.base import deep_merge, read_yaml_mapping
 
     raw: dict = {}
     source = "<defaults>"
     if path is not None:
         path = Path(path)
         source = str(path)
-        if not path.is_file():
-            raise ConfigError(f"{path}: config file not found")
-        try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: not valid YAML: {e}") from None
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{path}: top level must be a mapping, got {type(raw).__name__}")
-        raw = resolve_relative_paths(raw, path.resolve().parent)
+        raw = resolve_relative_paths(read_yaml_mapping(path), path.resolve().parent)
     if overrides:
         raw = deep_merge(raw, overrides)
     if sets:
