@@ -8,8 +8,14 @@ Protocol (MovieLens-100K: ../shared/data/README.md; generated log: the last 3 da
    (``pretrain.train.fit_plain``, the same per-step code as Ray Train) on the train days,
    early-stopped on the validation days, at a small budget; it stays frozen.
 2. **Validation phase** (every choice is made here): each method fits on the train days
-   and is scored on the validation period's positives; the query tower's inputs (UR,
-   CR(u), UR+CR(u)), its epochs and ALS's size are chosen by validation recall@50.
+   and is scored on the validation period's positives. The query tower's options are
+   chosen greedily, one group at a time, each kept only if validation recall@50 improves:
+   inputs (UR, CR(u), UR+CR(u), +hist = mean IR of the user's last 20 positives, hist
+   alone), temperature, popularity column (none; all-time share with a learned or fixed
+   weight; time-decayed share with half-life ``--half-lives`` and a learned or fixed
+   ``--prior-weights`` weight), logQ weight (1, 0.5, 0), item side (learned bias, linear or
+   MLP residual IR adapter), 256 random negatives; its epochs, the recent-popularity
+   half-life and ALS's size are chosen there too.
 3. **Test phase**: each method refits on train + validation days with the chosen settings
    (the foundation model is not retrained) and is scored on the next day's positives
    (the first test day) and on the whole test period's.
@@ -22,11 +28,14 @@ user's latest sample before the cutoff (UR as the published ``user_ur``), CR(u) 
 time-decayed sum at the cutoff (tau and l2 as ``extract.AggregateConfig``).
 
 Methods: popularity (global; per scenario = counts inside the user's most frequent
-training scenario, or inside the scenario being scored), implicit ALS, a plain two-tower
+training scenario, or inside the scenario being scored), recent popularity (time-decayed
+counts at the cutoff, half-life chosen on validation), implicit ALS, a plain two-tower
 (user-id and item-id embeddings) trained from scratch with the query tower's loss and
 budget, raw UR vs IR (today's served behaviour), the query tower. Per scenario: the two
 scenarios with the fewest training positives, candidates restricted to the items seen in
-that scenario. Last stdout line: one JSON object (means and stds over seeds).
+that scenario. On the generated log, ``oracle`` ranks by the generator's own click model
+(static tastes): the ceiling of any method. Last stdout line: one JSON object (means and
+stds over seeds).
 """
 
 from __future__ import annotations
@@ -35,6 +44,7 @@ import argparse
 import json
 import math
 import os
+import pickle
 import tempfile
 import time
 from collections import Counter, defaultdict
@@ -46,7 +56,16 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # implicit's ALS: its own th
 import numpy as np  # noqa: E402
 
 KS = (10, 50, 100)
-METHODS = ("query_tower", "raw_ur", "popularity", "popularity_scenario", "als", "two_tower")
+METHODS = (
+    "query_tower",
+    "raw_ur",
+    "popularity",
+    "popularity_recent",
+    "popularity_scenario",
+    "als",
+    "two_tower",
+    "oracle",
+)
 DEFAULT_ML = str(Path(__file__).resolve().parents[2] / "shared" / "data" / "ml-100k")
 
 
@@ -184,6 +203,8 @@ class Phase:
     seen: list[list[int]]  # per user: catalogue rows interacted with in the fit days
     train_u: np.ndarray  # positive pairs of the fit days: user row, item row
     train_i: np.ndarray
+    train_t: np.ndarray  # their times (seconds, sorted)
+    cutoff: float  # the end of the fit days (seconds)
     train_x: dict[str, np.ndarray]  # point-in-time inputs of those pairs
     train_scen: np.ndarray
     item_scen: dict[int, set[int]]  # scenario -> catalogue rows seen in it
@@ -192,6 +213,7 @@ class Phase:
 
 def make_phase(lg: Log, fit_days: list[str], tau: float) -> Phase:
     from extract.probe import point_in_time_states
+    from retrieval.query_tower import history_means
 
     fit = np.isin(lg.ds, fit_days)
     cutoff = lg.t[fit].max() + 1.0
@@ -231,15 +253,22 @@ def make_phase(lg: Log, fit_days: list[str], tau: float) -> Phase:
         cnt[urow[lg.user[k]]][int(lg.scenario[k])] += 1
     for u, c in cnt.items():
         top[u] = c.most_common(1)[0][0]
+    train_u = np.array([urow[u] for u in lg.user[rows]])
+    train_i = np.array([irow[i] for i in lg.item[rows]])
+    # the behaviour sequence in IR space: mean IR of the user's last 20 positives (point in time)
+    hist_before, hist_after = history_means(train_u, train_i, ir, last=20)
+    hist_state = np.stack([hist_after.get(u, np.zeros(ir.shape[1], np.float32)) for u in range(len(users))])
     return Phase(
         items=items,
         ir=ir,
         users=users,
-        state={"ur": ur_state.astype(np.float32), "cr": l2(cr_state).astype(np.float32)},
+        state={"ur": ur_state.astype(np.float32), "cr": l2(cr_state).astype(np.float32), "hist": hist_state},
         seen=[sorted(seen[u]) for u in range(len(users))],
-        train_u=np.array([urow[u] for u in lg.user[rows]]),
-        train_i=np.array([irow[i] for i in lg.item[rows]]),
-        train_x={"ur": lg.vec["ur"][rows], "cr": l2(cr_before[pi]).astype(np.float32)},
+        train_u=train_u,
+        train_i=train_i,
+        train_t=lg.t[rows],
+        cutoff=float(cutoff),
+        train_x={"ur": lg.vec["ur"][rows], "cr": l2(cr_before[pi]).astype(np.float32), "hist": hist_before},
         train_scen=lg.scenario[rows],
         item_scen=dict(item_scen),
         user_top_scen=top,
@@ -277,34 +306,59 @@ def ranked_by_vectors(q: np.ndarray, items: np.ndarray, ph: Phase, rows: np.ndar
     return np.where(found >= 0, cand[np.clip(found, 0, None)], -1)
 
 
-def item_space(ph: Phase, pop: bool) -> np.ndarray:
-    """IR, or IR plus the popularity column (log share of the fit days' positives)."""
-    from retrieval.query_tower import popularity_column
+def item_space(ph: Phase, tc: dict) -> tuple[np.ndarray, np.ndarray | None]:
+    """(item vectors before the tower's item side, per-pair columns or None) for tower
+    settings ``tc``: IR, plus the popularity column ``tc["pop"]``: "none", "all" (log share
+    of the fit days' positives) or "recent" (time-decayed log share, half-life ``tc["hl"]``
+    days, at the cutoff for the catalogue and just before each pair for training)."""
+    from retrieval.query_tower import popularity_column, recent_popularity
 
-    if not pop:
-        return ph.ir
-    return np.hstack([ph.ir, popularity_column(np.bincount(ph.train_i, minlength=len(ph.items)))])
+    pop = tc.get("pop", "none")
+    if pop == "none":
+        return ph.ir, None
+    if pop == "all":
+        return np.hstack([ph.ir, popularity_column(np.bincount(ph.train_i, minlength=len(ph.items)))]), None
+    hl = tc["hl"] * 86400.0
+    col = recent_popularity(ph.train_i, ph.train_t, len(ph.items), hl, ph.cutoff)
+    return np.hstack([ph.ir, col]), recent_popularity(ph.train_i, ph.train_t, len(ph.items), hl, ph.train_t)[:, None]
 
 
-def fit_tower(
-    ph: Phase, inputs: str, seed: int, args, evaluate=None, epochs=None, logq=True, temperature=None, pop=False
-):
+TOWER_DEFAULTS = dict(inputs="ur+cr", T=0.2, pop="all", hl=7.0, beta=None, logq=1.0, item="none", rand=0)
+
+
+def tower_name(tc: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in tc.items() if TOWER_DEFAULTS.get(k, object()) != v or k == "inputs")
+
+
+def fit_tower(ph: Phase, tc: dict, seed: int, args, evaluate=None, epochs=None):
+    """Train the query tower with settings ``tc`` (TOWER_DEFAULTS keys); returns (fit,
+    query vectors of ph.users, indexed item vectors)."""
     from retrieval.query_tower import train_query_tower
 
-    return train_query_tower(
-        tower_inputs(ph.train_x, inputs),
+    tc = {**TOWER_DEFAULTS, **tc}
+    items, pcols = item_space(ph, tc)
+    pop = tc["pop"] != "none"
+    fit = train_query_tower(
+        tower_inputs(ph.train_x, tc["inputs"]),
         ph.train_i,
-        item_space(ph, pop),
+        items,
         hidden=args.hidden,
         epochs=epochs or args.epochs,
         batch_size=args.batch,
         lr=args.lr,
-        temperature=temperature or args.temperature,
-        logq=logq,
+        temperature=tc["T"],
+        random_negatives=tc["rand"],
+        logq=tc["logq"],
+        item_adapter=tc["item"].replace("bias+", "") if tc["item"] != "bias" else "none",
+        item_bias=tc["item"].startswith("bias"),
+        pass_through=int(pop),
+        pair_columns=pcols,
+        prior_weight=tc["beta"] if pop else None,
         seed=seed,
-        evaluate=evaluate,
+        evaluate=None if evaluate is None else (lambda tw: evaluate(tw, tw.encode_items(items))),
         patience=2,
     )
+    return fit, fit.tower.encode(tower_inputs(ph.state, tc["inputs"])), fit.tower.encode_items(items)
 
 
 def fit_two_tower(ph: Phase, seed: int, args, evaluate=None, epochs=None):
@@ -398,6 +452,31 @@ def popularity_rank(ph: Phase, rows: np.ndarray, k: int, scen_of_user: np.ndarra
     return out
 
 
+def generator_oracle(ph: Phase, args) -> tuple[np.ndarray, np.ndarray] | None:
+    """The generated log's own click model as a ranker (an upper bound, not a method): per user
+    and item, the expected positive rate ``sum_s w_s P_s(i) sigmoid(b_s + a_s <p_u, M_s q_i> +
+    pop_i)`` with the static tastes ``p_u`` (the daily drift of the held-out days is unknowable).
+    Returned as (log-score rows per user, identity items) so the common ranking code applies."""
+    from datasources import GeneratorConfig
+    from datasources.generator import _sigmoid, _World
+
+    cfg = GeneratorConfig(
+        days=args.days, rows_per_day=args.rows_per_day, num_users=args.users, num_items=args.items, seed=args.data_seed
+    )
+    w = _World(cfg)
+    try:
+        users = np.array([int(u[1:]) for u in ph.users])
+        items = np.array([int(i[1:]) for i in ph.items])
+    except ValueError:
+        return None
+    s = np.zeros((len(users), len(items)))
+    for k in range(len(w.scen_ids)):
+        mq = w.q[items] @ w.scen_M[k].T
+        logit = w.scen_bias[k] + w.scen_scale[k] * (w.p[users] @ mq.T) + w.item_pop[items][None]
+        s += w.scen_w[k] * w.scen_item_p[k, items][None] * _sigmoid(logit)
+    return np.log(s).astype(np.float32), np.eye(len(items), dtype=np.float32)
+
+
 def score_all(ph: Phase, tgt: list[set[int]], rankers: dict, cand: np.ndarray | None, scen: int | None) -> dict:
     """{method: recall/ndcg dict} over users with targets."""
     from retrieval.quality import recall_ndcg
@@ -412,10 +491,26 @@ def score_all(ph: Phase, tgt: list[set[int]], rankers: dict, cand: np.ndarray | 
         if ranked is None:
             continue
         out[name] = recall_ndcg(ranked, [tgt[u] for u in rows], KS)
+        out[name]["per_user_recall@50"] = [
+            len(set(r[:50].tolist()) & tgt[u]) / len(tgt[u]) for r, u in zip(ranked, rows)
+        ]
     return out
 
 
-def rankers_for(ph: Phase, fitted: dict) -> dict:
+def recent_popularity_rank(ph: Phase, rows: np.ndarray, k: int, half_life_days: float, cand=None):
+    """Time-decayed popularity at the cutoff (query_tower.recent_popularity), minus seen items."""
+    from retrieval.quality import popularity_topk
+    from retrieval.query_tower import recent_popularity
+
+    col = recent_popularity(ph.train_i, ph.train_t, len(ph.items), half_life_days * 86400.0, ph.cutoff)[:, 0]
+    order = np.lexsort((np.arange(len(col)), -col))
+    if cand is not None:
+        keep = set(cand.tolist())
+        order = np.array([r for r in order if r in keep])
+    return popularity_topk(order, k, [ph.seen[u] for u in rows])
+
+
+def rankers_for(ph: Phase, fitted: dict, recent_hl: float | None = None) -> dict:
     def vec(q, items):
         return lambda rows, k, cand, scen: ranked_by_vectors(q, items, ph, rows, cand, k)
 
@@ -425,6 +520,8 @@ def rankers_for(ph: Phase, fitted: dict) -> dict:
             ph, rows, k, ph.user_top_scen[rows] if scen is None else np.full(len(rows), scen), cand
         ),
     }
+    if recent_hl is not None:
+        r["popularity_recent"] = lambda rows, k, cand, scen: recent_popularity_rank(ph, rows, k, recent_hl, cand)
     for name, (q, items) in fitted.items():
         r[name] = vec(q, items)
     return r
@@ -453,7 +550,34 @@ def main() -> None:
         default=[0.05, 0.1, 0.2],
         help="query-tower temperatures tried on validation (with the chosen inputs)",
     )
+    ap.add_argument(
+        "--half-lives",
+        type=float,
+        nargs="*",
+        default=[7.0, 14.0],
+        help="half-lives (days) of the recent-popularity column / peer tried on validation",
+    )
+    ap.add_argument(
+        "--prior-weights",
+        type=float,
+        nargs="*",
+        default=[1.0, 2.0, 4.0],
+        help="fixed weights of the recent-popularity column (popularity as a prior) tried on validation",
+    )
+    ap.add_argument(
+        "--tower-inputs",
+        nargs="*",
+        default=["ur", "cr", "ur+cr+hist", "hist"],
+        help="query-tower inputs tried on validation after ur+cr ('+'-joined: ur, cr, hist); the daily "
+        "pipeline can express every set with ur or cr in it (hist = retrieval.query_tower.history)",
+    )
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument(
+        "--cache",
+        default=None,
+        help="pickle of the frozen model's per-row vectors: written after pretraining, read instead of "
+        "pretraining when it exists (same data and --fm-epochs only; for reruns of the tower choices)",
+    )
     ap.add_argument("--out", default=None, help="also write the full result JSON here")
     args = ap.parse_args()
     import torch
@@ -462,10 +586,19 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     t_start = time.perf_counter()
-    with tempfile.TemporaryDirectory() as tmp:
-        spec, table, split = load(args, Path(tmp))
-    model, enc, cr_layer = pretrain(spec, table, split, args)
-    lg = as_log(table, spec, sample_vectors(model, enc, table, cr_layer))
+    if args.cache and Path(args.cache).exists():  # the frozen model's outputs of an earlier run
+        with open(args.cache, "rb") as f:
+            cached = pickle.load(f)
+        lg, split = cached["lg"], cached["split"]
+        print(f"frozen-model vectors from {args.cache}", flush=True)
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            spec, table, split = load(args, Path(tmp))
+        model, enc, cr_layer = pretrain(spec, table, split, args)
+        lg = as_log(table, spec, sample_vectors(model, enc, table, cr_layer))
+        if args.cache:
+            with open(args.cache, "wb") as f:
+                pickle.dump({"lg": lg, "split": split}, f)
     tau = AggregateConfig().tau_seconds
     raw_ok = lg.vec["ur"].shape[1] == lg.vec["ir"].shape[1]
 
@@ -482,84 +615,70 @@ def main() -> None:
         ]
 
     choices: dict = {"valid_recall_at_50": {}}
-    best_inputs, best_v, tower_epochs = None, -1.0, {}
-    for inputs in ("ur", "cr", "ur+cr"):
-        fit = fit_tower(
-            val, inputs, 0, args, evaluate=lambda tw, i=inputs: v_recall(tw.encode(tower_inputs(val.state, i)), val.ir)
-        )
-        v = max(h["valid"] for h in fit.history)
-        choices["valid_recall_at_50"][f"query_tower[{inputs}]"] = round(v, 4)
-        tower_epochs[inputs] = fit.epochs
-        if v > best_v:
-            best_inputs, best_v = inputs, v
-    best_t = args.temperature
-    for temp in args.temperatures:
-        if temp == args.temperature:
-            continue
-        fit = fit_tower(
+    vr = choices["valid_recall_at_50"]
+
+    def try_tower(tc: dict) -> tuple[float, int]:
+        fit, _, _ = fit_tower(
             val,
-            best_inputs,
+            tc,
             0,
             args,
-            temperature=temp,
-            evaluate=lambda tw: v_recall(tw.encode(tower_inputs(val.state, best_inputs)), val.ir),
+            evaluate=lambda tw, items: v_recall(tw.encode(tower_inputs(val.state, tc["inputs"])), items),
         )
         v = max(h["valid"] for h in fit.history)
-        choices["valid_recall_at_50"][f"query_tower[{best_inputs}, T={temp}]"] = round(v, 4)
-        if v > best_v:
-            best_t, best_v, tower_epochs[best_inputs] = temp, v, fit.epochs
+        vr[f"query_tower[{tower_name(tc)}]"] = round(v, 4)
+        print(f"  valid {tower_name(tc)}: {v:.4f} (epoch {fit.epochs})", flush=True)
+        return v, fit.epochs
+
+    # greedy, one option at a time, each kept only if validation recall@50 improves
+    tc = dict(TOWER_DEFAULTS)
+    best_v, tower_epochs = try_tower(tc)
+    grid = [
+        ("inputs", [i for i in args.tower_inputs if i != tc["inputs"]]),
+        ("T", [t for t in args.temperatures if t != tc["T"]]),
+        ("pop", [dict(pop="none"), dict(pop="all", beta=1.0)]
+         + [dict(pop="recent", hl=h, beta=b) for h in args.half_lives for b in (None, *args.prior_weights)]),
+        ("logq", [0.5, 0.0]),
+        ("item", ["bias", "linear", "mlp"]),
+        ("rand", [256]),
+    ]  # fmt: skip
+    for _, values in grid:
+        base = dict(tc)
+        for value in values:
+            cand = {**base, **value} if isinstance(value, dict) else {**base, _: value}
+            v, e = try_tower(cand)
+            if v > best_v:
+                best_v, tower_epochs, tc = v, e, cand
+    best_t = tc["T"]
     args.temperature = best_t  # the two-tower gets the same loss settings
-    # the popularity column (an item-bias coordinate appended to IR, query_tower.popularity_column)
-    pop_items = item_space(val, True)
-    fit = fit_tower(
-        val,
-        best_inputs,
-        0,
-        args,
-        temperature=best_t,
-        pop=True,
-        evaluate=lambda tw: v_recall(tw.encode(tower_inputs(val.state, best_inputs)), pop_items),
-    )
-    v = max(h["valid"] for h in fit.history)
-    choices["valid_recall_at_50"][f"query_tower[{best_inputs}, T={best_t}, +pop column]"] = round(v, 4)
-    use_pop = v > best_v
-    if use_pop:
-        best_v, tower_epochs[best_inputs] = v, fit.epochs
-    fit = fit_tower(
-        val,
-        best_inputs,
-        0,
-        args,
-        logq=False,
-        pop=use_pop,
-        evaluate=lambda tw: v_recall(tw.encode(tower_inputs(val.state, best_inputs)), item_space(val, use_pop)),
-    )
-    choices["valid_recall_at_50"][f"query_tower[{best_inputs}, no logQ]"] = round(
-        max(h["valid"] for h in fit.history), 4
-    )
     scores: list[float] = []
     _, _, tt_epochs = fit_two_tower(val, 0, args, evaluate=lambda uq, it: scores.append(v_recall(uq, it)) or scores[-1])
-    choices["valid_recall_at_50"]["two_tower"] = round(max(scores), 4)
+    vr["two_tower"] = round(max(scores), 4)
     from retrieval.quality import recall_ndcg
 
-    choices["valid_recall_at_50"]["popularity"] = round(
+    vr["popularity"] = round(
         recall_ndcg(popularity_rank(val, vrows, 50, None, None), [vt[u] for u in vrows], (50,))["recall"]["50"], 4
     )
+    recent_hl, recent_v = None, -1.0
+    for hl in args.half_lives:
+        v = recall_ndcg(recent_popularity_rank(val, vrows, 50, hl), [vt[u] for u in vrows], (50,))["recall"]["50"]
+        vr[f"popularity_recent[hl={hl}d]"] = round(v, 4)
+        if v > recent_v:
+            recent_hl, recent_v = hl, v
     als_best, als_v = None, -1.0
     for factors in (32, 64):
         for reg in (0.01, 0.1):
             uf, itf = fit_als(val, factors, reg, 10.0, 0, args.threads)
             v = v_recall(uf, itf)
-            choices["valid_recall_at_50"][f"als[f={factors},reg={reg}]"] = round(v, 4)
+            vr[f"als[f={factors},reg={reg}]"] = round(v, 4)
             if v > als_v:
                 als_best, als_v = (factors, reg), v
     if raw_ok:
-        choices["valid_recall_at_50"]["raw_ur"] = round(v_recall(val.state["ur"], val.ir), 4)
+        vr["raw_ur"] = round(v_recall(val.state["ur"], val.ir), 4)
     choices.update(
-        query_tower_inputs=best_inputs,
-        query_tower_temperature=best_t,
-        query_tower_pop_column=use_pop,
-        query_tower_epochs=tower_epochs[best_inputs],
+        query_tower=tc,
+        query_tower_epochs=tower_epochs,
+        popularity_recent_half_life_days=recent_hl,
         two_tower_epochs=tt_epochs,
         als=dict(factors=als_best[0], regularization=als_best[1], alpha=10.0),
     )
@@ -573,19 +692,21 @@ def main() -> None:
     evalsets.update({f"test_scenario_{s}": (split["test"], s) for s in small})
     tgts = {name: targets(lg, te, days, s) for name, (days, s) in evalsets.items()}
     runs: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
+    oracle = generator_oracle(te, args) if args.data == "generated" else None
+    per_user: dict[str, list[np.ndarray]] = defaultdict(list)
     for seed in range(args.seeds):
         t0 = time.perf_counter()
         fitted = {}
-        tw = fit_tower(
-            te, best_inputs, seed, args, epochs=tower_epochs[best_inputs], temperature=best_t, pop=use_pop
-        ).tower
-        fitted["query_tower"] = (tw.encode(tower_inputs(te.state, best_inputs)), item_space(te, use_pop))
+        _, tq, ti = fit_tower(te, tc, seed, args, epochs=tower_epochs)
+        fitted["query_tower"] = (tq, ti)
         if raw_ok:
             fitted["raw_ur"] = (te.state["ur"], te.ir)
         uq, it, _ = fit_two_tower(te, seed, args, epochs=tt_epochs)
         fitted["two_tower"] = (uq, it)
         fitted["als"] = fit_als(te, als_best[0], als_best[1], 10.0, seed, args.threads)
-        rankers = rankers_for(te, fitted)
+        if args.data == "generated" and oracle is not None:
+            fitted["oracle"] = oracle
+        rankers = rankers_for(te, fitted, recent_hl)
         for name, (days, s) in evalsets.items():
             cand = None if s is None else np.array(sorted(te.item_scen.get(s, set())))
             for method, m in score_all(te, tgts[name], rankers, cand, s).items():
@@ -593,6 +714,8 @@ def main() -> None:
                     for k in KS:
                         runs[name][f"{method}.{metric}@{k}"].append(m[metric][str(k)])
                 runs[name][f"{method}.users"] = [m["users"]]
+                if name == "test":
+                    per_user[method].append(np.asarray(m["per_user_recall@50"]))
         print(f"seed {seed}: {time.perf_counter() - t0:.0f}s", flush=True)
 
     results = {
@@ -603,7 +726,7 @@ def main() -> None:
     main_set = results["test"]
 
     def pick(metric: str, stat: str) -> dict:
-        keys = ("query_tower", "raw_ur", "popularity", "popularity_scenario", "als", "two_tower")
+        keys = METHODS
         return {m: main_set.get(f"{m}.{metric}", {}).get(stat) for m in keys}
 
     summary = {
@@ -616,12 +739,29 @@ def main() -> None:
         "ndcg_at_50_std": pick("ndcg@50", "std"),
         "next_day_recall_at_50": {m: results["next_day"].get(f"{m}.recall@50", {}).get("mean") for m in METHODS},
         "small_scenarios": small,
+        "tower_minus_peer_recall_at_50": paired_differences(per_user),
         "choices": choices,
         "seconds": round(time.perf_counter() - t_start, 1),
     }
     if args.out:
         Path(args.out).write_text(json.dumps({"summary": summary, "results": results}, indent=2))
     print(json.dumps(summary))
+
+
+def paired_differences(per_user: dict[str, list[np.ndarray]]) -> dict:
+    """Query tower minus each peer, test-period recall@50: the mean per-user difference (each
+    user's recall averaged over seeds first) and its standard error over users: how much of
+    a gap one held-out period's users can resolve."""
+    if "query_tower" not in per_user:
+        return {}
+    tower = np.mean(per_user["query_tower"], axis=0)
+    out = {}
+    for m, v in per_user.items():
+        if m == "query_tower":
+            continue
+        d = tower - np.mean(v, axis=0)
+        out[m] = {"diff": round(float(d.mean()), 4), "se": round(float(d.std(ddof=1) / np.sqrt(len(d))), 4)}
+    return out
 
 
 def _print_tables(results: dict) -> None:

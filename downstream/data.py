@@ -65,15 +65,53 @@ def split_days(days: list[str], valid_days: int, test_days: int) -> tuple[list[s
     return days[:cut_v], days[cut_v:cut_t], days[cut_t:]
 
 
-def select_rows(table: pa.Table, scenario: int | None, sample_type: str) -> pa.Table:
-    """Rows of ``scenario`` (None = every scenario) and ``sample_type`` ('all' = both)."""
+def _row_mask(table: pa.Table, scenario: int | None, sample_type: str):
     if scenario is None:
         mask = pa.array(np.ones(table.num_rows, bool))
     else:
         mask = pc.equal(table[CANONICAL_SCENARIO], pa.scalar(scenario, table.schema.field(CANONICAL_SCENARIO).type))
     if sample_type != "all":
         mask = pc.and_(mask, pc.equal(table[CANONICAL_SAMPLE_TYPE], sample_type))
-    return table.filter(mask)
+    return mask
+
+
+def select_rows(table: pa.Table, scenario: int | None, sample_type: str) -> pa.Table:
+    """Rows of ``scenario`` (None = every scenario) and ``sample_type`` ('all' = both)."""
+    return table.filter(_row_mask(table, scenario, sample_type))
+
+
+def select_indices(table: pa.Table, scenario: int | None, sample_type: str) -> np.ndarray:
+    """Positions of :func:`select_rows`' rows in ``table`` (same rows, same order)."""
+    return np.flatnonzero(_row_mask(table, scenario, sample_type).to_numpy(zero_copy_only=False))
+
+
+@dataclass
+class Joined:
+    """Point-in-time joined vectors of a whole table (``transfer.join_representations``'s
+    output), computed once and sliced per scenario: the Delta snapshots are read once per
+    split instead of once per scenario and split."""
+
+    vectors: dict[str, np.ndarray]
+    present: dict[str, np.ndarray]
+
+    def take(self, rows: np.ndarray) -> "Joined":
+        return Joined({k: v[rows] for k, v in self.vectors.items()}, {k: v[rows] for k, v in self.present.items()})
+
+
+def join_once(
+    table: pa.Table,
+    rep_tables: dict[str, Path],
+    *,
+    expect_dims: dict[str, int] | None = None,
+    expect_model_version: str | None = None,
+) -> Joined:
+    """``transfer.join_representations`` of every row of ``table`` (e.g. one split of all
+    scenarios); a row's vectors depend only on its own ids and day, so a slice of the
+    result equals the join of the sliced rows."""
+    vecs, present = join_representations(
+        table, rep_tables, expect_dim=expect_dims, expect_model_version=expect_model_version
+    )
+    return Joined(vecs, present)
 
 
 def smallest_scenario(table: pa.Table, spec: DatasetSpec) -> int:
@@ -98,12 +136,14 @@ def build_scenario_data(
     expect_dims: dict[str, int] | None = None,
     expect_model_version: str | None = None,
     encoder: FeatureEncoder | None = None,
+    joined: dict[str, Joined] | None = None,
 ) -> ScenarioData:
     """``tables``: 'train'/'valid'/'test' canonical rows of one scenario -> tensors.
 
     Vocabularies are fitted on train only (valid/test ids unseen in train map to OOV,
     as they would in serving), unless ``encoder`` is given (e.g. a checkpoint's, for
-    module-level transfer). Every split is joined point-in-time with ``rep_tables``.
+    module-level transfer). Every split is joined point-in-time with ``rep_tables``, or
+    ``joined[split]`` is that join already done (:func:`join_once` sliced to these rows).
     """
     for name in ("train", "valid", "test"):
         if tables[name].num_rows == 0:
@@ -116,9 +156,14 @@ def build_scenario_data(
         t = tables[name]
         batch = encoder.encode(t)
         if rep_tables:
-            vecs, present = join_representations(
-                t, rep_tables, expect_dim=expect_dims, expect_model_version=expect_model_version
-            )
+            if joined is not None:
+                vecs, present = joined[name].vectors, joined[name].present
+                if set(vecs) != set(rep_tables) or any(len(v) != t.num_rows for v in vecs.values()):
+                    raise ValueError(f"joined vectors of the {name} split do not match its rows / tables")
+            else:
+                vecs, present = join_representations(
+                    t, rep_tables, expect_dim=expect_dims, expect_model_version=expect_model_version
+                )
             for rep, v in vecs.items():
                 batch[REP_PREFIX + rep] = torch.from_numpy(v)
                 batch[PRESENT_PREFIX + rep] = torch.from_numpy(present[rep])

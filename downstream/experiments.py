@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Callable, Literal
 
 import numpy as np
+import pyarrow as pa
 import torch
 from pydantic import Field, ValidationError, model_validator
 from torch import nn
@@ -32,11 +33,14 @@ from downstream.cells import (
 )
 from downstream.config import DownstreamConfig, RepName
 from downstream.data import (
+    Joined,
     ScenarioData,
     build_scenario_data,
+    join_once,
     read_splits,
     rep_table_paths,
     resolve_scenario,
+    select_indices,
     select_rows,
     split_days,
 )
@@ -44,6 +48,7 @@ from downstream.evaluate import summarise, torch_threads
 from downstream.rankup import RankUpConfig, TokenMixerRanker
 from downstream.selection import headline
 from downstream.train import FitResult, fit_scenario
+from engines.progress import report_progress
 from pretrain import effective_rank
 
 ALL_REPS: list[str] = ["user_ur", "item_ir", "user_cr", "item_cr"]
@@ -284,63 +289,106 @@ def run_transfer_experiment(
         loaded = load_checkpoint(checkpoint, expect_spec=spec.canonical())
     specs = method_specs(cfg, list(layer_roots or {}), loaded is not None)
     rep_tables = rep_table_paths(tables_root, ALL_REPS)
-    table: dict[str, dict] = {}
-    timing = {"read_s": round(time.perf_counter() - t_start, 2), "data_s": 0.0, "fit_s": 0.0}
+    timing = {"read_s": round(time.perf_counter() - t_start, 2), "data_s": 0.0, "fit_s": 0.0, "report_s": 0.0}
     tasks = tasks_of(spec)
-    with torch_threads(dcfg.threads):
-        for s in scenarios:
-            key = str(s)
-            tables = {
-                k: select_rows(v, resolve_scenario(raw["train"], spec, s), dcfg.sample_type) for k, v in raw.items()
+    # long cells first inside a scenario (module level costs ~10x a feature-level fit), so the
+    # pool's last cells are short ones and no core idles at the end
+    order = {"module": 0, "ranking": 1, "retrieval": 2}
+    ordered = sorted(specs, key=lambda m: order.get(m.kind, 1))
+    meta: dict[str, dict] = {}  # scenario -> name, rows, coverage (or skipped)
+    done: dict[str, int] = {}
+    finished: dict[str, dict] = {}
+
+    joins: dict[str, dict[str, Joined]] = {}  # data variant -> split -> join of every scenario's rows
+
+    def build(variant: str, tables: dict, rows: dict[str, np.ndarray]) -> ScenarioData:
+        kw = dict(min_count=dcfg.min_count, max_vocab=dcfg.max_vocab)
+        if variant == "module":
+            return build_scenario_data(tables, spec, {}, encoder=loaded.encoder)
+        if variant.startswith("layer:"):
+            from transfer import layer_rep_paths
+
+            paths = layer_rep_paths(tables_root, layer_roots[variant[6:]], ALL_REPS)
+        else:
+            paths = rep_tables
+        if variant not in joins:  # the Delta snapshots are read once per split, not once per scenario
+            joins[variant] = {
+                k: join_once(v, paths, expect_dims=dcfg.expect_dims, expect_model_version=dcfg.expect_model_version)
+                for k, v in raw.items()
             }
-            if any(t.num_rows == 0 for t in tables.values()):
-                table[key] = {"skipped": "a split has no rows"}
-                continue
-            t0 = time.perf_counter()
+        joined = {k: joins[variant][k].take(rows[k]) for k in raw}
+        return build_scenario_data(tables, spec, paths, joined=joined, **kw)
 
-            def build(variant: str, tables=tables) -> ScenarioData:
-                kw = dict(
-                    min_count=dcfg.min_count,
-                    max_vocab=dcfg.max_vocab,
-                    expect_dims=dcfg.expect_dims,
-                    expect_model_version=dcfg.expect_model_version,
-                )
-                if variant == "module":
-                    return build_scenario_data(tables, spec, {}, encoder=loaded.encoder)
-                if variant.startswith("layer:"):
-                    from transfer import layer_rep_paths
+    def report() -> None:
+        t0 = time.perf_counter()
+        table = {str(s): finished[str(s)] for s in scenarios if str(s) in finished}
+        result = _transfer_summary(table, spec, dcfg, cfg, scenarios, small, (tr, va, te), store, timing, t_start)
+        _write_transfer_report(out_dir, result, spec, tasks)
+        timing["report_s"] = round(timing["report_s"] + time.perf_counter() - t0, 2)
 
-                    paths = layer_rep_paths(tables_root, layer_roots[variant[6:]], ALL_REPS)
-                    return build_scenario_data(tables, spec, paths, **kw)
-                return build_scenario_data(tables, spec, rep_tables, **kw)
-
-            paths = {v: store.cached_data(key, v, lambda v=v: build(v)) for v in dict.fromkeys(m.data for m in specs)}
-            daily = torch.load(paths["daily"], weights_only=False)
-            timing["data_s"] = round(timing["data_s"] + time.perf_counter() - t0, 2)
-            t0 = time.perf_counter()
-            cells = [Cell(key, m, seed, paths[m.data]) for m in specs for seed in dcfg.seeds]
-            run_cells(
-                cells, store, dcfg, workers=cfg.workers, checkpoint=None if checkpoint is None else str(checkpoint)
-            )
-            timing["fit_s"] = round(timing["fit_s"] + time.perf_counter() - t0, 2)
+    def on_done(c: Cell, _cell: dict, _reused: bool) -> None:
+        done[c.scenario] += 1
+        if done[c.scenario] == len(specs) * len(dcfg.seeds):  # the scenario's last cell
+            key = c.scenario
             res = {
                 m.name: summarise([as_fit_result(store.get(key, m, seed)) for seed in dcfg.seeds], tasks) for m in specs
             }
-            table[key] = {
-                "name": spec.scenarios.get(s, str(s)),
-                "rows": {"train": daily.train.num_rows, "valid": daily.valid.num_rows, "test": daily.test.num_rows},
-                "coverage": daily.coverage,
-                "methods": res,
-            }
+            finished[key] = {**meta[key], "methods": res}
             print(
                 f"transfer: scenario {key} done; cells computed {store.computed}, reused {store.reused}; "
                 f"{time.perf_counter() - t_start:.0f} s",
                 file=sys.stderr,
                 flush=True,
             )
-            # written after every scenario: a long run that is stopped keeps what it measured
-            result = _transfer_summary(table, spec, dcfg, cfg, scenarios, small, (tr, va, te), store, timing, t_start)
-            _write_transfer_report(out_dir, result, spec, tasks)
+            report_progress(
+                "transfer.scenarios", len(finished), len(scenarios), scenario=str(key), cells=store.computed
+            )
+            report()  # written after every scenario: a long run that is stopped keeps what it measured
+
+    def all_cells():
+        """Scenario by scenario (smallest first: the headline scenario is measured first, so a
+        stopped run already has it): prepare (or read the cached) data, then its cells. Runs
+        lazily inside run_cells, so the workers train scenario n while scenario n+1 is prepared."""
+        for s in scenarios:
+            key = str(s)
+            rows = {
+                k: select_indices(v, resolve_scenario(raw["train"], spec, s), dcfg.sample_type) for k, v in raw.items()
+            }
+            tables = {k: v.take(pa.array(rows[k])) for k, v in raw.items()}
+            if any(t.num_rows == 0 for t in tables.values()):
+                finished[key] = {"skipped": "a split has no rows"}
+                continue
+            t0 = time.perf_counter()
+            paths = {
+                v: store.cached_data(key, v, lambda v=v, tables=tables, rows=rows: build(v, tables, rows))
+                for v in dict.fromkeys(m.data for m in specs)
+            }
+            daily = torch.load(paths["daily"], weights_only=False)
+            meta[key] = {
+                "name": spec.scenarios.get(s, str(s)),
+                "rows": {"train": daily.train.num_rows, "valid": daily.valid.num_rows, "test": daily.test.num_rows},
+                "coverage": daily.coverage,
+            }
+            del daily
+            done[key] = 0
+            timing["data_s"] = round(timing["data_s"] + time.perf_counter() - t0, 2)
+            for m in ordered:
+                for seed in dcfg.seeds:
+                    yield Cell(key, m, seed, paths[m.data])
+
+    t0 = time.perf_counter()
+    with torch_threads(dcfg.threads):
+        run_cells(
+            all_cells(),
+            store,
+            dcfg,
+            workers=cfg.workers,
+            checkpoint=None if checkpoint is None else str(checkpoint),
+            on_done=on_done,
+        )
+    # fit_s: wall seconds of the cells' phase, data preparation (overlapping it) and reports excluded
+    timing["fit_s"] = round(time.perf_counter() - t0 - timing["data_s"] - timing["report_s"], 2)
+    table = {str(s): finished[str(s)] for s in scenarios if str(s) in finished}
     result = _transfer_summary(table, spec, dcfg, cfg, scenarios, small, (tr, va, te), store, timing, t_start)
     _write_transfer_report(out_dir, result, spec, tasks)
     return result
@@ -380,7 +428,7 @@ def _transfer_summary(
         **head,
         "days": {"train": tr, "valid": va, "test": te},
         "cells": {"reused": store.reused, "computed": store.computed, "folder": str(store.folder)},
-        "timing": {**timing, "fit_s_by_method": dict(store.seconds)},
+        "timing": {**timing, "fit_s_by_method": dict(store.seconds), "phase_s": dict(store.phase_s)},
         "wall_s": round(time.perf_counter() - t_start, 2),
         "table": table,
     }

@@ -8,6 +8,7 @@ loss is the masked multi-task loss over the tasks present in each row (``label_m
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -33,6 +34,9 @@ class FitResult:
     epochs: int
     best_epoch: int
     history: list[float] = field(default_factory=list)  # validation AUC per epoch
+    # where the fit's wall seconds went: build (model construction), train (optimizer steps,
+    # all epochs), valid (the per-epoch validation AUC), test (the final test AUC)
+    seconds: dict[str, float] = field(default_factory=dict)
 
 
 @torch.no_grad()
@@ -91,7 +95,10 @@ def fit(
     check_device_config(use_gpu, amp, key="downstream")
     device = training_device(use_gpu)
     seed_everything(seed)  # threads are the caller's (downstream.evaluate.torch_threads)
+    t0 = time.perf_counter()
     model = build().to(device)
+    build_s = time.perf_counter() - t0
+    valid_s = 0.0
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     gen = torch.Generator().manual_seed(seed)
     unknown = [t for t in (pairwise_alpha or {}) if t not in tasks]
@@ -106,6 +113,14 @@ def fit(
     def loss_fn(logits: torch.Tensor, b: dict[str, torch.Tensor]) -> torch.Tensor:
         return multitask_loss(logits, b["labels"], b["label_mask"], tasks, pairwise_alpha)[0]
 
+    def score(m: nn.Module) -> float:
+        nonlocal valid_s
+        t = time.perf_counter()
+        try:
+            return selection_auc(task_aucs(m, valid, tasks))
+        finally:
+            valid_s += time.perf_counter() - t
+
     state = run_epochs(
         model,
         model,
@@ -113,7 +128,7 @@ def fit(
         new_state(model, opt),
         batches,
         loss_fn,
-        lambda m: selection_auc(task_aucs(m, valid, tasks)),
+        score,
         epochs=epochs,
         patience=patience,
         device=device,
@@ -124,7 +139,16 @@ def fit(
     model.load_state_dict(state["best_state"])
     best = float(state["best_score"]) if math.isfinite(state["best_score"]) else float("nan")
     history = [float(h["valid_auc"]) for h in state["history"]]
-    return model, FitResult(best, task_aucs(model, test, tasks), int(state["epoch"]), int(state["best_epoch"]), history)
+    t0 = time.perf_counter()
+    test_auc = task_aucs(model, test, tasks)
+    seconds = {
+        "build": build_s,
+        "train": float(sum(h["seconds"] for h in state["history"])),
+        "valid": valid_s,
+        "test": time.perf_counter() - t0,
+    }
+    seconds = {k: round(v, 3) for k, v in seconds.items()}
+    return model, FitResult(best, test_auc, int(state["epoch"]), int(state["best_epoch"]), history, seconds)
 
 
 def train_options(cfg) -> dict:

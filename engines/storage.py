@@ -46,14 +46,15 @@ class StorageError(RuntimeError):
     """An object-store location cannot be used (missing bucket, unreachable endpoint)."""
 
 
-def parse_uri(uri: str, key: str = "uri") -> str:
-    """The normalised ``scheme://bucket/prefix`` (no trailing slash); ValueError naming ``key``."""
+def parse_uri(uri: str, key: str = "uri", what: str = "published tables/indexes") -> str:
+    """The normalised ``scheme://bucket/prefix`` (no trailing slash); ValueError naming ``key``
+    (and ``what`` the location is for, when the scheme is not an object store's)."""
     text = str(uri).strip()
     url = urlparse(text)
     if "://" not in text or url.scheme not in SCHEMES:
         raise ValueError(
             f"{key}: {text!r}: scheme {url.scheme + '://' if url.scheme else '(none)'} is not supported for "
-            f"published tables/indexes; use s3:// (tested), gs:// or az:// (accepted by delta-rs, untested here)"
+            f"{what}; use s3:// (tested), gs:// or az:// (accepted by delta-rs and pyarrow.fs, untested here)"
         )
     if not url.netloc:
         raise ValueError(f"{key}: {text!r} names no bucket (expected {url.scheme}://bucket/prefix)")

@@ -12,7 +12,8 @@ incrementally::
     S(T_d) = exp(-(T_d - T_prev)/tau) * S(T_prev) + sum_{k in day d} exp(-(T_d - t_k)/tau) * CR_k
 
 The published ``vector`` is the normalised state (``none`` | ``l2`` | ``layernorm``,
-the last without affine parameters, eps 1e-5). UR/IR tables hold each entity's latest
+the last without affine parameters): the decay, the normalisation and their constants are
+:mod:`extract.vectors`' (the representation core). UR/IR tables hold each entity's latest
 tower output. CR(u)/CR(i) fold the **ad samples only** by default
 (``AggregateConfig.cr_samples``): LFM4Ads uses the ad branch's representations of ad
 samples for ads; UR/IR (shared towers) see every sample. Entities not seen on ``d``
@@ -25,13 +26,14 @@ Two formulations of the CR state, equal to 1e-5 (tests check both against a nump
   Spark shuffles those partial sums by entity and a second ``mapInArrow`` adds them up;
 - ``columns`` (:func:`decayed_state` + :func:`cr_table`): Spark SQL only, per-dimension
   ``sum`` aggregates re-assembled with ``array()``; works on any DataFrame of samples.
+  The core's formulas written as Spark columns (same constants), selectable by
+  ``AggregateConfig.formulation``.
 
 UR/IR use Spark SQL (``max_by``). Only one row of validation counts reaches the driver.
 """
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 from contracts import (
@@ -51,9 +53,7 @@ from extract.publishing import (
     prepare_publish,
 )
 from extract.samples import read_marker
-
-LN_EPS = 1e-5
-L2_EPS = 1e-12
+from extract.vectors import L2_EPS, LN_EPS, decay_factor
 
 # table -> (entity key column in the samples, representation column kind)
 TABLE_SOURCES = {
@@ -69,7 +69,8 @@ def cutoff_seconds(ds: str) -> float:
 
 
 def _normalised(cols: list, normalisation: str) -> list:
-    """Columns of the normalised vector from per-dimension double columns."""
+    """Columns of the normalised vector from per-dimension double columns
+    (:func:`extract.vectors.normalise` as Spark columns)."""
     from pyspark.sql import functions as F
 
     d = len(cols)
@@ -98,7 +99,7 @@ def decayed_state(samples, key: str, col: str, dim: int, ds: str, tau: float, pr
     weighted = samples.select(
         F.col(key).alias("entity_id"),
         F.col("event_time"),
-        F.exp((t - F.lit(cutoff)) / F.lit(float(tau))).alias("w"),
+        F.exp((t - F.lit(cutoff)) / F.lit(float(tau))).alias("w"),  # extract.vectors.decay_weights
         F.col(col).alias("v"),
     )
     today = weighted.groupBy("entity_id").agg(
@@ -108,7 +109,7 @@ def decayed_state(samples, key: str, col: str, dim: int, ds: str, tau: float, pr
     )
     if prev is None:
         return today
-    decay = math.exp(-(cutoff - cutoff_seconds(prev_ds)) / tau)
+    decay = decay_factor(cutoff - cutoff_seconds(prev_ds), tau)
     old = prev.select(
         "entity_id",
         *[(F.col("decayed_sum")[i].cast("double") * F.lit(decay)).alias(f"p{i}") for i in range(dim)],
@@ -198,7 +199,7 @@ def arrow_cr_table(
     prev_uris, decay = None, 0.0
     if prev_ds is not None:
         prev_uris = delta_io.day_file_uris(path, prev_ds)
-        decay = math.exp(-(cutoff - cutoff_seconds(prev_ds)) / cfg.tau_seconds)
+        decay = decay_factor(cutoff - cutoff_seconds(prev_ds), cfg.tau_seconds)
     rows = aggregate_arrow.decayed_cr_rows(
         spark,
         uris,

@@ -29,9 +29,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-LN_EPS = 1e-5
-L2_EPS = 1e-12
-INT64_MIN = np.iinfo(np.int64).min
+from extract.vectors import bad_rows, decay_weights, group_max, normalise, segment_sum, to_arrow, to_numpy
+
 TS = pa.timestamp("us", tz="UTC")
 
 PARTIAL_DDL = "entity_id string, s binary, n bigint, last_t timestamp"
@@ -85,42 +84,18 @@ def fragments(uris: list[str], kind: int, target_rows: int = 262_144) -> list[tu
     return out
 
 
-# --- numpy kernels ---------------------------------------------------------------------
-def segment_sum(codes: np.ndarray, x: np.ndarray, k: int, w: np.ndarray | None = None) -> np.ndarray:
-    """``out[c] = sum_{i: codes[i] = c} w[i] * x[i]`` in float64: [k, d] from codes [n],
-    x [n, d], w [n] (default 1). One sparse product ``M @ x`` with ``M[codes[i], i] = w[i]``,
-    built as CSC (one entry per column, so no sort); it replaced a weighted ``np.bincount``
-    per dimension and took the 10M-row Spark/DuckDB ratio from 1.37x to about 1.05x
-    (docs/tables.md)."""
-    from scipy.sparse import csc_matrix
-
-    n = len(codes)
-    data = np.ones(n) if w is None else np.asarray(w, np.float64)
-    m = csc_matrix((data, np.asarray(codes, np.int64), np.arange(n + 1, dtype=np.int64)), shape=(k, n))
-    return np.asarray(m @ x, np.float64).reshape(k, x.shape[1])
-
-
-def group_max(codes: np.ndarray, t: np.ndarray, k: int) -> np.ndarray:
-    out = np.full(k, INT64_MIN, np.int64)
-    np.maximum.at(out, codes, t)
-    return out
-
-
+# --- numpy kernels (the decay and normalisation are extract.vectors') -------------------
 def vectors(arr, dim: int, where: str, ids) -> np.ndarray:
-    """[n, dim] float32 view of a list/fixed_size_list column; ValueError naming ``where``,
+    """[n, dim] float32 of a list/fixed_size_list column; ValueError naming ``where``,
     the row count and an example id for null vectors or vectors of another length."""
-    arr = arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
-    bad = arr.is_null().to_numpy(zero_copy_only=False)
-    if not pa.types.is_fixed_size_list(arr.type) or arr.type.list_size != dim:
-        lengths = pc.list_value_length(arr).to_numpy(zero_copy_only=False)
-        bad = bad | (np.nan_to_num(lengths, nan=-1) != dim)
+    arr = arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr  # once, not per call below
+    bad = bad_rows(arr, dim)
     if bad.any():
         raise ValueError(
             f"{where}: {int(bad.sum())} row(s) have a null vector or one whose length is not {dim}, "
             f"e.g. id={ids[int(np.flatnonzero(bad)[0])].as_py()!r}; {NOTHING}"
         )
-    flat = pc.list_flatten(arr).to_numpy(zero_copy_only=False)
-    return np.asarray(flat, dtype=np.float32).reshape(len(arr), dim)
+    return to_numpy(arr, dim)
 
 
 def _binary(s: np.ndarray) -> pa.Array:
@@ -143,13 +118,6 @@ def _from_binary(arr: pa.Array, dim: int) -> np.ndarray:
     return data.view(np.float64).reshape(len(arr), dim)
 
 
-def _list(x: np.ndarray, dtype=np.float32) -> pa.Array:
-    """[k, d] -> list<float32> (what Spark maps to array<float>)."""
-    k, d = x.shape
-    values = pa.array(np.ascontiguousarray(x, dtype).ravel())
-    return pa.ListArray.from_arrays(pa.array(np.arange(k + 1, dtype=np.int32) * d), values)
-
-
 def _partial_batch(ids: pa.Array, s: np.ndarray, n: np.ndarray, last: np.ndarray) -> pa.RecordBatch:
     return pa.RecordBatch.from_arrays(
         [ids.cast(pa.string()), _binary(s), pa.array(n, pa.int64()), pa.array(last, pa.int64()).cast(TS)],
@@ -167,7 +135,7 @@ def partial_of_samples(
     k = len(enc.dictionary)
     t_us = table["event_time"].combine_chunks().cast(TS).cast(pa.int64()).to_numpy(zero_copy_only=False)
     x = vectors(table[col], dim, where, table[key].combine_chunks())
-    w = np.exp((t_us / 1e6 - cutoff) / tau)
+    w = decay_weights(t_us / 1e6, cutoff, tau)
     return _partial_batch(
         enc.dictionary, segment_sum(codes, x, k, w), np.bincount(codes, minlength=k), group_max(codes, t_us, k)
     )
@@ -179,17 +147,6 @@ def partial_of_state(table: pa.Table, dim: int, decay: float, where: str) -> pa.
     s = vectors(table["decayed_sum"], dim, where, ids).astype(np.float64) * decay
     t = table["updated_at"].combine_chunks().cast(TS).cast(pa.int64()).to_numpy(zero_copy_only=False)
     return _partial_batch(ids, s, table["sample_count"].combine_chunks().to_numpy(zero_copy_only=False), t)
-
-
-def normalise(s: np.ndarray, normalisation: str) -> np.ndarray:
-    """The published ``vector`` from the float64 state [k, d] (see extract.aggregate)."""
-    if normalisation == "none":
-        return s
-    if normalisation == "l2":
-        return s / np.maximum(np.sqrt((s * s).sum(axis=1, keepdims=True)), L2_EPS)
-    mean = s.mean(axis=1, keepdims=True)
-    var = ((s - mean) ** 2).mean(axis=1, keepdims=True)
-    return (s - mean) / np.sqrt(var + LN_EPS)
 
 
 def _sum_partials(table: pa.Table, dim: int):
@@ -215,10 +172,10 @@ def final_of_partials(table: pa.Table, dim: int, normalisation: str, exact_state
     return pa.RecordBatch.from_arrays(
         [
             ids.cast(pa.string()),
-            _list(normalise(s, normalisation)),
+            to_arrow(normalise(s, normalisation), fixed=False),
             pa.array(last, pa.int64()).cast(TS),
             pa.array(n, pa.int64()),
-            _list(s, np.float64 if exact_state else np.float32),
+            to_arrow(s, np.float64 if exact_state else np.float32, fixed=False),
         ],
         names=["entity_id", "vector", "updated_at", "sample_count", "decayed_sum"],
     )
@@ -300,11 +257,14 @@ def decayed_cr_rows(
 
 
 def _ship_by_value() -> None:
-    """Pickle this module's functions by value into the Spark tasks: a Python worker then
-    imports only numpy and pyarrow, not the ``extract`` package (which pulls in Ray and
-    the model: about 2 s per worker measured here)."""
+    """Pickle this module's functions (and the representation core's) by value into the
+    Spark tasks: a Python worker then imports only numpy and pyarrow, not the ``extract``
+    package (which pulls in Ray and the model: about 2 s per worker measured here)."""
     import sys
 
     from pyspark import cloudpickle
 
+    from extract import vectors
+
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    cloudpickle.register_pickle_by_value(vectors)

@@ -13,6 +13,7 @@ from pydantic import Field, model_validator
 
 from contracts import StrictModel
 from contracts.tables import Normalisation
+from extract.vectors import TAU_SECONDS
 
 
 class ExtractConfig(StrictModel):
@@ -47,7 +48,7 @@ class AggregateConfig(StrictModel):
     """How sample-level CR(u,i) fold into published CR(u)/CR(i) (and UR/IR latest) tables."""
 
     tau_seconds: float = Field(
-        7 * 86400.0,
+        TAU_SECONDS,
         gt=0,
         description="Decay time constant: a sample's weight at the day's cutoff is exp(-(cutoff - t)/tau).",
     )
@@ -98,7 +99,7 @@ class ProbeConfig(StrictModel):
     extract: ExtractConfig = Field(
         default_factory=ExtractConfig, description="How the candidates are extracted (its `layers` is ignored)."
     )
-    tau_seconds: float = Field(7 * 86400.0, gt=0, description="Decay time constant of the CR(u)/CR(i) aggregation.")
+    tau_seconds: float = Field(TAU_SECONDS, gt=0, description="Decay time constant of the CR(u)/CR(i) aggregation.")
     task: str | None = Field(None, description="Label column to probe; None = the first task labelled in the scenario.")
     l2: float = Field(1e-3, ge=0, description="L2 penalty of the logistic regression (on standardised features).")
     max_iter: int = Field(200, ge=1, description="L-BFGS iterations of the logistic regression.")

@@ -19,6 +19,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from extract.vectors import to_numpy
+
 ERANK_ROWS = 4096
 STATS_DIR = "_stats"
 
@@ -28,8 +30,7 @@ def _matrix(col: pa.ChunkedArray | pa.Array) -> np.ndarray:
     arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
     if len(arr) == 0:
         return np.zeros((0, 0))
-    flat = pc.list_flatten(arr).to_numpy(zero_copy_only=False).astype(np.float64)
-    return flat.reshape(len(arr), -1)
+    return to_numpy(arr, dtype=np.float64)
 
 
 def vector_stats(x: np.ndarray) -> dict:

@@ -7,15 +7,16 @@ point-in-time states CR(u) and CR(i) just before the sample:
 
     S_e(t) = sum_{k: entity_k = e, t_k < t} exp(-(t - t_k)/tau) v_k        [d]
 
-(the same decay as the published tables, computed in-process with numpy: the probe is an
-offline experiment, not the daily job). The probe input is [l2(S_u), l2(S_i)] ([N, 2d]);
-a logistic regression (torch, L-BFGS, standardised features) is fit on the train days and
-scored by AUC on the **validation** days (never the test days: the transfer table's test
-AUCs must not have chosen the layer). Only **ad-branch** layers (``ad.*``) compete for the
-ads default; content layers and towers are scored for the plot only. The best ad layer,
-the ranking and the plot are written into the checkpoint (``default_cr_layer`` +
-``layer_probe`` of the manifest, atomic rewrite; ``probe.png`` beside it) so that the
-daily extraction and publishing use it unless a config pins a layer.
+(the same decay as the published tables, :func:`extract.vectors.point_in_time_states`,
+computed in-process: the probe is an offline experiment, not the daily job). The probe
+input is [l2(S_u), l2(S_i)] ([N, 2d]); a logistic regression (torch, L-BFGS, standardised
+features) is fit on the train days and scored by AUC on the **validation** days (never the
+test days: the transfer table's test AUCs must not have chosen the layer). Only
+**ad-branch** layers (``ad.*``) compete for the ads default; content layers and towers are
+scored for the plot only. The best ad layer, the ranking and the plot are written into the
+checkpoint (``default_cr_layer`` + ``layer_probe`` of the manifest, atomic rewrite;
+``probe.png`` beside it) so that the daily extraction and publishing use it unless a
+config pins a layer.
 """
 
 from __future__ import annotations
@@ -41,41 +42,12 @@ from engines import delta_io
 from extract.config import ProbeConfig
 from extract.job import _read_manifest, extract_days, plan_units
 from extract.samples import read_marker
+from extract.vectors import normalise, point_in_time_states, to_numpy
 from extract.worker import open_parquet
 
 TOWERS = ["user_tower", "item_tower"]
-
-
-def point_in_time_states(entity: np.ndarray, t: np.ndarray, x: np.ndarray, tau: float) -> np.ndarray:
-    """entity [N], t [N] seconds, x [N, d] -> S [N, d]: for each row k the decayed sum over
-    the rows of the same entity strictly earlier than t_k (rows at the same instant excluded).
-
-    Per entity, S(t_k) = exp(-(t_k - t_0)/tau) * sum_{j: t_j < t_k} exp((t_j - t_0)/tau) x_j,
-    an exclusive cumulative sum (t_0: the entity's first time, so the weights stay finite
-    while the entity's span is below ~700 tau).
-    """
-    out = np.zeros(x.shape, dtype=np.float64)
-    order = np.lexsort((t, entity))
-    e_sorted = entity[order]
-    starts = np.flatnonzero(np.r_[True, e_sorted[1:] != e_sorted[:-1]])
-    for a, b in zip(starts, np.r_[starts[1:], len(order)]):
-        idx = order[a:b]
-        ts = t[idx] - t[idx[0]]
-        if ts[-1] / tau > 700:
-            raise ValueError(f"entity {entity[idx[0]]!r}: history spans {ts[-1] / tau:.0f} tau (> 700)")
-        w = np.exp(ts / tau)
-        cum = np.cumsum(w[:, None] * x[idx], axis=0)
-        excl = np.vstack([np.zeros((1, x.shape[1])), cum[:-1]])
-        # rows at the same instant see only what came strictly before the first of them
-        first = np.r_[0, np.flatnonzero(ts[1:] != ts[:-1]) + 1]
-        group_start = first[np.searchsorted(first, np.arange(len(ts)), side="right") - 1]
-        out[idx] = excl[group_start] * np.exp(-ts / tau)[:, None]
-    return out
-
-
-def _l2(x: np.ndarray) -> np.ndarray:
-    n = np.linalg.norm(x, axis=1, keepdims=True)
-    return np.divide(x, n, out=np.zeros_like(x), where=n > 0)
+# the probe's features are s / |s| with zero states kept zero: l2 with the smallest normal float as floor
+UNIT_EPS = float(np.finfo(np.float64).tiny)
 
 
 def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1e-3, max_iter: int = 200):
@@ -201,11 +173,14 @@ def probe_layers(
     rows = []
     for layer in [*cr_layers, *TOWERS]:
         col = columns[layer]
-        x = np.asarray(table[col].combine_chunks().flatten().to_numpy(), dtype=np.float64).reshape(table.num_rows, -1)
+        x = to_numpy(table[col], dtype=np.float64)
         # CR states fold the same samples as the published CR tables; UR/IR (towers) see all
-        keep = folded if layer in cr_layers else np.ones(table.num_rows, bool)
+        keep = folded if layer in cr_layers else None
         feats = np.hstack(
-            [_l2(_states(users, t, x, keep, cfg.tau_seconds)), _l2(_states(items, t, x, keep, cfg.tau_seconds))]
+            [
+                normalise(point_in_time_states(e, t, x, cfg.tau_seconds, keep), "l2", l2_eps=UNIT_EPS)
+                for e in (users, items)
+            ]
         )
         score = fit_logistic(feats[train], y[train], cfg.l2, cfg.max_iter)
         a = float(auc(y[valid], score(feats[valid])))
@@ -261,14 +236,6 @@ def probe_layers(
 
 def _finite(x: float) -> float:
     return x if np.isfinite(x) else -np.inf
-
-
-def _states(entity: np.ndarray, t: np.ndarray, x: np.ndarray, keep: np.ndarray, tau: float) -> np.ndarray:
-    """Point-in-time states [N, d] of every row, folding only the rows in ``keep``."""
-    if keep.all():
-        return point_in_time_states(entity, t, x, tau)
-    # a row outside ``keep`` contributes nothing but still reads its entity's state
-    return point_in_time_states(entity, t, np.where(keep[:, None], x, 0.0), tau)
 
 
 def record_default_layer(

@@ -9,6 +9,7 @@ import pyarrow.compute as pc
 
 from contracts import REPRESENTATION_TABLES, TableProperties
 from engines import delta_io
+from extract.vectors import fixed_size
 
 VECTOR_COLUMNS = ("vector", "decayed_sum")
 
@@ -24,7 +25,7 @@ def _fixed_size(table: pa.Table, dim: int) -> pa.Table:
             lengths = pc.list_value_length(arr)
             if len(arr) and (pc.min(lengths).as_py() != dim or pc.max(lengths).as_py() != dim):
                 raise ValueError(f"column {col}: vectors of length != {dim} in a table declaring dim {dim}")
-            arr = pa.FixedSizeListArray.from_arrays(pc.list_flatten(arr).cast(pa.float32()), dim)
+            arr = fixed_size(arr, dim)
         table = table.set_column(i, pa.field(col, arr.type, nullable=False), arr)
     return table
 

@@ -45,6 +45,7 @@ import pyarrow.compute as pc
 from contracts import TableProperties
 from contracts.tables import PUBLISHED_TABLES  # + user_query (the retrieval step's query tower)
 from engines import delta_io, storage
+from extract.vectors import fixed_size, to_numpy
 
 VECTOR_COLUMNS = ("vector", "decayed_sum")
 
@@ -252,8 +253,7 @@ def validate_arrow(name: str, ds: str, data: pa.Table, schema: pa.Schema, props:
         lengths = pc.list_value_length(arr).to_numpy(zero_copy_only=False)
         bad = lengths != props.dim
         _reject(name, ds, int(bad.sum()), f"have a {col} whose length is not {props.dim}", example(bad))
-        values = np.asarray(pc.list_flatten(arr).to_numpy(zero_copy_only=False), dtype=np.float64)
-        finite = np.isfinite(values.reshape(len(arr), props.dim)).all(axis=1) if len(arr) else np.ones(0, bool)
+        finite = np.isfinite(to_numpy(arr, props.dim, np.float64)).all(axis=1)
         _reject(name, ds, int((~finite).sum()), f"have NaN/inf in {col}", example(~finite))
     for col in ("model_version", "layer", "ds", "updated_at", "sample_count"):
         nulls = np.asarray(data[col].is_null().to_numpy(zero_copy_only=False))
@@ -281,8 +281,8 @@ def validate_arrow(name: str, ds: str, data: pa.Table, schema: pa.Schema, props:
     cols = []
     for f in schema:
         col = data[f.name].combine_chunks()
-        if pa.types.is_fixed_size_list(f.type) and not pa.types.is_fixed_size_list(col.type):
-            col = pa.FixedSizeListArray.from_arrays(pc.list_flatten(col).cast(pa.float32()), props.dim)
+        if pa.types.is_fixed_size_list(f.type):
+            col = fixed_size(col, props.dim)
         cols.append(col.cast(f.type))
     return pa.Table.from_arrays(cols, schema=schema)
 

@@ -37,6 +37,7 @@ import pyarrow.parquet as pq
 
 from extract.health import VectorAccumulator, write_shard_stats
 from extract.samples import layer_column
+from extract.vectors import from_torch, to_arrow
 
 ID_COLUMNS = ["user_id", "item_id", "event_time", "scenario", "sample_type"]
 UR, IR = "user_tower", "item_tower"
@@ -50,12 +51,6 @@ def open_parquet(uri: str) -> pq.ParquetFile:
         filesystem, path = fs.FileSystem.from_uri(uri)
         return pq.ParquetFile(filesystem.open_input_file(path))
     return pq.ParquetFile(uri.removeprefix("file://"))
-
-
-def fixed_size(x: np.ndarray) -> pa.FixedSizeListArray:
-    """[B, d] float -> fixed_size_list<float32, d> (zero-copy from a contiguous float32 array)."""
-    x = np.ascontiguousarray(x, dtype=np.float32)
-    return pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1)), x.shape[1])
 
 
 def runs_of(units: list[dict]) -> list[list[dict]]:
@@ -133,7 +128,7 @@ class _ShardWriter:
         vectors.update({layer_column(n, i == 0): reps[n] for i, n in enumerate(self.layers)})
         for c, x in vectors.items():
             self.accs.setdefault(c, VectorAccumulator()).update(x)
-            cols[c] = fixed_size(x)
+            cols[c] = to_arrow(x)
         cols["layer"] = pa.array([self.layers[0]] * ids.num_rows, pa.string())
         table = pa.table(cols)
         if self.writer is None:
@@ -203,17 +198,7 @@ class ExtractWorker:
             batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
         with torch.inference_mode():
             reps = self.model.representations(batch, [UR, IR, *self.layers])
-        return {k: v.float().cpu().numpy() for k, v in reps.items()}
-
-    def run_batch(self, table: pa.Table) -> pa.Table:
-        """Canonical log rows [B] -> output rows [B] (ids, ur, ir, cr[, cr__*], layer), in-line."""
-        reps = self.forward(self.loaded.encoder.encode(table, require_labels=False))
-        cols = {c: table[c] for c in ID_COLUMNS}
-        cols["ur"], cols["ir"] = fixed_size(reps[UR]), fixed_size(reps[IR])
-        for i, name in enumerate(self.layers):
-            cols[layer_column(name, i == 0)] = fixed_size(reps[name])
-        cols["layer"] = pa.array([self.layers[0]] * table.num_rows, pa.string())
-        return pa.table(cols)
+        return {k: from_torch(v) for k, v in reps.items()}
 
     def _pieces(self, run: list[dict]):
         """(unit, rows of the unit as a Table, encoded batch) for the units of ``run`` whose

@@ -13,6 +13,7 @@ Environment: ``LFM4ADS_CONFIG`` (default ``--config``), ``LFM4ADS_ROOT`` (``--ro
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import traceback
 from pathlib import Path
@@ -302,6 +303,9 @@ def validate(config: Optional[Path] = CONFIG, log_format: str = LOG_FORMAT, set_
 
     out = _output(log_format)
     cfg = _load(config, None, None, set_)
+    from pipelines.run import register_source_store
+
+    register_source_store(cfg)
     report = validate_source(cfg.source)
     data = report.model_dump(mode="json") if hasattr(report, "model_dump") else report
     if out.fmt != "json":
@@ -346,13 +350,19 @@ def experiment(
     for flag, value in (("--config", experiment_config), ("--seeds", seeds), ("--epochs", epochs), ("--out", out_dir)):
         if value is not None:
             argv += [flag, str(value)]
-    # the run config's resolved split (as step_downstream uses), not downstream's own day counts
-    experiments_main(
-        argv,
-        split=st.split,
-        checkpoint=st.checkpoint,
-        expect_model_version=st.manifest.model_version if st.manifest else None,
-    )
+    # the run config's resolved split (as step_downstream uses), not downstream's own day counts;
+    # the experiment's own text lines go where the engines' noise goes (stderr: the log file), so
+    # stdout holds the one result object, in text and json mode
+    with contextlib.redirect_stdout(sys.stderr):
+        res = experiments_main(
+            argv,
+            split=st.split,
+            checkpoint=st.checkpoint,
+            expect_model_version=st.manifest.model_version if st.manifest else None,
+        )
+    report_dir = out_dir or Path(cfg.root) / "reports" / "experiments"
+    out.say(f"report: {report_dir}", "green")
+    out.result({"report_dir": str(report_dir), **{k: v for k, v in res.items() if k not in ("table", "variants")}})
 
 
 extract_app = typer.Typer(help="Extraction tools.")

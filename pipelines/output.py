@@ -58,6 +58,10 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, default=str)
 
 
+# step events the CLI shows as its own line in text mode (the log file keeps the records)
+SHOWN_AS_LINES = ("done", "reused")
+
+
 class _ProjectOnly(logging.Filter):
     def __init__(self, progress: bool):
         super().__init__()
@@ -66,6 +70,8 @@ class _ProjectOnly(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if record.name == PROGRESS_LOGGER:
             return self.progress
+        if not self.progress and getattr(record, "event", None) in SHOWN_AS_LINES:
+            return False  # text mode: the CLI prints its own "✓ step (N s)" line for these
         return record.name.split(".")[0] in PROJECT_LOGGERS
 
 

@@ -44,14 +44,13 @@ from typing import Literal
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 from pydantic import Field, field_validator
 
 from contracts import REPRESENTATION_TABLES, StrictModel, TableProperties
 from engines import delta_io
+from extract.vectors import normalise, to_arrow, to_numpy
 
 ALIGN_DIR = "_alignment"
-L2_EPS, LN_EPS = 1e-12, 1e-5
 
 
 class RolloverError(ValueError):
@@ -239,7 +238,7 @@ def fit_procrustes(
     if fit_space not in ("raw", "l2"):
         raise ValueError(f"fit_procrustes: fit_space {fit_space!r}, expected 'raw' or 'l2'")
     if fit_space == "l2":
-        on, nn_ = _unit_rows(old), _unit_rows(new)
+        on, nn_ = normalise(old, "l2"), normalise(new, "l2")
         fa = nn_ - (wt @ nn_ if centre else 0.0)
         fb = on - (wt @ on if centre else 0.0)
     else:
@@ -308,25 +307,13 @@ def table_for_version(tables_root: str | Path, name: str, model_version: str) ->
 
 
 def _vectors(table: pa.Table, col: str = "vector") -> np.ndarray:
-    """A list<float> column -> [N, d] float64."""
-    arr = table[col].combine_chunks()
-    n = len(arr)
-    flat = np.asarray(pc.list_flatten(arr).to_numpy(zero_copy_only=False), dtype=np.float64)
-    return flat.reshape(n, -1) if n else np.zeros((0, 0))
+    """A list<float> column -> [N, d] float64 (:func:`extract.vectors.to_numpy`)."""
+    return to_numpy(table[col], dtype=np.float64)
 
 
-def _unit_rows(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), L2_EPS)
-
-
-def _renormalise(x: np.ndarray, normalisation: str) -> np.ndarray:
-    """Re-apply the old table's row normalisation (the aggregate stage's definition)."""
-    if normalisation == "l2":
-        return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), L2_EPS)
-    if normalisation == "layernorm":
-        mean = x.mean(axis=1, keepdims=True)
-        return (x - mean) / np.sqrt(x.var(axis=1, keepdims=True) + LN_EPS)
-    return x
+# the names benchmarks/rollover.py imports
+_renormalise = normalise  # re-apply the old table's row normalisation (the aggregate stage's)
+_fixed_list = to_arrow
 
 
 def _shared(old: pa.Table, new: pa.Table) -> tuple[np.ndarray, np.ndarray, int]:
@@ -335,11 +322,6 @@ def _shared(old: pa.Table, new: pa.Table) -> tuple[np.ndarray, np.ndarray, int]:
     new_ids = np.asarray(new["entity_id"].to_pylist(), dtype=object).astype(str)
     _, io, inew = np.intersect1d(old_ids, new_ids, assume_unique=True, return_indices=True)
     return io, inew, len(io)
-
-
-def _fixed_list(x: np.ndarray) -> pa.Array:
-    x32 = np.ascontiguousarray(x, dtype=np.float32)
-    return pa.FixedSizeListArray.from_arrays(pa.array(x32.reshape(-1)), x32.shape[1])
 
 
 def _write_map(path: Path, payload: dict) -> None:
@@ -477,19 +459,19 @@ def publish_aligned(
         )
     fit_ds_new = pairs[-1][1]
 
-    aligned = _renormalise(amap.apply(_vectors(new_snap)), old_props.normalisation)
+    aligned = normalise(amap.apply(_vectors(new_snap)), old_props.normalisation)
     cols = {
         "entity_id": new_snap["entity_id"],
         "ds": new_snap["ds"],
         "model_version": pa.array([old_model_version] * new_snap.num_rows, pa.string()),
         "layer": new_snap["layer"],
-        "vector": _fixed_list(aligned),
+        "vector": to_arrow(aligned),
         "updated_at": new_snap["updated_at"],
         "sample_count": new_snap["sample_count"],
     }
     if REPRESENTATION_TABLES[name].has_state:
         # a derived table is never continued incrementally; the sum gets the linear part
-        cols["decayed_sum"] = _fixed_list(amap.apply_linear(_vectors(new_snap, "decayed_sum")))
+        cols["decayed_sum"] = to_arrow(amap.apply_linear(_vectors(new_snap, "decayed_sum")))
     chash = hashlib.sha256(f"{new_props.config_hash}|{new_model_version}|{cfg.model_dump_json()}".encode()).hexdigest()[
         :16
     ]

@@ -44,8 +44,20 @@ class RunState:
     ingest: IngestReport | None = None  # what the ingest step committed (None: a fixed source, reused)
 
 
+def register_source_store(cfg: RunConfig) -> None:
+    """A source in an object store reads with the run's ``storage.options`` (endpoint,
+    region), as the published tables do; credentials still come from the environment."""
+    path = getattr(cfg.source, "path", None)
+    if isinstance(path, str) and "://" in path and cfg.storage.options:
+        from engines import storage
+
+        storage.register(path, cfg.storage.options)
+
+
 def step_ingest(cfg: RunConfig, layout: RunLayout, st: RunState, force: bool = False) -> None:
     from datasources import last_ingest, log_days, materialize
+
+    register_source_store(cfg)
 
     # a file source is ingested incrementally (new/changed days); --force rebuilds it. Generated
     # and MovieLens logs are fixed: reused as they are.
@@ -437,6 +449,7 @@ def _run_chain(cfg, steps, force, on_step, wait, on_start, on_reuse) -> RunState
                 )
             try:
                 signals.check()  # a signal between two steps stops before the next one starts
+                signals.pause_point(name)
                 if name == "pretrain" and "extract" in chain:
                     _spark_before_training(cfg, layout, st, redo)
                 if name == "report":  # `stage report` alone: the day's finished steps still report

@@ -93,6 +93,26 @@ def deferred():
 
 
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
+PAUSE_ENV = "LFM4ADS_PAUSE_IN_STEP"
+
+
+def pause_point(step: str) -> None:
+    """Fault-injection hook for the interrupt tests: when ``$LFM4ADS_PAUSE_IN_STEP`` names
+    ``step``, wait here (up to 10 minutes, a signal ends the wait) once the step is marked
+    running, so a test can deliver SIGINT/SIGTERM inside any step. Unset: returns at once."""
+    import logging
+    import os
+    import time
+
+    if os.environ.get(PAUSE_ENV) != step:
+        return
+    logging.getLogger("lfm4ads").info(
+        "step %s paused for a signal ($%s)", step, PAUSE_ENV, extra={"step": step, "event": "paused"}
+    )
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        check()
+        time.sleep(0.1)
 
 
 @contextmanager

@@ -24,20 +24,61 @@ class QueryTowerConfig(StrictModel):
     batch_size: int = Field(512, ge=2, description="Positives per batch (= in-batch negatives + 1).")
     lr: float = Field(3e-3, gt=0)
     temperature: float = Field(
-        0.2, gt=0, description="Softmax temperature of <q, IR> logits (0.2 won on validation on both benchmark logs)."
+        0.2, gt=0, description="Softmax temperature of <q, IR> logits (benchmarks.retrieval_quality chooses it)."
     )
     random_negatives: int = Field(0, ge=0, description="Uniform catalogue negatives added to each batch.")
-    logq: bool = Field(True, description="Subtract log sampling probability from every logit (Yi et al. 2019).")
+    logq: bool | float = Field(
+        True,
+        description="Subtract log sampling probability from every logit (Yi et al. 2019); a number in [0, 1] "
+        "weights the correction (true = 1, false = 0).",
+    )
     task: str | None = Field(None, description="Label column whose positives train and evaluate; None = first task.")
     popularity_column: bool = Field(
         True,
         description="Append log share of positives to IR (index and training): an item-bias coordinate "
         "the tower's query can weight; user_query then has IR dim + 1.",
     )
+    popularity_half_life_days: float | None = Field(
+        None,
+        gt=0,
+        description="None: the popularity column is the all-time log share of positives. A number: a "
+        "time-decayed share with this half-life (retrieval.query_tower.recent_popularity), as of the end of the "
+        "indexed day for the index, as of each training pair's time for training.",
+    )
+    popularity_prior_weight: float | None = Field(
+        None,
+        description="None: the query's weight on the popularity column is learned per user. A number beta: "
+        "fixed, every score is <q, IR_i> + beta log p_i (popularity as a prior the tower adds to).",
+    )
+    history: int = Field(
+        0,
+        ge=0,
+        description="> 0: append the mean IR of the user's last N positives (the behaviour sequence in the IR "
+        "space, point in time) to the tower's input; 0 = off.",
+    )
+    item_adapter: Literal["none", "linear", "mlp"] = Field(
+        "none", description="Residual map of IR on the item side (IR + W IR), published in the index."
+    )
+    item_bias: bool = Field(
+        False, description="A learned per-item bias, published as one more index coordinate (query side: 1)."
+    )
     exclude_seen: bool = Field(
         True, description="Items the user interacted with before are neither retrieved nor counted as targets."
     )
     seed: int = 0
+
+    @field_validator("logq")
+    @classmethod
+    def _logq(cls, v: bool | float) -> bool | float:
+        if not isinstance(v, bool) and not 0.0 <= v <= 1.0:
+            raise ValueError(f"logq must be true, false or a weight in [0, 1], got {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _prior_needs_column(self) -> "QueryTowerConfig":
+        if self.popularity_prior_weight is not None and not self.popularity_column:
+            raise ValueError("popularity_prior_weight needs popularity_column: true")
+        return self
 
     @field_validator("inputs")
     @classmethod

@@ -5,6 +5,12 @@
    UR and CR(u)) as of the day before the pair (point in time, ``transfer.join``), the
    item's IR from the catalogue as of the day before the held-out day. The epoch is chosen
    on the valid days (recall@``promotion.k``, user state the day before they start).
+   Options (``QueryTowerConfig``): ``history`` appends the mean IR of the user's last N
+   positives (point in time per pair); ``popularity_half_life_days`` makes the popularity
+   column time-decayed (per pair in training, as of the end of the indexed day in the
+   index); ``popularity_prior_weight`` fixes its weight; ``item_adapter`` / ``item_bias``
+   add the item side, which the index is built through (``QueryTower.encode_items``), so
+   the served scores are exactly the evaluated ones.
 2. **Publish** ``user_query`` (same Delta contract, ``model_version`` = item_ir's) for the
    query day ``q`` (the newest published day before the held-out day ``h`` = the first
    test day; every input of the tower is <= q, so the partition is point-in-time) and for
@@ -40,7 +46,7 @@ from retrieval import gate, store
 from retrieval.build import build_index
 from retrieval.config import RetrievalConfig
 from retrieval.quality import popularity_ranking, popularity_topk, recall_ndcg, search_topk
-from retrieval.query_tower import popularity_column, train_query_tower
+from retrieval.query_tower import history_means, popularity_column, recent_popularity, train_query_tower
 from retrieval.source import SourceError
 from transfer import join_representations
 from transfer.join import vectors_of
@@ -104,8 +110,19 @@ def score(ranked_ids: list[list], users: list, targets: dict, k_values) -> dict:
 
 
 def _log_facts(layout: RunLayout, days: list[str], task: str):
-    t = read_log(layout.log, days, columns=["user_id", "item_id", "ds", task])
+    t = read_log(layout.log, days, columns=["user_id", "item_id", "ds", "event_time", task])
     return t
+
+
+def _seconds(col) -> np.ndarray:
+    return pc.cast(pc.cast(col, pa.timestamp("us", tz="UTC")), pa.int64()).to_numpy(zero_copy_only=False) / 1e6
+
+
+def _day_end(day: str) -> float:
+    from datetime import datetime, timedelta, timezone
+
+    d = datetime.strptime(day, "%Y-%m-%d").replace(tzinfo=timezone.utc) + timedelta(days=1)
+    return d.timestamp()
 
 
 def run_query_retrieval(
@@ -137,23 +154,52 @@ def run_query_retrieval(
         raise TooLittleData(f"{item_path}: no partition before the held-out day {h}")
     mv = expect_model_version or items["model_version"][0].as_py()
     item_ids = np.asarray(items["entity_id"].to_pylist(), dtype=object)
-    item_vecs = vectors_of(items, len(items["vector"][0]))
+    ir_vecs = vectors_of(items, len(items["vector"][0]))
     irow = {e: i for i, e in enumerate(item_ids)}
 
     from datasources import log_days
 
     logt = _log_facts(layout, [d for d in log_days(layout.log) if d <= ds], task)
     positive = pc.fill_null(pc.equal(logt[task], 1.0), False)
+    hl = None if qcfg.popularity_half_life_days is None else qcfg.popularity_half_life_days * 86400.0
+    # every positive of the log up to ds, in time order (popularity, behaviour sequence)
+    pos_all = logt.filter(positive)
+    pos_all = pos_all.take(pc.sort_indices(pos_all, sort_keys=[("event_time", "ascending")]))
+    pos_t = _seconds(pos_all["event_time"])
+    pos_ds = np.asarray(pos_all["ds"].to_pylist(), dtype=object)
+    pos_u = np.asarray(pos_all["user_id"].to_pylist(), dtype=object)
+    pos_i = np.asarray(pos_all["item_id"].to_pylist(), dtype=object)
 
     def with_popularity(ids: np.ndarray, vecs: np.ndarray, upto: str) -> np.ndarray:
-        """IR (+ the popularity column from positives of days <= ``upto``, when configured)."""
+        """IR (+ the popularity column from positives of days <= ``upto``, when configured:
+        all-time log share, or time-decayed as of the end of ``upto``)."""
         if not qcfg.popularity_column:
             return vecs
-        t = logt.filter(pc.and_(positive, pc.less_equal(logt["ds"], upto)))
-        c = Counter(t["item_id"].to_pylist())
-        return np.hstack([vecs, popularity_column(np.array([c.get(i, 0) for i in ids.tolist()]))])
+        row = {e: j for j, e in enumerate(ids.tolist())}
+        m = (pos_ds <= upto) & np.array([i in row for i in pos_i], dtype=bool)
+        rows = np.array([row[i] for i in pos_i[m]], dtype=np.int64)
+        if hl is None:
+            col = popularity_column(np.bincount(rows, minlength=len(ids)))
+        else:
+            col = recent_popularity(rows, pos_t[m], len(ids), hl, _day_end(upto))
+        return np.hstack([vecs, col])
 
-    item_vecs = with_popularity(item_ids, item_vecs, q_day)
+    item_vecs = with_popularity(item_ids, ir_vecs, q_day)
+    # the behaviour sequence in the IR space (catalogue at q_day; items outside it are skipped)
+    in_cat = np.array([i in irow for i in pos_i], dtype=bool)
+
+    def history_state(ids, upto: str, inclusive: bool) -> np.ndarray:
+        m = in_cat & ((pos_ds <= upto) if inclusive else (pos_ds < upto))
+        _, after = history_means(pos_u[m], np.array([irow[i] for i in pos_i[m]], np.int64), ir_vecs, qcfg.history)
+        zero = np.zeros(ir_vecs.shape[1], np.float32)
+        return np.stack([after.get(u, zero) for u in ids]) if len(ids) else np.zeros((0, len(zero)), np.float32)
+
+    def inputs_as_of(day: str, inclusive: bool):
+        ids, xd, first = user_inputs(layout, qcfg.inputs, day, mv, inclusive=inclusive)
+        if qcfg.history and len(ids):
+            xd = np.hstack([xd, history_state(ids, day, inclusive)])
+        return ids, xd, first
+
     seen_by_day: dict[str, dict[str, set]] = defaultdict(lambda: defaultdict(set))
     for u, i, d in zip(logt["user_id"].to_pylist(), logt["item_id"].to_pylist(), logt["ds"].to_pylist()):
         seen_by_day[d][u].add(i)
@@ -175,26 +221,42 @@ def run_query_retrieval(
                 out[u].add(i)
         return out
 
-    def exact(q: np.ndarray, fetch: int) -> np.ndarray:
-        rows = search_topk(q, item_vecs, min(fetch, len(item_ids)))
-        return np.where(rows >= 0, item_ids[np.clip(rows, 0, None)], None)
+    def exact_over(indexed: np.ndarray):
+        def exact(q: np.ndarray, fetch: int) -> np.ndarray:
+            rows = search_topk(q, indexed, min(fetch, len(item_ids)))
+            return np.where(rows >= 0, item_ids[np.clip(rows, 0, None)], None)
 
-    # 1. training pairs, point in time
-    pos_train = logt.filter(pc.and_(positive, pc.is_in(logt["ds"], pa.array(train_days))))
+        return exact
+
+    # 1. training pairs, point in time (positives of the train days on catalogue items, time order)
+    upto_train = in_cat & (pos_ds <= max(train_days))
+    train_m = np.isin(pos_ds[upto_train], train_days)
+    pos_train = pos_all.filter(pa.array(upto_train)).filter(pa.array(train_m))
     vecs, present = join_representations(pos_train, {n: layout.table(n) for n in qcfg.inputs}, expect_model_version=mv)
     ok = np.logical_and.reduce([present[n] for n in qcfg.inputs])
     rows = np.array([irow.get(i, -1) for i in pos_train["item_id"].to_pylist()], dtype=np.int64)
     ok &= rows >= 0
+    pair_cols = None
+    if qcfg.popularity_column and hl is not None:  # the column as of each pair's time
+        t_up = pos_t[upto_train]
+        pit = recent_popularity(np.array([irow[i] for i in pos_i[upto_train]], np.int64), t_up, len(item_ids), hl, t_up)
+        pair_cols = pit[train_m][:, None]
+    extra = []
+    if qcfg.history:
+        before, _ = history_means(
+            pos_u[upto_train], np.array([irow[i] for i in pos_i[upto_train]], np.int64), ir_vecs, qcfg.history
+        )
+        extra.append(before[train_m])
     if ok.sum() < 2:
         raise TooLittleData(
             f"query tower: {int(ok.sum())} training positive(s) with user vectors on {train_days[0]}.."
             f"{train_days[-1]}; need at least 2"
         )
-    x = np.concatenate([vecs[n][ok] for n in qcfg.inputs], axis=1)
+    x = np.concatenate([vecs[n][ok] for n in qcfg.inputs] + [e[ok] for e in extra], axis=1)
 
     # validation: user state the day before the valid days, targets on the valid days
     k = gcfg.k
-    v_ids, v_x, _ = user_inputs(layout, qcfg.inputs, valid_days[0], mv, inclusive=False)
+    v_ids, v_x, _ = inputs_as_of(valid_days[0], inclusive=False)
     v_seen = seen_before(valid_days[0])
     v_tgt = targets_on(valid_days, v_seen)
     v_keep = [j for j, u in enumerate(v_ids) if v_tgt.get(u)]
@@ -203,7 +265,7 @@ def run_query_retrieval(
         if not v_keep:
             return 0.0
         users = [v_ids[j] for j in v_keep]
-        ranked = rank_item_ids(exact, tower.encode(v_x[v_keep]), users, v_seen, k)
+        ranked = rank_item_ids(exact_over(tower.encode_items(item_vecs)), tower.encode(v_x[v_keep]), users, v_seen, k)
         return score(ranked, users, v_tgt, [k])["recall"].get(str(k), 0.0)
 
     fit = train_query_tower(
@@ -216,22 +278,29 @@ def run_query_retrieval(
         lr=qcfg.lr,
         temperature=qcfg.temperature,
         random_negatives=qcfg.random_negatives,
-        logq=qcfg.logq,
+        logq=float(qcfg.logq),
+        item_adapter=qcfg.item_adapter,
+        item_bias=qcfg.item_bias,
+        pass_through=int(qcfg.popularity_column),
+        pair_columns=None if pair_cols is None else pair_cols[ok],
+        prior_weight=qcfg.popularity_prior_weight,
         seed=qcfg.seed,
         evaluate=evaluate if v_keep else None,
         patience=qcfg.patience,
     )
     log.info("query tower: %d positives, epoch %d chosen (%s)", int(ok.sum()), fit.epochs, fit.history[-1])
+    tower = fit.tower
+    exact = exact_over(tower.encode_items(item_vecs))
 
     # 2. publish user_query for q_day and ds
     props = TableProperties(
-        dim=item_vecs.shape[1], normalisation="none", source_checkpoint=mv, config_hash=config_hash(qcfg)
+        dim=tower.out_dim, normalisation="none", source_checkpoint=mv, config_hash=config_hash(qcfg)
     )
-    layer = "query_tower[" + "+".join(qcfg.inputs) + "]"
+    layer = "query_tower[" + "+".join(qcfg.inputs + ([f"history{qcfg.history}"] if qcfg.history else [])) + "]"
     qpath = layout.table(QUERY_TABLE)
     versions = {}
     for day in sorted({q_day, ds}):
-        ids, xd, first = user_inputs(layout, qcfg.inputs, day, mv, inclusive=True)
+        ids, xd, first = inputs_as_of(day, inclusive=True)
         if len(ids) == 0:
             raise SourceError(f"{[str(layout.table(n)) for n in qcfg.inputs]}: no user vectors as of {day}")
         qv = fit.tower.encode(xd)
@@ -279,8 +348,18 @@ def run_query_retrieval(
 
     # 4. the paired index, gated promotion
     _, q_ds_tbl = _snapshot(qpath, ds, mv, inclusive=True)
-    queries = vectors_of(q_ds_tbl, item_vecs.shape[1])
-    quality = quality.model_copy(update={"tower": {**quality.tower, "popularity_column": int(qcfg.popularity_column)}})
+    queries = vectors_of(q_ds_tbl, tower.out_dim)
+    facts = {
+        "popularity_column": int(qcfg.popularity_column),
+        "popularity_half_life_days": qcfg.popularity_half_life_days,
+        "popularity_prior_weight": qcfg.popularity_prior_weight,
+        "history": qcfg.history,
+        "item_adapter": qcfg.item_adapter,
+        "item_bias": int(qcfg.item_bias),
+        "logq": float(qcfg.logq),
+    }
+    facts = {k: v for k, v in facts.items() if v is not None}
+    quality = quality.model_copy(update={"tower": {**quality.tower, **facts}})
 
     def complete(m: IndexManifest) -> IndexManifest:
         return m.model_copy(
@@ -301,7 +380,11 @@ def run_query_retrieval(
         queries=queries if len(queries) >= 20 else None,
         expect_model_version=mv,
         decide=complete,
-        augment=lambda ids, v: with_popularity(ids, v, ds),
+        # exactly what was evaluated: IR (+ popularity column as of ds) through the tower's item
+        # side (adapter, learned bias keyed by the training catalogue; new items get none)
+        augment=lambda ids, v: tower.encode_items(
+            with_popularity(ids, v, ds), np.array([irow.get(i, -1) for i in ids.tolist()], np.int64)
+        ),
     )
 
 

@@ -15,6 +15,7 @@ import pyarrow.compute as pc
 
 from contracts import TableProperties
 from engines import delta_io
+from extract.vectors import to_numpy
 
 
 class SourceError(ValueError):
@@ -50,7 +51,6 @@ def _examples(values, limit: int = 5) -> str:
 def vectors_to_numpy(col: pa.ChunkedArray | pa.Array, dim: int, where: str) -> np.ndarray:
     """A list / fixed_size_list<float> column -> (n, dim) float32; raises on ragged lengths or nulls."""
     arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
-    n = len(arr)
     if arr.null_count:
         raise SourceError(f"{where}: {arr.null_count} row(s) have a null vector")
     if pa.types.is_fixed_size_list(arr.type):
@@ -68,8 +68,7 @@ def vectors_to_numpy(col: pa.ChunkedArray | pa.Array, dim: int, where: str) -> n
         raise SourceError(f"{where}: vector column has type {arr.type}, expected a list of float32")
     if width != dim:
         raise SourceError(f"{where}: vectors have length {width} but the table properties say dim={dim}")
-    flat = arr.flatten() if pa.types.is_fixed_size_list(arr.type) else pc.list_flatten(arr)
-    return np.ascontiguousarray(flat.to_numpy(zero_copy_only=False).astype(np.float32, copy=False).reshape(n, dim))
+    return to_numpy(arr, dim)
 
 
 def check_vectors(ids: np.ndarray, vectors: np.ndarray, where: str, *, cosine: bool) -> None:

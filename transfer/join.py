@@ -17,6 +17,7 @@ from contracts import REPRESENTATION_TABLES, TableProperties
 from contracts.dataset import CANONICAL_ITEM_ID, CANONICAL_USER_ID, DS
 from engines import delta_io
 from extract import read_asof
+from extract.vectors import to_numpy
 
 # Which sample column keys each published table.
 ENTITY_COLUMN = {"user": CANONICAL_USER_ID, "item": CANONICAL_ITEM_ID}
@@ -28,14 +29,8 @@ def table_dim(table_path: str | Path) -> int:
 
 
 def vectors_of(table: pa.Table, dim: int, column: str = "vector") -> np.ndarray:
-    """``fixed_size_list<float32>[dim]`` column -> float32 array [N, dim]."""
-    col = table[column].combine_chunks() if table.num_rows else None
-    if col is None:
-        return np.zeros((0, dim), np.float32)
-    flat = col.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
-    if flat.size != table.num_rows * dim:
-        raise ValueError(f"vector column holds {flat.size} values, expected {table.num_rows} x {dim}")
-    return flat.reshape(table.num_rows, dim)
+    """``fixed_size_list<float32>[dim]`` column -> float32 array [N, dim] (:func:`extract.vectors.to_numpy`)."""
+    return to_numpy(table[column], dim)
 
 
 def join_representations(

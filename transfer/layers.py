@@ -11,8 +11,8 @@ through ``extract.publish`` (contract schema, validation, atomic commit). The ti
 decayed sum itself is computed here in numpy instead of by ``extract.aggregate_day``
 (Spark): on the shared 2-core machine one Spark aggregation of one layer and one day
 took about 6 minutes under load, one numpy pass over all of a small log's days takes
-seconds. The formula and its kernels (cutoff, weighted segment sum, normalisation) are the
-daily job's own (``extract.aggregate``, ``extract.aggregate_arrow``): at the cutoff ``c`` of day ``ds`` (end of the
+seconds. The formula and its kernels (cutoff, decayed sum, normalisation, vector codec) are the
+daily job's own (``extract.aggregate``, :mod:`extract.vectors`): at the cutoff ``c`` of day ``ds`` (end of the
 UTC day), ``decayed_sum(e) = sum over e's samples before c of exp((t - c) / tau) * cr``,
 ``vector`` = its normalisation (the daily table's ``normalisation`` and ``tau``);
 ``tests/transfer/test_layers.py`` checks it against the Spark-published daily tables.
@@ -31,9 +31,9 @@ import pyarrow.parquet as pq
 
 from contracts import REPRESENTATION_TABLES, RunLayout, TableProperties
 
-# The daily job's own cutoff, normalisation and weighted segment sum: one formula, not two.
+# The daily job's own cutoff, decayed sum, normalisation and codec: one formula, not two.
 from extract.aggregate import cutoff_seconds
-from extract.aggregate_arrow import normalise, segment_sum
+from extract.vectors import TAU_SECONDS, decayed_snapshot, normalise, to_arrow, to_numpy
 
 LAYERS_DIR = "layers"
 LAYER_SAMPLES_DIR = "samples"
@@ -50,20 +50,6 @@ def layer_rep_paths(run_root: str | Path, layer_dir: str | Path, reps: list[str]
     UR/IR from the daily tables of ``run_root``."""
     daily, lay = RunLayout(run_root), RunLayout(layer_dir)
     return {r: (lay.table(r) if r in CR_TABLES else daily.table(r)) for r in reps}
-
-
-def decayed_snapshot(keys: np.ndarray, t: np.ndarray, v: np.ndarray, cutoff: float, tau: float):
-    """Per-entity state at ``cutoff`` from samples ``keys [N]``, ``t [N]`` (seconds),
-    ``v [N, d]`` (only rows with ``t < cutoff`` count). Returns (entities [E], decayed
-    sum [E, d] float64, count [E], last event time [E] seconds)."""
-    m = t < cutoff
-    keys, t, v = keys[m], t[m], v[m]
-    ents, inv = np.unique(keys, return_inverse=True)
-    s = segment_sum(inv, v, len(ents), np.exp((t - cutoff) / tau))
-    n = np.bincount(inv, minlength=len(ents))
-    last = np.full(len(ents), -np.inf)
-    np.maximum.at(last, inv, t)
-    return ents, s, n, last
 
 
 def _read_layer(samples_dir: Path, layer: str, sample_type: str | None = None) -> tuple[pa.Table, str] | None:
@@ -126,7 +112,7 @@ def publish_layer_tables(
         raise ValueError(f"day(s) {missing_days} are not in the log {layout.log}")
     daily = layout.table("user_cr")
     base = TableProperties.from_delta(delta_io.table_configuration(daily)) if delta_io.exists(daily) else None
-    tau = tau_seconds or (base.tau_seconds if base and base.tau_seconds else 7 * 86400.0)
+    tau = tau_seconds or (base.tau_seconds if base and base.tau_seconds else TAU_SECONDS)
     norm = normalisation or (base.normalisation if base else "l2")
     chash = hashlib.sha256(f"layers|{tau}|{norm}|{cr_samples}".encode()).hexdigest()[:16]
 
@@ -155,9 +141,7 @@ def publish_layer_tables(
             parts.append(got[0].rename_columns(["user_id", "item_id", "event_time", "cr"]))
         rows = pa.concat_tables(parts)
         t = rows["event_time"].cast(pa.int64()).to_numpy().astype(np.float64) / 1e6
-        v = np.asarray(rows["cr"].combine_chunks().flatten().to_numpy(zero_copy_only=False), np.float32).reshape(
-            len(t), -1
-        )
+        v = to_numpy(rows["cr"])
         if v.shape[1] != valid[layer]:
             raise ValueError(f"layer {layer}: samples of width {v.shape[1]}, the manifest says {valid[layer]}")
         props = TableProperties(
@@ -169,17 +153,16 @@ def publish_layer_tables(
                     rows[key].to_numpy(zero_copy_only=False), t, v, cutoff_seconds(d), tau
                 )
                 schema = REPRESENTATION_TABLES[name].arrow_schema(v.shape[1])
-                vec = lambda x: pa.FixedSizeListArray.from_arrays(pa.array(x.astype(np.float32).ravel()), x.shape[1])  # noqa: E731
                 data = pa.table(
                     {
                         "entity_id": pa.array(ents.astype(str)),
                         "ds": pa.array([d] * len(ents)),
                         "model_version": pa.array([mv] * len(ents)),
                         "layer": pa.array([layer] * len(ents)),
-                        "vector": vec(normalise(s, norm)),
+                        "vector": to_arrow(normalise(s, norm)),
                         "updated_at": pa.array((last * 1e6).round().astype(np.int64), pa.timestamp("us", tz="UTC")),
                         "sample_count": pa.array(n.astype(np.int64)),
-                        "decayed_sum": vec(s),
+                        "decayed_sum": to_arrow(s),
                     }
                 )
                 publish(layer_root(run_root, layer) / "tables" / name, name, d, data.cast(schema), props)

@@ -202,6 +202,7 @@ def test_columns_formulation_incremental_matches_the_arrow_table(published, spar
 
 def test_arrow_kernels_against_plain_loops():
     from extract import aggregate_arrow as A
+    from extract import vectors as V
 
     rng = np.random.default_rng(5)
     n, d, k = 2000, 7, 13
@@ -211,18 +212,18 @@ def test_arrow_kernels_against_plain_loops():
     ref = np.zeros((k, d))
     for i in range(n):
         ref[codes[i]] += w[i] * x[i].astype(np.float64)
-    np.testing.assert_allclose(A.segment_sum(codes, x, k, w), ref, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(V.segment_sum(codes, x, k, w), ref, rtol=1e-12, atol=1e-12)
     unweighted = np.zeros((k, d))
     for i in range(n):
         unweighted[codes[i]] += x[i]
-    np.testing.assert_allclose(A.segment_sum(codes, x, k), unweighted, rtol=1e-12, atol=1e-12)
-    assert A.segment_sum(codes[:0], x[:0], 3).shape == (3, d)
+    np.testing.assert_allclose(V.segment_sum(codes, x, k), unweighted, rtol=1e-12, atol=1e-12)
+    assert V.segment_sum(codes[:0], x[:0], 3).shape == (3, d)
     s = rng.standard_normal((k, d))
     np.testing.assert_array_equal(A._from_binary(A._binary(s), d), s)
-    ln = A.normalise(s, "layernorm")
+    ln = V.normalise(s, "layernorm")
     for row, out in zip(s, ln):
         np.testing.assert_allclose(out, (row - row.mean()) / np.sqrt(row.var() + 1e-5), rtol=1e-12)
-    l2 = A.normalise(s, "l2")
+    l2 = V.normalise(s, "l2")
     np.testing.assert_allclose(np.linalg.norm(l2, axis=1), 1.0, rtol=1e-12)
     # partials of two halves, summed, equal the partial of the whole
     ids = pa.array([f"e{c}" for c in codes])

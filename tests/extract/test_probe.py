@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from extract import ExtractConfig, ProbeConfig, extract_day, probe_layers
-from extract.probe import fit_logistic, point_in_time_states, record_default_layer
+from extract.probe import fit_logistic, record_default_layer
 from extract.samples import read_marker
+from extract.vectors import point_in_time_states
 
 
 def test_point_in_time_states_equal_a_brute_force_loop():

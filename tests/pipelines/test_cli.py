@@ -234,3 +234,31 @@ def test_progress_records_become_bars_with_eta_or_throttled_lines():
             assert "pretrain.epoch" in text and "ETA" in text and "3/3" in text and "loss=0.1667" in text
         else:  # a log file: the first and the last line of the task, not one per record
             assert text.splitlines() == ["pretrain.epoch 1/3 loss=0.5", "pretrain.epoch 3/3 loss=0.1667"]
+
+
+def test_text_mode_shows_each_step_once_and_the_log_file_keeps_the_record(tmp_path):
+    """The CLI prints "✓ step (N s)" itself: run_pipeline's own "step done" record goes to
+    the log file only in text mode (it was a second line per step); json mode keeps it."""
+    import io
+    import logging
+
+    from pipelines.output import Output
+
+    log = logging.getLogger("lfm4ads")
+    for fmt in ("text", "json"):
+        out = Output(fmt)
+        out.stderr = buf = io.StringIO()
+        out._configure()  # the console handler on the buffer
+        path = out.keep_noise_in(tmp_path / fmt, redirect_fd=False)
+        try:
+            log.info("step %s done in %.1fs", "extract", 1.0, extra={"step": "extract", "event": "done"})
+            log.info("something else happened", extra={"step": "extract"})
+        finally:
+            out.close()
+            for h in list(logging.getLogger().handlers):
+                if getattr(h, "baseFilename", None) == str(path) or getattr(h, "stream", None) is buf:
+                    logging.getLogger().removeHandler(h)
+        text = buf.getvalue()
+        assert "something else happened" in text
+        assert ("step extract done" in text) == (fmt == "json")
+        assert "step extract done" in path.read_text()

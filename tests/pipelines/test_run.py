@@ -216,3 +216,51 @@ def test_rollover_step_publishes_aligned_tables_or_refuses_loudly(finished_run, 
     # alone (`lfm4ads stage rollover`): extract is not in the chain, so the step aligns ds itself
     alone = run_pipeline(ok, steps=["rollover"], force=True)
     assert list(alone.rollover) == [old_st.ds] and alone.rollover[old_st.ds]["user_ur"]["version"] is not None
+
+
+def test_sigint_inside_every_step_stops_it_and_the_next_run_redoes_it(finished_run, tmp_path):
+    """Last in this module (it leaves the finished run as it found it). On the finished day,
+    each step in turn is rerun (`stage S --force`, a real CLI process) and stopped by SIGINT
+    inside it (the pause hook holds the step once the ledger marks it running): exit 130, the
+    step `interrupted`, a JSON error line, and every output of the finished run as it was
+    (table versions, live index, checkpoints). The next run redoes exactly those steps.
+    Stops in the middle of real work: tests/pipelines/test_interrupt.py."""
+    import signal
+    from pathlib import Path
+
+    import yaml
+
+    from tests.pipelines.test_interrupt import (
+        _finish,
+        _json_lines,
+        _ledger,
+        _paused,
+        _start_paused,
+        _wait_until,
+        outputs,
+    )
+
+    cfg, _ = finished_run
+    root = Path(cfg.root)
+    cfg_path = tmp_path / "run.yaml"
+    cfg_path.write_text(yaml.safe_dump(cfg.model_dump(mode="json", exclude_none=True)))
+    finished = outputs(root)
+    assert all(finished)
+    order = ["ingest", "pretrain", "extract", "rollover", "downstream", "retrieval", "report"]
+    for step in order:
+        err_path = tmp_path / f"err-{step}.jsonl"
+        proc = _start_paused(["stage", step, "--force", "--config", str(cfg_path)], step, err_path)
+        _wait_until(proc, lambda e=err_path, s=step: _paused(e, s), timeout=180)
+        rc, out, _ = _finish(proc, signal.SIGINT)
+        err = err_path.read_text()
+        assert rc == 130, err[-3000:]
+        assert _ledger(root)[step] == "interrupted", step
+        assert outputs(root) == finished, f"stopping {step} changed a published output"
+        assert out.strip() == ""  # no result object: the run did not finish
+        lines = _json_lines(err)  # json mode: every stderr line is a JSON object, the error too
+        assert lines[-1]["exit_code"] == 130 and "SIGINT" in lines[-1]["msg"]
+    again = run_pipeline(cfg)
+    # pretrain, stopped second, was already redone by the next `stage` call (a dependency of
+    # it: the checkpoint taken again); every other stopped step runs again here
+    assert again.reused == ["pretrain"], again.reused
+    assert all(v == "done" for k, v in _ledger(root).items() if k != "ingest"), _ledger(root)

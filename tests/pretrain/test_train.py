@@ -31,14 +31,16 @@ CFG = PretrainConfig.model_validate(
 )
 
 
+LOG_GEN = GeneratorConfig(
+    num_users=300, num_items=150, days=4, rows_per_day=5000, seq_len=10, num_cities=20, num_advertisers=30, seed=3
+)
+
+
 @pytest.fixture(scope="module")
 def log(tmp_path_factory) -> tuple[Path, list[str], list[str]]:
     """Days 1-2 train, day 3 validates; day 4 is the warm start's validation day."""
     path = tmp_path_factory.mktemp("pretrain") / "log"
-    gen = GeneratorConfig(
-        num_users=300, num_items=150, days=4, rows_per_day=5000, seq_len=10, num_cities=20, num_advertisers=30, seed=3
-    )
-    generate_log(gen, path)
+    generate_log(LOG_GEN, path)
     days = log_days(path)
     return path, days[:2], days[2:3]
 
@@ -147,17 +149,21 @@ def test_warm_start_starts_from_the_old_weights(log, warm):
 
 
 def test_same_config_and_log_give_the_same_checkpoint(log, resumed, tmp_path_factory, caplog):
-    """Reproducible by default: a second uninterrupted run of the same config on the same log
-    writes the same weights, vocabulary and metrics as the first (which was interrupted and
-    resumed), and reports each epoch's progress from the driver."""
+    """Reproducible by default: a second uninterrupted run of the same config on the same
+    source, its log written afresh in another root, writes the same weights, vocabulary and
+    metrics as the first (which was interrupted and resumed), and reports each epoch's
+    progress from the driver. (The log's row order is the training stream's: a writer that
+    reordered rows made fresh roots train differently.)"""
     import logging
 
     from engines.progress import PROGRESS_LOGGER
 
-    path_, train, valid = log
+    _, train, valid = log
     root = tmp_path_factory.mktemp("again")
+    again = root / "elsewhere" / "log"
+    generate_log(LOG_GEN, again)
     with caplog.at_level(logging.INFO, logger=PROGRESS_LOGGER):
-        manifest, path = train_foundation_model(CFG, path_, root, train, valid)
+        manifest, path = train_foundation_model(CFG, again, root / "ckpt", train, valid)
     _, first, first_path, _ = resumed
     a, b = torch.load(first_path / WEIGHTS_FILE, weights_only=True), torch.load(path / WEIGHTS_FILE, weights_only=True)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
