@@ -67,7 +67,7 @@ def read_log(log_path: str | Path, days: list[str] | None = None, columns: list[
 
 def log_files(log_path: str | Path, ds: str) -> list[str]:
     """Parquet file URIs of one day (for engines that read files directly, e.g. Ray Data)."""
-    files = delta_io.open_table(log_path).file_uris(partition_filters=[(DS, "=", ds)])
+    files = delta_io.open_table(log_path).file_uris(file_pruning_predicate=[(DS, "=", ds)])
     if not files:
         raise ValueError(f"{log_path}: no rows for ds={ds!r}")
     return files

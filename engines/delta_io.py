@@ -197,7 +197,7 @@ def day_file_uris(path: str | Path, ds: str, version: int | None = None) -> list
     reader or ``pyarrow`` like any local file. On a cluster the cache must be on the
     shared run root (its default)."""
     dt = open_table(path, version)
-    uris = sorted(dt.file_uris(partition_filters=[(DS, "=", ds)]))
+    uris = sorted(dt.file_uris(file_pruning_predicate=[(DS, "=", ds)]))
     if not storage.is_remote(path):
         return uris
     loc, opts = storage.locate(path)
