@@ -815,7 +815,7 @@ def main(
         brief = {k: v for k, v in res.items() if k != "variants"}
     print(f"report: {out}")
     print(json.dumps(brief, default=float))
-    return res
+    return {**res, "report_dir": str(out)}
 
 
 def split_by_dates(days: list[str], valid_start: str | None, test_start: str | None) -> dict[str, list[str]]:

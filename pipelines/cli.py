@@ -360,9 +360,8 @@ def experiment(
             checkpoint=st.checkpoint,
             expect_model_version=st.manifest.model_version if st.manifest else None,
         )
-    report_dir = out_dir or Path(cfg.root) / "reports" / "experiments"
-    out.say(f"report: {report_dir}", "green")
-    out.result({"report_dir": str(report_dir), **{k: v for k, v in res.items() if k not in ("table", "variants")}})
+    out.say(f"report: {res['report_dir']}", "green")
+    out.result({k: v for k, v in res.items() if k not in ("table", "variants")})
 
 
 extract_app = typer.Typer(help="Extraction tools.")
