@@ -4,7 +4,7 @@ The same state ``S(T) = sum_k exp(-(T - t_k)/tau) * CR_k`` per user, computed in
 - the project's Spark job, ``arrow`` formulation (``extract.aggregate_arrow.decayed_cr_rows``:
   numpy partial sums per Parquet fragment in ``mapInArrow``, shuffled by user, summed in a
   second ``mapInArrow``; what ``aggregate_day`` uses),
-- the project's Spark job, ``columns`` formulation (``extract.aggregate.decayed_state``:
+- the project's Spark job, ``columns`` formulation (``extract.aggregate_sql.decayed_state``:
   Spark SQL per-dimension sums), once, for comparison (``--columns-runs``),
 - DuckDB SQL over the same Parquet,
 - numpy in one process (sort by user, ``np.add.reduceat``): the reference.
@@ -94,7 +94,7 @@ def run_spark_columns(spark, src: Path, out: Path, dim: int) -> float:
     """The ``columns`` formulation (Spark SQL per-dimension sums)."""
     from pyspark.sql import functions as F
 
-    from extract.aggregate import decayed_state
+    from extract.aggregate_sql import decayed_state
 
     t = time.perf_counter()
     state = decayed_state(spark.read.parquet(str(src)), "user_id", "cr", dim, DS, TAU)

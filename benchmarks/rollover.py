@@ -11,8 +11,9 @@ extracted and aggregated into its own run root by the project's chain
   and trained further with another seed: how production rollovers happen.
 
 ``pipelines.rollover.publish_aligned`` publishes ``<table>__aligned_v1`` for every day,
-plus side-by-side variants of the fit (pooled days, l2 fit space, no scale, norm scale, least
-squares, a frozen map). A downstream model (``downstream``'s RankingModel, ``gate_linear``
+plus side-by-side variants of the fit (``benchmarks/rollover_fits.py``, the options the
+product does not use: pooled days, l2 fit space, no scale, norm scale, least squares, a
+frozen map). A downstream model (``downstream``'s RankingModel, ``gate_linear``
 adapter, all four tables; by default every scenario pooled: the most test rows) is trained
 on v1's vectors per seed and evaluated, with the SAME weights and test rows, fed each
 table set. Reported per feed: the mean click test AUC over seeds, the paired loss
@@ -39,9 +40,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 
-TABLES = ["user_ur", "item_ir", "user_cr", "item_cr"]
+from benchmarks.rollover_fits import TABLES, VARIANTS, StudyFit, publish_study, publish_variant, publish_variants
+from benchmarks.rollover_stats import paired_stats, summarise
 
 
 def version_config(
@@ -75,163 +76,6 @@ def run_version(cfg: dict) -> object:
     subprocess.run([sys.executable, "-c", code, json.dumps(cfg)], check=True)
     # the ledger makes this a no-op that restores ds, split and what was published
     return run_pipeline(RunConfig.model_validate(cfg), steps=["extract"])
-
-
-def publish_variant(
-    tables_root: Path, old_tables: Path, fit_ds: str | None, days: list[str], cfg: "object", suffix: str
-) -> dict:
-    """A variant map per table, published as ``<table>__<suffix>`` through the same writer:
-    fitted ONCE on ``fit_ds`` (same-day pairs) and applied to every day in ``days`` (the old
-    version stopped publishing), or, ``fit_ds=None``, fitted per day like publish_aligned."""
-    from contracts import REPRESENTATION_TABLES, TableProperties
-    from engines import delta_io
-    from extract import publish
-    from pipelines.rollover import _fixed_list, _renormalise, _shared, _vectors, fit_procrustes
-
-    def fit_on(new_path: Path, old_path: Path, day: str):
-        old_snap, new_snap = delta_io.read_days(old_path, [day]), delta_io.read_days(new_path, [day])
-        io, inew, _ = _shared(old_snap, new_snap)
-        return fit_procrustes(
-            _vectors(old_snap)[io],
-            _vectors(new_snap)[inew],
-            centre=cfg.centre,
-            scale=cfg.scale,
-            method=cfg.method,
-            scale_fit=cfg.scale_fit,
-        )
-
-    residuals = {}
-    for name in TABLES:
-        new_path, old_path = tables_root / name, old_tables / name
-        props = TableProperties.from_delta(delta_io.table_configuration(old_path))
-        amap = fit_on(new_path, old_path, fit_ds) if fit_ds else None
-        for d in days:
-            if fit_ds is None:
-                amap = fit_on(new_path, old_path, d)
-            residuals.setdefault(name, {})[d] = round(amap.residual, 4)
-            snap = delta_io.read_days(new_path, [d])
-            cols = {c: snap[c] for c in ("entity_id", "ds", "layer", "updated_at", "sample_count")}
-            cols["model_version"] = pa.array(["v1"] * snap.num_rows, pa.string())
-            cols["vector"] = _fixed_list(_renormalise(amap.apply(_vectors(snap)), props.normalisation))
-            if REPRESENTATION_TABLES[name].has_state:
-                cols["decayed_sum"] = _fixed_list(amap.apply_linear(_vectors(snap, "decayed_sum")))
-            publish(tables_root / f"{name}__{suffix}", name, d, pa.table(cols), props)
-    return residuals
-
-
-def _auc_fast(y: np.ndarray, p: np.ndarray) -> float:
-    """Rank-sum AUC (ties: average ranks), as pretrain.metrics.auc, for the bootstrap loop."""
-    from scipy.stats import rankdata
-
-    pos = y == 1
-    n_pos, n_neg = int(pos.sum()), int((~pos).sum())
-    return float((rankdata(p)[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
-
-
-def paired_stats(y: np.ndarray, preds: dict[str, list[np.ndarray]], ref: str, n_boot: int, seed: int = 0) -> dict:
-    """Per feed: mean AUC over seeds, loss = mean_s AUC(ref) - AUC(feed), its standard error
-    across seeds, a paired bootstrap SE over test rows (the same resampled rows for both
-    feeds and every seed), and both combined (variances added).
-
-    ``y`` [N] 0/1; ``preds[feed][s]`` [N] scores of seed s on the same rows."""
-    from pretrain.metrics import auc
-
-    aucs = {k: np.array([auc(y, p) for p in v]) for k, v in preds.items()}
-    rng = np.random.default_rng(seed)
-    boots = {k: np.zeros(n_boot) for k in preds}
-    for b in range(n_boot):
-        idx = rng.integers(0, len(y), len(y))
-        for k, v in preds.items():
-            boots[k][b] = np.mean([_auc_fast(y[idx], p[idx]) for p in v])
-    out = {}
-    for k in preds:
-        d = aucs[ref] - aucs[k]
-        se_seed = float(np.std(d, ddof=1) / np.sqrt(len(d))) if len(d) > 1 else float("nan")
-        se_rows = float(np.std(boots[ref] - boots[k], ddof=1)) if n_boot > 1 else float("nan")
-        out[k] = {
-            "auc": round(float(aucs[k].mean()), 4),
-            "loss": round(float(d.mean()), 4),
-            "se_seed": round(se_seed, 4),
-            "se_rows": round(se_rows, 4),
-            "se": round(float(np.sqrt(se_seed**2 + se_rows**2)), 4),
-            "per_seed": [round(float(x), 4) for x in aucs[k]],
-        }
-    return out
-
-
-def publish_variants(new_tables: Path, old_tables: Path, days: list[str], base: "object", variants: dict) -> dict:
-    """Each variant config (a RolloverConfig update) published as ``<table>__<variant>_v1``
-    through ``publish_aligned``; returns the residual per variant, table and day."""
-    from pipelines.rollover import publish_aligned
-
-    res = {}
-    for vname, upd in variants.items():
-        cfg = base.model_copy(update={"max_residual": 1e9, **upd})  # measured here, not gated
-        for name in TABLES:
-            for d in days:
-                r = publish_aligned(
-                    new_tables,
-                    name,
-                    d,
-                    "v2",
-                    "v1",
-                    cfg,
-                    old_tables_root=old_tables,
-                    out=new_tables / f"{name}__{vname}_v1",
-                )
-                res.setdefault(vname, {}).setdefault(name, {})[d] = round(r.residual, 4)
-    return res
-
-
-# fitting options compared side by side (the default config is "aligned")
-VARIANTS = {
-    "pooled3": {"fit_days": 3},
-    "l2fit": {"fit_space": "l2"},
-    "pooled3_l2fit": {"fit_days": 3, "fit_space": "l2"},
-    "noscale": {"scale": False},  # plain orthogonal Procrustes
-    "normscale": {"scale_fit": "norm"},
-    "lstsq": {"method": "least_squares", "scale": False},
-}
-
-
-def summarise(paths: list[Path], goal: float = 0.005) -> dict:
-    """Across k runs (each file: a run's stdout, its last line the result JSON): per feed
-    the mean loss, its SE across runs (SD / sqrt(k)) and the per-run losses. With
-    independent replicates (``--log-seed``: another log, other models, other test rows)
-    the SE holds every source of variance, so ``goal_met_2se`` = mean + 2 SE <= goal is
-    the claim one run's within-pair SE cannot make. A run whose maps the default gate refused
-    (``gate_refused``: measured ungated) counts in the headline; ``*_published`` leave it out
-    (what consumers would have been fed)."""
-    runs = [json.loads(Path(p).read_text().strip().splitlines()[-1]) for p in paths]
-    feeds = sorted(set.intersection(*(set(r["feeds"]) for r in runs)) - {"old"})
-    k = len(runs)
-    out = {}
-    for f in feeds:
-        x = np.array([r["feeds"][f]["loss"] for r in runs])
-        se = float(np.std(x, ddof=1) / np.sqrt(k)) if k > 1 else float("nan")
-        out[f] = {"mean_loss": round(float(x.mean()), 4), "se": round(se, 4), "losses": x.round(4).tolist()}
-    head = out["aligned_new"]
-    # the replicates whose maps the default gate passed: what consumers would have been fed
-    kept = np.array([r["feeds"]["aligned_new"]["loss"] for r in runs if not r.get("gate_refused", False)])
-    se_kept = float(np.std(kept, ddof=1) / np.sqrt(len(kept))) if len(kept) > 1 else float("nan")
-    return {
-        "runs": k,
-        "files": [str(p) for p in paths],
-        "log_seeds": [r["config"].get("log_seed", 0) for r in runs],
-        "gate_refused": [bool(r.get("gate_refused", False)) for r in runs],
-        "mean_loss_aligned_new": head["mean_loss"],
-        "se_loss_aligned_new": head["se"],
-        "mean_loss_raw_new": out["raw_new"]["mean_loss"],
-        "se_loss_raw_new": out["raw_new"]["se"],
-        "goal": f"mean loss_aligned_new + 2 se <= {goal}",
-        "goal_met": head["mean_loss"] <= goal,
-        "goal_met_2se": bool(head["mean_loss"] + 2 * head["se"] <= goal),
-        "published_runs": int(len(kept)),
-        "mean_loss_aligned_new_published": round(float(kept.mean()), 4) if len(kept) else None,
-        "se_loss_aligned_new_published": round(se_kept, 4),
-        "goal_met_2se_published": bool(len(kept) > 1 and kept.mean() + 2 * se_kept <= goal),
-        "feeds": out,
-    }
 
 
 def main() -> None:
@@ -271,13 +115,13 @@ def main() -> None:
         "--scale",
         choices=["none", "least_squares", "norm"],
         default=None,
-        help="the headline map's scale (default: RolloverConfig's, least_squares)",
+        help="the headline map's scale (default: the product's, least_squares)",
     )
     ap.add_argument(
         "--weight",
         choices=["none", "sample_count"],
         default=None,
-        help="Procrustes fit weights (default: RolloverConfig's).",
+        help="Procrustes fit weights (default: the product's, none).",
     )
     ap.add_argument("--no-variants", action="store_true", help="only the default alignment (and the frozen map)")
     ap.add_argument("--workdir", type=Path, default=None)
@@ -348,9 +192,11 @@ def main() -> None:
 
     t1 = time.perf_counter()
     over = {"weight": args.weight} if args.weight else {}
-    if args.scale is not None:
-        over |= {"scale": args.scale != "none"} | ({"scale_fit": args.scale} if args.scale != "none" else {})
-    rcfg = RolloverConfig(centre=not args.no_centre, force=True, **over)  # defaults otherwise
+    if args.scale is not None and args.scale != "none":
+        over["scale_fit"] = args.scale
+    scale = {"scale": args.scale != "none"} if args.scale is not None else {}
+    rcfg = RolloverConfig(centre=not args.no_centre, force=True, **scale)  # defaults otherwise
+    hfit = StudyFit(**over)  # the headline's fit: the product's unless --scale/--weight say otherwise
     published = sorted(st_new.published)
     sp = st_old.split
     later = [d for d in published if d >= sp["train"][-1]]  # the days test/valid rows join to (and the fit day)
@@ -359,23 +205,22 @@ def main() -> None:
         new_tables = RunLayout(root).root / "tables"
         refused: dict[str, list[str]] = {}
 
-        def gated(name: str, d: str, new_tables=new_tables, pname=pname, refused=refused):
+        def headline(name: str, d: str, cfg: RolloverConfig, new_tables=new_tables):
+            """The product's publish_aligned; the study's publish when --scale/--weight ask
+            for a fit the product does not make."""
+            if hfit == StudyFit():
+                return publish_aligned(new_tables, name, d, "v2", "v1", cfg, old_tables_root=old_tables)
+            return publish_study(new_tables, name, d, "v2", "v1", cfg, hfit, old_tables_root=old_tables)
+
+        def gated(name: str, d: str, pname=pname, refused=refused, headline=headline):
             """The default publish; a map the gate refuses is recorded and published ungated,
             so the figures say what the gate kept from the consumer."""
             try:
-                return publish_aligned(new_tables, name, d, "v2", "v1", rcfg, old_tables_root=old_tables)
+                return headline(name, d, rcfg)
             except RolloverError as e:
                 print(f"rollover: {pname} refused by the gate: {e}", file=sys.stderr, flush=True)
                 refused.setdefault(name, []).append(d)
-                return publish_aligned(
-                    new_tables,
-                    name,
-                    d,
-                    "v2",
-                    "v1",
-                    rcfg.model_copy(update={"max_residual": 1e9}),
-                    old_tables_root=old_tables,
-                )
+                return headline(name, d, rcfg.model_copy(update={"max_residual": 1e9}))
 
         aligned = {name: {d: gated(name, d) for d in published} for name in TABLES}
         f = {
@@ -396,11 +241,12 @@ def main() -> None:
                 sp["train"][-1],
                 [d for d in published if d > sp["train"][-1]],
                 rcfg,
+                hfit,
                 "frozen_v1",
             ).items()
         }
         if not args.no_variants:
-            f["variant_residual"] = publish_variants(new_tables, old_tables, later, rcfg, VARIANTS)
+            f["variant_residual"] = publish_variants(new_tables, old_tables, later, rcfg, hfit, VARIANTS)
         fits[pname] = f
     secs["align"] = time.perf_counter() - t1
 
@@ -518,7 +364,7 @@ def main() -> None:
         "fits": fits,
         "frozen_fit_ds": sp["train"][-1],
         "centre": rcfg.centre,
-        "scale": rcfg.scale_fit if rcfg.scale else "none",
+        "scale": hfit.scale_fit if rcfg.scale else "none",
         "config": vars(args) | {"workdir": str(work)},
         "seconds": {k: round(v, 1) for k, v in secs.items()} | {"total": round(time.perf_counter() - t0, 1)},
     }

@@ -177,8 +177,9 @@ def main() -> None:
     from engines import ensure_ray
     from pretrain import FeatureEncoder, PretrainConfig
     from pretrain.data import to_arrays
+    from pretrain.ray_fit import fit_with_ray_train
+    from pretrain.replica import fit_plain
     from pretrain.stream import log_files_for_days, read_in_stream_order
-    from pretrain.train import fit_plain, fit_with_ray_train
 
     work = Path(tempfile.mkdtemp(prefix="bench_train_"))
     try:

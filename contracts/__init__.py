@@ -7,6 +7,11 @@ Each is a pydantic v2 model declared once here; stages import, never re-declare,
 - :class:`RepresentationTable` / :data:`REPRESENTATION_TABLES`: the Delta tables of UR, IR, CR.
 - :class:`IndexManifest`: what an index build hands to its readers.
 - :class:`RunLayout`: where every artefact of one run root lives.
+- :class:`SplitConfig` / :func:`split_days`: the one time split of a log's days.
+- :func:`contracts.table_rules.row_rules`: the row rules of a published table (compiled
+  to the Arrow and the Spark check in ``extract/table_checks.py``).
+- :mod:`contracts.example_config`: writes ``configs/{pretrain,extract,downstream,retrieval}.yaml``
+  from their models.
 - :func:`load_config`: YAML -> pydantic with errors that name the bad key.
 """
 
@@ -16,6 +21,7 @@ from contracts.dataset import DatasetSpec, SequenceSpec
 from contracts.errors import IndexPromotionRefused, InputError
 from contracts.index import IndexManifest
 from contracts.layout import RunLayout
+from contracts.split import SplitConfig, SplitError, split_days
 from contracts.tables import REPRESENTATION_TABLES, RepresentationTable, TableProperties
 
 __all__ = [
@@ -30,9 +36,12 @@ __all__ = [
     "RepresentationTable",
     "RunLayout",
     "SequenceSpec",
+    "SplitConfig",
+    "SplitError",
     "StrictModel",
     "TableProperties",
     "config_hash",
     "load_config",
+    "split_days",
     "validate_config",
 ]

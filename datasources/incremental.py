@@ -20,12 +20,13 @@ One call:
 
 ``force`` (or a changed spec) rebuilds the whole log into a sibling folder and swaps it in
 with two renames: a kill in between leaves no log, which the next run rebuilds.
+
+The parts: the spill files (:mod:`datasources.day_spill`), the staged files, the one commit
+and the swap (:mod:`datasources.log_commit`), the manifest (:mod:`datasources.ingest_manifest`).
 """
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
 import tempfile
 import uuid
@@ -35,13 +36,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from contracts import DatasetSpec
 from contracts.dataset import (
     CANONICAL_SEQUENCE,
-    DS,
     IngestedFile,
     IngestManifest,
     IngestReport,
@@ -55,11 +53,13 @@ from datasources.checks import (
     day_fingerprint,
     dedupe,
 )
-from datasources.log_store import SPEC_PROPERTY, canonical_schema
+from datasources.day_spill import DaySpill
+from datasources.ingest_manifest import read_manifest, spec_changed, write_manifest
+from datasources.log_commit import commit_days, remove_orphans, stage_day, swap_in
+from datasources.log_store import canonical_schema
 from datasources.sequences import SequenceState
 from engines import delta_io
 
-MANIFEST = "_lfm4ads_ingest.json"
 STAGING = ".staging"
 
 
@@ -72,58 +72,8 @@ class Input:
     batches: Callable[[], Iterator[pa.Table]]
 
 
-def read_manifest(log_path: str | Path) -> IngestManifest | None:
-    p = Path(log_path) / MANIFEST
-    if not p.is_file() or not delta_io.exists(log_path):
-        return None
-    return IngestManifest.model_validate_json(p.read_text())
-
-
-def _write_manifest(log_path: Path, man: IngestManifest) -> None:
-    tmp = log_path / f".{MANIFEST}.{uuid.uuid4().hex}"
-    tmp.write_text(man.model_dump_json(indent=1))
-    os.replace(tmp, log_path / MANIFEST)
-
-
-class _Spill:
-    """Per-day Arrow IPC files of canonical rows (plus origin columns)."""
-
-    def __init__(self, folder: Path):
-        self.folder = folder
-        folder.mkdir(parents=True, exist_ok=True)
-        self.writers: dict[str, pa.ipc.RecordBatchFileWriter] = {}
-        self.schema: pa.Schema | None = None
-
-    def add(self, t: pa.Table) -> set[str]:
-        if t.num_rows == 0:
-            return set()
-        if self.schema is None:
-            self.schema = t.schema
-        t = t.cast(self.schema)
-        days = pc.unique(t[DS]).to_pylist()
-        for d in days:
-            part = t if len(days) == 1 else t.filter(pc.equal(t[DS], d))
-            w = self.writers.get(d)
-            if w is None:
-                w = self.writers[d] = pa.ipc.new_file(str(self.folder / f"{d}.arrow"), self.schema)
-            w.write_table(part)
-        return set(days)
-
-    def close(self) -> None:
-        for w in self.writers.values():
-            w.close()
-
-    def read(self, d: str) -> pa.Table:
-        with pa.memory_map(str(self.folder / f"{d}.arrow")) as src:
-            return pa.ipc.open_file(src).read_all()
-
-    @property
-    def days(self) -> list[str]:
-        return sorted(self.writers)
-
-
 def _read_inputs(
-    inputs: list[Input], spec: DatasetSpec, spill: _Spill, found: Findings, now_us: int, names: list[str]
+    inputs: list[Input], spec: DatasetSpec, spill: DaySpill, found: Findings, now_us: int, names: list[str]
 ) -> dict[str, set[str]]:
     """Check and spill every input; returns input name -> days it holds."""
     file_days: dict[str, set[str]] = {}
@@ -154,14 +104,14 @@ def run_ingest(
     report = IngestReport(source=source)
     log = Path(log_path) if log_path is not None else None
     man = read_manifest(log) if log is not None and not force else None
-    rebuild = log is not None and (force or (delta_io.exists(log) and _spec_changed(log, canon)))
+    rebuild = log is not None and (force or (delta_io.exists(log) and spec_changed(log, canon)))
     if man is not None and (rebuild or man.spec != canon.model_dump_json()):
         man = None
     if log is not None and not rebuild and delta_io.exists(log) and man is None and delta_io.list_days(log):
         rebuild = True  # a log without a manifest (an older version, a killed first run): start clean
 
     if log is not None:
-        _remove_orphans(log)
+        remove_orphans(log)
     to_read = inputs
     affected: set[str] | None = None  # None: every day read is complete
     if man is not None:
@@ -174,7 +124,7 @@ def run_ingest(
         if not changed and not removed:  # nothing to read; still record that this run ingested nothing
             report.reused_days = sorted(man.days)
             report.log_version = man.log_version
-            _write_manifest(log, man.model_copy(update={"last": report}))
+            write_manifest(log, man.model_copy(update={"last": report}))
             return report
         affected = {d for n in [*(i.name for i in changed), *removed] if n in man.files for d in man.files[n].days}
         to_read = changed
@@ -184,7 +134,7 @@ def run_ingest(
     if stage_root is not None and stage_root.exists():
         shutil.rmtree(stage_root, ignore_errors=True)  # a killed run's leftovers (the run root is locked)
     tmp = tempfile.mkdtemp(prefix="lfm4ads-ingest-") if log is None else None
-    spill = _Spill(Path(tmp) if tmp else stage_root / uuid.uuid4().hex)
+    spill = DaySpill(Path(tmp) if tmp else stage_root / uuid.uuid4().hex)
     found = Findings()
     staged: list[Path] = []
     target = log
@@ -252,17 +202,17 @@ def run_ingest(
                 if not spec.sequence.column:
                     day = day.append_column(CANONICAL_SEQUENCE, state.day_sequences(day))
                 day = day.select(schema.names).cast(schema)
-                path, add = _stage_day(target, day, d)
+                path, add = stage_day(target, day, d)
                 staged.append(path)
                 adds.append(add)
                 rows += day.num_rows
-            version = _commit(target, adds, write_days, schema, canon)
+            version = commit_days(target, adds, write_days, schema, canon)
             report.ingested_days = write_days
             report.reused_days = sorted(set(have) - set(write_days))
             report.rows_written = rows
         report.log_version = version
         all_fps = {**{d: f for d, f in old.items()}, **fps}
-        _write_manifest(
+        write_manifest(
             target,
             IngestManifest(
                 source=source,
@@ -275,7 +225,7 @@ def run_ingest(
         )
         staged.clear()
         if rebuild:
-            _swap(target, log)
+            swap_in(target, log)
         return report
     except BaseException:
         for p in staged:  # never committed: remove now (a kill leaves them unreferenced for vacuum)
@@ -288,27 +238,6 @@ def run_ingest(
         shutil.rmtree(tmp or spill.folder, ignore_errors=True)
         if stage_root is not None:
             shutil.rmtree(stage_root, ignore_errors=True)
-
-
-def _remove_orphans(log: Path) -> None:
-    """Delete day files a killed ingest staged but never committed (only ours: ``part-ingest-*``).
-
-    They are invisible to readers either way; the run root's lock keeps a concurrent ingest out."""
-    if not log.is_dir():
-        return
-    referenced = set()
-    if delta_io.exists(log):
-        referenced = set(pa.table(delta_io.open_table(log).get_add_actions(flatten=True))["path"].to_pylist())
-    for p in log.glob(f"{DS}=*/part-ingest-*.parquet"):
-        if p.relative_to(log).as_posix() not in referenced:
-            p.unlink(missing_ok=True)
-
-
-def _spec_changed(log: Path, canon: DatasetSpec) -> bool:
-    conf = delta_io.table_configuration(log)
-    if SPEC_PROPERTY not in conf:
-        return True
-    return DatasetSpec.model_validate(json.loads(conf[SPEC_PROPERTY])) != canon
 
 
 def _warnings(report: IngestReport, found: Findings, spec: DatasetSpec) -> None:
@@ -330,44 +259,3 @@ def _warnings(report: IngestReport, found: Findings, spec: DatasetSpec) -> None:
                 message=f"{found.future} row(s) in the future {what} (first: {found.first_future})",
             )
         )
-
-
-def _stage_day(table_path: Path, day: pa.Table, ds: str):
-    """Write one day's file inside the table folder (not yet referenced) -> (path, AddAction)."""
-    from deltalake.transaction import AddAction
-
-    folder = table_path / f"{DS}={ds}"
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"part-ingest-{uuid.uuid4().hex}.parquet"
-    pq.write_table(day.drop_columns([DS]), path, row_group_size=256_000)
-    st = path.stat()
-    stats = json.dumps({"numRecords": day.num_rows})
-    add = AddAction(
-        path=path.relative_to(table_path).as_posix(),
-        size=st.st_size,
-        partition_values={DS: ds},
-        modification_time=int(st.st_mtime * 1000),
-        data_change=True,
-        stats=stats,
-    )
-    return path, add
-
-
-def _commit(table_path: Path, adds, days: list[str], schema: pa.Schema, canon: DatasetSpec) -> int:
-    """Replace partitions ``days`` with ``adds`` in one Delta commit; returns the new version."""
-    from deltalake import DeltaTable
-
-    delta_io.ensure_table(table_path, schema, {SPEC_PROPERTY: canon.model_dump_json()})
-    dt = DeltaTable(str(table_path))
-    dt.create_write_transaction(
-        adds, mode="overwrite", schema=dt.schema(), partition_by=[DS], partition_filters=[(DS, "in", days)]
-    )
-    return DeltaTable(str(table_path)).version()
-
-
-def _swap(new: Path, log: Path) -> None:
-    old = log.parent / f".{log.name}.old-{uuid.uuid4().hex[:8]}"
-    if log.exists():
-        os.rename(log, old)
-    os.rename(new, log)
-    shutil.rmtree(old, ignore_errors=True)

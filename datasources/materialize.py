@@ -16,7 +16,8 @@ from contracts import ConfigError, DatasetSpec, load_config
 from contracts.dataset import IngestReport
 from datasources.config import FileSource, GeneratedSource, MovieLensSource
 from datasources.generator import generate_days, generate_log, generated_spec
-from datasources.incremental import Input, read_manifest, run_ingest
+from datasources.incremental import Input, run_ingest
+from datasources.ingest_manifest import read_manifest
 from datasources.log_store import read_log_spec
 from datasources.movielens import load_movielens
 from datasources.sources import list_source_files, read_batches

@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from contracts import DatasetSpec, SequenceSpec
+from contracts import DatasetSpec, SequenceSpec, SplitConfig
 
 GENRES = [
     "unknown",
@@ -66,7 +66,9 @@ GENRE_SCENARIO = {
     "Romance": 7,
     "unknown": 7,
 }
-SPLIT = {"valid_start": "1998-02-01", "test_start": "1998-03-01"}
+# The protocol's time split; configs/movielens.yaml sets the same dates as the run's `split`
+# (tests/datasources/test_movielens.py holds the two equal). `SPLIT.resolve(days)` splits a log.
+SPLIT = SplitConfig(valid_start="1998-02-01", test_start="1998-03-01")
 AGE_BUCKETS = [18, 25, 35, 45, 50, 56]
 
 SPEC = DatasetSpec(
@@ -136,12 +138,3 @@ def load_movielens(path: str | Path) -> tuple[pa.Table, DatasetSpec]:
     for f in ("decade", "genres"):
         out[f] = pa.array(np.asarray(item_cols[f], dtype=object)[di], pa.string())
     return pa.table(out), SPEC
-
-
-def split_days(days: list[str]) -> dict[str, list[str]]:
-    """The protocol's time split of a list of ``ds`` values."""
-    return {
-        "train": [d for d in days if d < SPLIT["valid_start"]],
-        "valid": [d for d in days if SPLIT["valid_start"] <= d < SPLIT["test_start"]],
-        "test": [d for d in days if d >= SPLIT["test_start"]],
-    }

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from contracts import REPRESENTATION_TABLES, StrictModel
 
@@ -14,8 +14,8 @@ RepName = Literal["user_ur", "item_ir", "user_cr", "item_cr"]
 class DownstreamConfig(StrictModel):
     """One downstream scenario model, trained vanilla and with transferred representations.
 
-    Days: the log's last ``test_days`` days are the test split, the ``valid_days`` before
-    them validation, the rest training (a time split), unless the caller passes days.
+    Days are not set here: the caller passes them (a run, its ``split``'s days) or a
+    :class:`contracts.SplitConfig` (the one split config) to resolve on the log.
     """
 
     scenario: int | None = Field(
@@ -74,8 +74,6 @@ class DownstreamConfig(StrictModel):
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     min_count: int = Field(1, ge=1, description="Vocabulary threshold (pretrain.FeatureEncoder).")
     max_vocab: int | None = Field(None, ge=1)
-    valid_days: int = Field(1, ge=1)
-    test_days: int = Field(1, ge=1)
     threads: int = Field(1, ge=1, description="torch CPU threads while training; 1 is fastest for these small models.")
     expect_model_version: str | None = Field(
         None, description="Refuse tables written by another foundation model version."
@@ -83,6 +81,18 @@ class DownstreamConfig(StrictModel):
     expect_dims: dict[RepName, int] | None = Field(
         None, description="Refuse tables whose vector dim differs (table name -> dim)."
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_split_keys(cls, data: Any) -> Any:
+        # the day counts used to live here too, with other defaults than the run's split
+        moved = sorted({"valid_days", "test_days"} & set(data)) if isinstance(data, dict) else []
+        if moved:
+            raise ValueError(
+                f"{'/'.join(moved)}: the time split is declared once, in `split` (contracts.SplitConfig: "
+                "split.valid_days, split.test_days, split.valid_start, split.test_start)"
+            )
+        return data
 
     @field_validator("representations")
     @classmethod

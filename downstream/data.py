@@ -53,18 +53,6 @@ class ScenarioData:
         return self.encoder.tasks
 
 
-def split_days(days: list[str], valid_days: int, test_days: int) -> tuple[list[str], list[str], list[str]]:
-    """Time split: last ``test_days`` test, the ``valid_days`` before validation, rest train."""
-    days = sorted(days)
-    if len(days) < valid_days + test_days + 1:
-        raise ValueError(
-            f"log has {len(days)} day(s); a time split needs at least {valid_days + test_days + 1} "
-            f"(1 train + {valid_days} valid + {test_days} test)"
-        )
-    cut_t, cut_v = len(days) - test_days, len(days) - test_days - valid_days
-    return days[:cut_v], days[cut_v:cut_t], days[cut_t:]
-
-
 def _row_mask(table: pa.Table, scenario: int | None, sample_type: str):
     if scenario is None:
         mask = pa.array(np.ones(table.num_rows, bool))

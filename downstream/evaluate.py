@@ -11,9 +11,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from contracts import DatasetSpec
+from contracts import DatasetSpec, SplitConfig
 from downstream.config import DownstreamConfig
-from downstream.data import ScenarioData, load_scenario, split_days
+from downstream.data import ScenarioData, load_scenario
 from downstream.model import RankingModel
 from downstream.train import FitResult, fit_scenario
 
@@ -105,11 +105,13 @@ def train_and_evaluate(
     valid_days: list[str] | None = None,
     test_days: list[str] | None = None,
     spec: DatasetSpec | None = None,
+    split: SplitConfig | None = None,
 ) -> dict:
     """Train the scenario model vanilla and with ``cfg.representations``; report test AUC.
 
     ``tables_root``: run root whose ``tables/<name>`` hold the published tables
-    (:class:`contracts.RunLayout`). Days default to the time split of ``cfg``; ``spec``
+    (:class:`contracts.RunLayout`). Days not given come from ``split`` (default
+    ``SplitConfig()``, the run's default split) resolved on the log's days; ``spec``
     defaults to the one stored with the log. Returns a JSON-able dict::
 
         {"scenario", "rows": {train, valid, test}, "days": {...}, "tasks",
@@ -121,7 +123,8 @@ def train_and_evaluate(
 
     spec = spec or read_log_spec(log_path)
     if train_days is None or valid_days is None or test_days is None:
-        tr, va, te = split_days(log_days(log_path), cfg.valid_days, cfg.test_days)
+        parts = (split or SplitConfig()).resolve(log_days(log_path))
+        tr, va, te = parts["train"], parts["valid"], parts["test"]
         train_days, valid_days, test_days = train_days or tr, valid_days or va, test_days or te
     scenario, data = load_scenario(
         log_path,

@@ -22,6 +22,7 @@ import pyarrow.compute as pc
 from deltalake import CommitProperties, DeltaTable, Transaction
 
 from engines import storage
+from engines.fault_points import fault_point
 
 DS = "ds"
 
@@ -238,6 +239,7 @@ def commit_files(
     concurrent commit to the same table is retried ``retries`` times (a partition
     replace is idempotent: last writer wins), then the error is raised.
     """
+    fault_point("delta:staged")  # the files are written, nothing is committed yet
     import json
     import uuid
 

@@ -21,8 +21,9 @@ from extract.job import ExtractResult, extract_day, extract_days
 from extract.maintenance import maintain_tables
 from extract.probe import probe_layers
 from extract.published import read_asof
-from extract.publishing import PublishError, already_published, publish
+from extract.publishing import already_published, publish
 from extract.read_spark import read_table_spark
+from extract.table_checks import PublishError
 
 __all__ = [
     "AggregateConfig",

@@ -24,36 +24,30 @@ Two formulations of the CR state, equal to 1e-5 (tests check both against a nump
 - ``arrow`` (the default, :mod:`extract.aggregate_arrow`): Spark schedules tasks over
   Parquet fragments, each task sums its vectors per entity in numpy (``mapInArrow``),
   Spark shuffles those partial sums by entity and a second ``mapInArrow`` adds them up;
-- ``columns`` (:func:`decayed_state` + :func:`cr_table`): Spark SQL only, per-dimension
+- ``columns`` (:mod:`extract.aggregate_sql`: ``decayed_state`` + ``cr_table``): Spark SQL only, per-dimension
   ``sum`` aggregates re-assembled with ``array()``; works on any DataFrame of samples.
   The core's formulas written as Spark columns (same constants), selectable by
   ``AggregateConfig.formulation``.
 
-UR/IR use Spark SQL (``max_by``). Only one row of validation counts reaches the driver.
+UR/IR use Spark SQL (``max_by``, ``extract.aggregate_sql.latest_table``). What a day folds
+(sample days, previous partitions) is :mod:`extract.aggregate_inputs`. Only one row of
+validation counts reaches the driver.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from contracts import (
-    REPRESENTATION_TABLES,
-    CheckpointManifest,
-    TableProperties,
-    config_hash,
-)
+from contracts import CheckpointManifest, TableProperties, config_hash
 from engines import delta_io, get_spark
+from engines.fault_points import fault_point
 from extract import aggregate_arrow
+from extract.aggregate_inputs import check_samples, cutoff_seconds, days_to_fold, previous_partition, read_samples
+from extract.aggregate_sql import cr_table, decayed_state, latest_table
 from extract.config import AggregateConfig
-from extract.publishing import (
-    SPARK_TYPES,
-    already_published,
-    commit_publish,
-    day_cutoff,
-    prepare_publish,
-)
+from extract.publishing import already_published, commit_publish, prepare_publish
 from extract.samples import read_marker
-from extract.vectors import L2_EPS, LN_EPS, decay_factor
+from extract.vectors import decay_factor
 
 # table -> (entity key column in the samples, representation column kind)
 TABLE_SOURCES = {
@@ -62,119 +56,6 @@ TABLE_SOURCES = {
     "user_cr": ("user_id", "cr"),
     "item_cr": ("item_id", "cr"),
 }
-
-
-def cutoff_seconds(ds: str) -> float:
-    return day_cutoff(ds).timestamp()
-
-
-def _normalised(cols: list, normalisation: str) -> list:
-    """Columns of the normalised vector from per-dimension double columns
-    (:func:`extract.vectors.normalise` as Spark columns)."""
-    from pyspark.sql import functions as F
-
-    d = len(cols)
-    if normalisation == "none":
-        return cols
-    if normalisation == "l2":
-        norm = F.sqrt(sum((c * c for c in cols[1:]), cols[0] * cols[0]))
-        return [c / F.greatest(norm, F.lit(L2_EPS)) for c in cols]
-    mean = sum(cols[1:], cols[0]) / d
-    var = sum(((c - mean) * (c - mean) for c in cols[1:]), (cols[0] - mean) * (cols[0] - mean)) / d
-    return [(c - mean) / F.sqrt(var + F.lit(LN_EPS)) for c in cols]
-
-
-def decayed_state(samples, key: str, col: str, dim: int, ds: str, tau: float, prev=None, prev_ds: str | None = None):
-    """State at the cutoff of ``ds``: DataFrame[entity_id, s0..s{d-1} (double), n, last_t].
-
-    ``samples``: rows with ``key``, ``event_time`` and ``col`` (array<float>[dim]) at or
-    before the cutoff. ``prev``: the previous partition's rows (``entity_id``,
-    ``decayed_sum``, ``sample_count``, ``updated_at``) describing the state at the
-    cutoff of ``prev_ds``; it is decayed to this cutoff and added.
-    """
-    from pyspark.sql import functions as F
-
-    cutoff = cutoff_seconds(ds)
-    t = F.unix_micros(F.col("event_time")).cast("double") / 1e6
-    weighted = samples.select(
-        F.col(key).alias("entity_id"),
-        F.col("event_time"),
-        F.exp((t - F.lit(cutoff)) / F.lit(float(tau))).alias("w"),  # extract.vectors.decay_weights
-        F.col(col).alias("v"),
-    )
-    today = weighted.groupBy("entity_id").agg(
-        *[F.sum(F.col("w") * F.col("v")[i].cast("double")).alias(f"s{i}") for i in range(dim)],
-        F.count(F.lit(1)).alias("n"),
-        F.max("event_time").alias("last_t"),
-    )
-    if prev is None:
-        return today
-    decay = decay_factor(cutoff - cutoff_seconds(prev_ds), tau)
-    old = prev.select(
-        "entity_id",
-        *[(F.col("decayed_sum")[i].cast("double") * F.lit(decay)).alias(f"p{i}") for i in range(dim)],
-        F.col("sample_count").alias("pn"),
-        F.col("updated_at").alias("pt"),
-    )
-    j = today.join(old, "entity_id", "full_outer")
-    return j.select(
-        "entity_id",
-        *[
-            (F.coalesce(F.col(f"s{i}"), F.lit(0.0)) + F.coalesce(F.col(f"p{i}"), F.lit(0.0))).alias(f"s{i}")
-            for i in range(dim)
-        ],
-        (F.coalesce(F.col("n"), F.lit(0)) + F.coalesce(F.col("pn"), F.lit(0))).cast("bigint").alias("n"),
-        F.greatest(F.col("last_t"), F.col("pt")).alias("last_t"),
-    )
-
-
-def cr_table(state, dim: int, ds: str, model_version: str, layer: str, normalisation: str):
-    """Rows of a CR table (contract columns) from :func:`decayed_state`'s output."""
-    from pyspark.sql import functions as F
-
-    s = [F.col(f"s{i}") for i in range(dim)]
-    return state.select(
-        F.col("entity_id"),
-        F.lit(ds).alias("ds"),
-        F.lit(model_version).alias("model_version"),
-        F.lit(layer).alias("layer"),
-        F.array(*[c.cast("float") for c in _normalised(s, normalisation)]).alias("vector"),
-        F.col("last_t").alias("updated_at"),
-        F.col("n").cast("bigint").alias("sample_count"),
-        F.array(*[c.cast("float") for c in s]).alias("decayed_sum"),
-    )
-
-
-def latest_table(samples, key: str, other_key: str, col: str, ds: str, model_version: str, layer: str, prev=None):
-    """UR/IR table rows: each entity's representation at its latest event (ties: larger
-    ``other_key``), carried forward from ``prev`` for entities absent today."""
-    from pyspark.sql import functions as F
-
-    today = samples.groupBy(F.col(key).alias("entity_id")).agg(
-        F.max_by(F.col(col), F.struct(F.col("event_time"), F.col(other_key))).alias("v"),
-        F.count(F.lit(1)).alias("n"),
-        F.max("event_time").alias("last_t"),
-    )
-    if prev is not None:
-        old = prev.select(
-            "entity_id", F.col("vector").alias("pv"), F.col("sample_count").alias("pn"), F.col("updated_at").alias("pt")
-        )
-        j = today.join(old, "entity_id", "full_outer")
-        today = j.select(
-            "entity_id",
-            F.coalesce(F.col("v"), F.col("pv")).alias("v"),
-            (F.coalesce(F.col("n"), F.lit(0)) + F.coalesce(F.col("pn"), F.lit(0))).alias("n"),
-            F.coalesce(F.col("last_t"), F.col("pt")).alias("last_t"),
-        )
-    return today.select(
-        "entity_id",
-        F.lit(ds).alias("ds"),
-        F.lit(model_version).alias("model_version"),
-        F.lit(layer).alias("layer"),
-        F.col("v").cast("array<float>").alias("vector"),
-        F.col("last_t").alias("updated_at"),
-        F.col("n").cast("bigint").alias("sample_count"),
-    )
 
 
 def arrow_cr_table(
@@ -246,79 +127,6 @@ def published_layer(table_path: Path, ds: str) -> str | None:
 def cr_sample_type(cfg: AggregateConfig) -> str | None:
     """The sample type CR(u)/CR(i) fold (None = every sample)."""
     return None if cfg.cr_samples == "all" else cfg.cr_samples
-
-
-def previous_partition(spark, table_path: Path, name: str, ds: str):
-    """(DataFrame of the newest partition strictly before ``ds``, its ds) or (None, None)."""
-    days = [d for d in delta_io.list_days(table_path) if d < ds]
-    if not days:
-        return None, None
-    uris = delta_io.day_file_uris(table_path, days[-1])
-    # an explicit schema spares Spark a footer-reading job (and pins the types)
-    names = REPRESENTATION_TABLES[name].arrow_schema(1).names
-    ddl = ", ".join(f"{c} {SPARK_TYPES[c]}" for c in names if c != "ds")
-    return spark.read.schema(ddl).parquet(*uris), days[-1]
-
-
-def read_samples(spark, dirs: dict[str, Path]):
-    """Union of the extracted days ``dirs`` (ds -> folder) with each row's day bounds
-    (``_lo``/``_hi``, unix microseconds) for :func:`check_samples`."""
-    from pyspark.sql import functions as F
-
-    frames = []
-    for d, folder in sorted(dirs.items()):
-        hi = day_cutoff(d).timestamp() * 1e6
-        frames.append(
-            spark.read.parquet(str(folder.resolve()))
-            .withColumn("_lo", F.lit(hi - 86400e6))
-            .withColumn("_hi", F.lit(hi))
-        )
-    out = frames[0]
-    for f in frames[1:]:
-        out = out.unionByName(f, allowMissingColumns=True)
-    return out
-
-
-def check_samples(samples, ds: str, samples_dir) -> int:
-    """Row count; ValueError when there are no samples or a timestamp lies outside its day."""
-    from pyspark.sql import functions as F
-
-    us = F.unix_micros(F.col("event_time"))
-    outside = us.isNull() | (us < F.col("_lo")) | (us >= F.col("_hi"))
-    row = samples.agg(
-        F.count(F.lit(1)).alias("n"),
-        F.sum(F.when(outside, 1).otherwise(0)).alias("bad"),
-        F.min(F.when(outside, F.col("user_id"))).alias("example"),
-    ).collect()[0]
-    if not row["n"]:
-        raise ValueError(f"{samples_dir}: no samples for ds={ds}; nothing published")
-    if row["bad"]:
-        raise ValueError(
-            f"{samples_dir}: {row['bad']} sample(s) have event_time outside their day (UTC), "
-            f"e.g. user_id={row['example']!r}; nothing published"
-        )
-    return int(row["n"])
-
-
-def days_to_fold(
-    samples_dir: Path, ds: str, prev_ds: str | None, model_version: str, layer: str, column: str
-) -> dict[str, Path]:
-    """``ds`` plus every extracted day after ``prev_ds`` (the newest published partition)
-    that was never published: sibling ``ds=<d>`` folders of ``samples_dir``. Without them
-    a run that publishes every N days would drop the samples of the days in between."""
-    out = {ds: samples_dir}
-    for folder in sorted(samples_dir.parent.glob("ds=*")):
-        d = folder.name[3:]
-        if d < ds and (prev_ds is None or d > prev_ds):
-            marker = read_marker(folder)  # an unfinished day in between is an error, not a gap
-            if marker.model_version != model_version:
-                raise ValueError(
-                    f"{folder}: extracted with model {marker.model_version}, aggregating for {model_version}"
-                )
-            if marker.layers.get(layer) != column:
-                raise ValueError(f"{folder}: layer {layer!r} is not in column {column!r} there ({marker.layers})")
-            out[d] = folder
-    return out
 
 
 def aggregate_day(
@@ -433,4 +241,5 @@ def aggregate_day(
     # every table validated before the first commit: a contract break publishes nothing
     for p in prepared:
         versions[p.name] = commit_publish(p)
+        fault_point("extract:committed")
     return versions

@@ -1,6 +1,6 @@
 """The decayed CR aggregation as two Arrow/numpy stages scheduled by Spark (the fast path).
 
-Same result as :func:`extract.aggregate.decayed_state` + :func:`extract.aggregate.cr_table`
+Same result as :func:`extract.aggregate_sql.decayed_state` + :func:`extract.aggregate_sql.cr_table`
 (the state ``S(T) = sum_k exp(-(T - t_k)/tau) CR_k + exp(-(T - T_prev)/tau) S(T_prev)``),
 formulated so that no float array ever goes through Spark's row format:
 

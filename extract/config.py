@@ -50,7 +50,8 @@ class AggregateConfig(StrictModel):
     tau_seconds: float = Field(
         TAU_SECONDS,
         gt=0,
-        description="Decay time constant: a sample's weight at the day's cutoff is exp(-(cutoff - t)/tau).",
+        description="Decay time constant: a sample's weight at the day's cutoff is exp(-(cutoff - t)/tau) "
+        "(default extract.vectors.TAU_SECONDS, 7 days).",
     )
     normalisation: Normalisation = Field(
         "l2", description="Applied to the decayed CR state to give the published `vector` (UR/IR stay raw)."
@@ -99,7 +100,11 @@ class ProbeConfig(StrictModel):
     extract: ExtractConfig = Field(
         default_factory=ExtractConfig, description="How the candidates are extracted (its `layers` is ignored)."
     )
-    tau_seconds: float = Field(TAU_SECONDS, gt=0, description="Decay time constant of the CR(u)/CR(i) aggregation.")
+    tau_seconds: float = Field(
+        TAU_SECONDS,
+        gt=0,
+        description="Decay time constant of the CR(u)/CR(i) fed to the probe (default TAU_SECONDS, 7 days).",
+    )
     task: str | None = Field(None, description="Label column to probe; None = the first task labelled in the scenario.")
     l2: float = Field(1e-3, ge=0, description="L2 penalty of the logistic regression (on standardised features).")
     max_iter: int = Field(200, ge=1, description="L-BFGS iterations of the logistic regression.")

@@ -2,7 +2,7 @@
 
 Plan (driver, nothing written): check the checkpoint against the log's schema, the
 requested layers against the manifest, and that every day has rows; split each day's
-Parquet files (listed by delta-rs from the Delta log) into work units. Run (ONE Ray Data
+Parquet files (listed by delta-rs from the Delta log) into work units (:mod:`extract.units`). Run (ONE Ray Data
 job for all days): a dataset of unit *packets*, ``map_batches`` with
 :class:`extract.worker.ExtractWorker` in an actor pool; each unit becomes one shard named
 ``part-<hash of the file name>-<first row group>-<first row>.parquet`` inside that day's
@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -39,6 +38,7 @@ from contracts.checkpoint import MANIFEST_FILE
 from engines import delta_io
 from extract.config import ExtractConfig
 from extract.samples import HEALTH, MARKER, SamplesMarker, layer_column, read_marker
+from extract.units import pack_units, packet_rows, plan_units
 from extract.worker import ID_COLUMNS, IR, UR, open_parquet
 
 
@@ -56,8 +56,6 @@ class ExtractResult:
     resumed_shards: int = 0
     seconds: float = 0.0
     health: dict = field(default_factory=dict)
-    worker_peak_rss_mb: float = 0.0  # the largest actor's peak RSS in the job that extracted it
-    phases: dict = field(default_factory=dict)  # seconds per phase of the call (see _phases)
 
 
 @dataclass
@@ -69,6 +67,23 @@ class _DayPlan:
     fingerprint: str
     work: Path | None = None
     todo: list[dict] = field(default_factory=list)
+
+
+@dataclass
+class ExtractJob:
+    """One call of :func:`extract_days`: its checked inputs, the days to extract and, once
+    run, the rows the actors returned (one per unit written: :class:`extract.worker.ExtractWorker`)."""
+
+    checkpoint_dir: Path
+    cfg: ExtractConfig
+    manifest: CheckpointManifest
+    layers: list[str]
+    log_version: int
+    days: list[str]
+    plans: list[_DayPlan]  # the days to extract
+    skipped: dict[str, ExtractResult]  # the days already extracted with the same inputs
+    started: float  # time.perf_counter() when the call began
+    reports: list[dict] = field(default_factory=list)
 
 
 def _read_manifest(checkpoint_dir: Path) -> CheckpointManifest:
@@ -88,46 +103,6 @@ def resolve_layers(manifest: CheckpointManifest, layers: list[str] | None) -> li
     if len(set(layers)) != len(layers):
         raise ValueError(f"layers {layers}: each layer at most once")
     return layers
-
-
-def plan_units(uris: list[str], rows_per_unit: int) -> tuple[list[dict], int]:
-    """Work units and the day's row count.
-
-    A unit is rows [start, stop) of the concatenation of consecutive row groups
-    ``row_groups`` of one file: small row groups are merged up to ``rows_per_unit`` rows
-    (a small file is one unit), a large one is sliced. The shard name depends only on the
-    file name, the first row group and ``start``: the same input always gives the same shards.
-    """
-    units, total = [], 0
-    for uri in sorted(uris):
-        md = open_parquet(uri).metadata
-        tag = hashlib.sha1(Path(uri).name.encode()).hexdigest()[:12]
-        sizes = [md.row_group(g).num_rows for g in range(md.num_row_groups)]
-        total += sum(sizes)
-        g = 0
-        while g < len(sizes):
-            if sizes[g] > rows_per_unit:  # slice one big row group
-                for start in range(0, sizes[g], rows_per_unit):
-                    units.append(_unit(uri, tag, [g], start, min(sizes[g], start + rows_per_unit)))
-                g += 1
-                continue
-            first, rows = g, 0
-            while g < len(sizes) and rows + sizes[g] <= rows_per_unit:
-                rows += sizes[g]
-                g += 1
-            if rows:
-                units.append(_unit(uri, tag, list(range(first, g)), 0, rows))
-    return units, total
-
-
-def _unit(uri: str, tag: str, row_groups: list[int], start: int, stop: int) -> dict:
-    return {
-        "uri": uri,
-        "row_groups": row_groups,
-        "start": start,
-        "stop": stop,
-        "shard": f"part-{tag}-{row_groups[0]:04d}-{start:09d}.parquet",
-    }
 
 
 def _check_log_columns(uri: str, manifest: CheckpointManifest) -> None:
@@ -168,11 +143,26 @@ def extract_days(
     written (a bad day fails the whole call); finished days are skipped unless
     ``cfg.force``; each remaining day is finalised (row count, health, ``_SUCCESS``, atomic
     rename) exactly as :func:`extract_day` does. Returns ds -> result, in ``days`` order.
+    The steps (:func:`plan_job`, :func:`prepare_job`, :func:`run_job`, :func:`finish_job`)
+    are public so that ``benchmarks/extract.py`` can time each one.
     """
+    job = plan_job(checkpoint_dir, log_path, days, out_dirs, cfg)
+    prepare_job(job)
+    run_job(job)
+    return finish_job(job)
+
+
+def plan_job(
+    checkpoint_dir: str | Path,
+    log_path: str | Path,
+    days: list[str],
+    out_dirs: dict[str, Path],
+    cfg: ExtractConfig | None = None,
+) -> ExtractJob:
+    """Check every input and plan every day (reads footers only; nothing written)."""
     from datasources import read_log_spec
 
-    t0 = time.perf_counter()
-    wall0 = time.time()
+    started = time.perf_counter()
     cfg = cfg or ExtractConfig()
     checkpoint_dir = Path(checkpoint_dir).resolve()
     if len(set(days)) != len(days):
@@ -189,8 +179,7 @@ def extract_days(
     log_days = set(delta_io.list_days(log_path))
     log_version = delta_io.open_table(log_path).version()
 
-    # --- plan every day (reads footers only; nothing written) ------------------------
-    plans, results = [], {}
+    plans, skipped = [], {}
     for ds in days:
         if ds not in log_days:
             raise ValueError(f"{log_path}: no rows for ds={ds!r}; nothing extracted")
@@ -216,7 +205,7 @@ def extract_days(
             marker = read_marker(out_dir)
             if marker.fingerprint == fingerprint:
                 health = json.loads((out_dir / HEALTH).read_text()) if (out_dir / HEALTH).is_file() else {}
-                results[ds] = ExtractResult(
+                skipped[ds] = ExtractResult(
                     ds, out_dir, marker.rows, marker.shards, layers, manifest.model_version, skipped=True, health=health
                 )
                 continue
@@ -224,15 +213,18 @@ def extract_days(
 
     if plans and cfg.num_gpus > 0:
         _check_gpus(cfg)
+    return ExtractJob(checkpoint_dir, cfg, manifest, layers, log_version, list(days), plans, skipped, started)
 
-    # --- prepare the in-progress folders, keep what a killed run finished -------------
-    for p in plans:
+
+def prepare_job(job: ExtractJob) -> None:
+    """Prepare each day's in-progress folder, keeping the shards a killed run finished."""
+    for p in job.plans:
         p.out_dir.parent.mkdir(parents=True, exist_ok=True)
         p.work = p.out_dir.parent / f".{p.out_dir.name}.inprogress-{p.fingerprint}"
         for stale in p.out_dir.parent.glob(f".{p.out_dir.name}.inprogress-*"):
             if stale != p.work:  # left by a run with other inputs: its shards are not ours
                 shutil.rmtree(stale, ignore_errors=True)
-        if cfg.force and p.work.exists():
+        if job.cfg.force and p.work.exists():
             shutil.rmtree(p.work)
         p.work.mkdir(exist_ok=True)
         for tmp in [*p.work.glob("*.tmp"), *p.work.glob(".*.tmp")]:
@@ -240,17 +232,22 @@ def extract_days(
         done = {f.name for f in p.work.glob("part-*.parquet")}
         p.todo = [{**u, "out": str(p.work)} for u in p.units if u["shard"] not in done]
 
-    todo = [u for p in plans for u in p.todo]
-    t_run = time.time()
-    worker_rss, reports = _run_units(checkpoint_dir, layers, todo, cfg) if todo else (0.0, [])
-    t_ran = time.time()
 
-    # --- finalise each day ----------------------------------------------------------
+def run_job(job: ExtractJob) -> None:
+    """The units still to do, in ONE Ray Data job; keeps the actors' rows in ``job.reports``."""
+    todo = [u for p in job.plans for u in p.todo]
+    job.reports = _run_units(job.checkpoint_dir, job.layers, todo, job.cfg) if todo else []
+
+
+def finish_job(job: ExtractJob) -> dict[str, ExtractResult]:
+    """Finalise each extracted day (row count, health, ``_SUCCESS``, atomic rename);
+    ds -> result for every day of the call, in its order."""
     from extract.health import STATS_DIR, samples_health
 
+    manifest, layers, results = job.manifest, job.layers, dict(job.skipped)
     dims = {"ur": manifest.layer(UR).dim, "ir": manifest.layer(IR).dim}
     dims.update({layer_column(l, i == 0): manifest.layer(l).dim for i, l in enumerate(layers)})
-    for p in plans:
+    for p in job.plans:
         work = p.work
         shards = sorted(u["shard"] for u in p.units)
         present = sorted(f.name for f in work.glob("part-*.parquet"))
@@ -266,7 +263,7 @@ def extract_days(
             ds=p.ds,
             rows=rows,
             model_version=manifest.model_version,
-            log_version=log_version,
+            log_version=job.log_version,
             layers={l: layer_column(l, i == 0) for i, l in enumerate(layers)},
             dims=dims,
             shards=shards,
@@ -289,30 +286,11 @@ def extract_days(
             manifest.model_version,
             resumed_shards=len(p.units) - len(p.todo),
             health=health,
-            worker_peak_rss_mb=worker_rss,
         )
-    seconds = time.perf_counter() - t0
-    phases = _phases(wall0, t_run, t_ran, time.time(), reports) if plans else {}
+    seconds = time.perf_counter() - job.started
     for r in results.values():
         r.seconds = seconds
-        r.phases = phases
-    return {d: results[d] for d in days}
-
-
-def pack_units(units: list[dict], rows_per_packet: int) -> list[list[dict]]:
-    """Consecutive units grouped into packets of at most ``rows_per_packet`` rows (a
-    larger unit is a packet alone): one Ray block, one scheduling round trip, per packet."""
-    packets, cur, rows = [], [], 0
-    for u in units:
-        n = u["stop"] - u["start"]
-        if cur and rows + n > rows_per_packet:
-            packets.append(cur)
-            cur, rows = [], 0
-        cur.append(u)
-        rows += n
-    if cur:
-        packets.append(cur)
-    return packets
+    return {d: results[d] for d in job.days}
 
 
 def _check_gpus(cfg: ExtractConfig) -> None:
@@ -331,41 +309,8 @@ def _check_gpus(cfg: ExtractConfig) -> None:
         )
 
 
-def packet_rows(total: int, pool: int) -> int:
-    """Rows per packet: one packet per actor-pool of one (the actor streams every run in one
-    pass), else two per actor so that no actor idles while another finishes. Packets are not
-    capped at ``rows_per_unit``: a packet carries only unit descriptions, and the slices of
-    one big row group in one packet are decoded once (in separate packets, each re-decodes
-    the row group up to its first slice)."""
-    return max(1, math.ceil(total / (1 if pool == 1 else 2 * pool)))
-
-
-def _phases(t0: float, t_run: float, t_ran: float, t_end: float, reports: list[dict]) -> dict:
-    """Where the call's wall time went (seconds, wall clock; actor times from its reports):
-    plan (checks, footers, folders), Ray Data start until the first actor's constructor
-    runs, the constructor (torch import, checkpoint load), the wait from a ready actor to its
-    first packet, packets being processed (``busy``, summed over actors), the tail from the
-    last packet to ``take_all`` returning, and finalising the days."""
-    out = {"plan_s": t_run - t0, "run_s": t_ran - t_run, "finalise_s": t_end - t_ran, "total_s": t_end - t0}
-    if reports:
-        first = min(reports, key=lambda r: r["t_init"])
-        out.update(
-            to_actor_init_s=first["t_init"] - t_run,
-            actor_init_s=first["t_ready"] - first["t_init"],
-            ready_to_first_packet_s=min(r["t_call"] for r in reports) - first["t_ready"],
-            busy_s=sum(r["t_done"] - r["t_call"] for r in reports),
-            tail_s=t_ran - max(r["t_done"] for r in reports),
-            actors=len({r["pid"] for r in reports}),
-            actor_nice=int(max(r["nice"] for r in reports)),
-        )
-    return {k: round(v, 3) if isinstance(v, float) else v for k, v in out.items()}
-
-
-def _run_units(
-    checkpoint_dir: Path, layers: list[str], units: list[dict], cfg: ExtractConfig
-) -> tuple[float, list[dict]]:
-    """Run ``units`` through ONE actor-pool job; returns the largest actor peak RSS (MB) and
-    one timing report per packet (the actor's wall-clock timestamps, pid, niceness)."""
+def _run_units(checkpoint_dir: Path, layers: list[str], units: list[dict], cfg: ExtractConfig) -> list[dict]:
+    """Run ``units`` through ONE actor-pool job; returns the row each unit's actor returned."""
     import ray
 
     from engines import ensure_ray
@@ -402,6 +347,4 @@ def _run_units(
         report_progress("extract.rows", done, total)
     if len(written) != len(units):
         raise RuntimeError(f"{len(written)} of {len(units)} units reported back")
-    keys = ("pid", "nice", "t_init", "t_ready", "t_call", "t_done")
-    reports = list({(r["pid"], r["t_call"]): {k: float(r[k]) for k in keys} for r in written}.values())
-    return float(max(r["peak_rss_mb"] for r in written)), reports
+    return written

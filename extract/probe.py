@@ -318,31 +318,3 @@ def _write_plot(path: Path, res: dict) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
-
-
-def main(argv: list[str] | None = None) -> None:
-    """``python -m extract probe`` (what ``lfm4ads extract probe`` should call); prints the result JSON."""
-    import argparse
-
-    from contracts import load_config
-    from extract.config import ExtractStageConfig
-
-    p = argparse.ArgumentParser(description="Score every candidate layer with a linear probe; record the best.")
-    p.add_argument("--checkpoint", required=True)
-    p.add_argument("--log", required=True)
-    p.add_argument("--train-days", required=True, help="comma-separated ds values")
-    p.add_argument("--valid-days", help="comma-separated ds values the layers are ranked on (validation)")
-    p.add_argument("--test-days", help=argparse.SUPPRESS)  # old name of --valid-days (they were always scored as such)
-    p.add_argument("--scenario", type=int, default=None, help="scenario id; default every scenario pooled")
-    p.add_argument("--out", required=True)
-    p.add_argument("--config", default=None, help="configs/extract.yaml (its probe: section)")
-    p.add_argument("--no-record", action="store_true", help="do not rewrite the manifest")
-    a = p.parse_args(argv)
-    cfg = load_config(a.config, ExtractStageConfig).probe if a.config else ProbeConfig()
-    if a.no_record:
-        cfg = cfg.model_copy(update={"record": False})
-    valid = a.valid_days or a.test_days
-    if not valid:
-        p.error("--valid-days is required")
-    res = probe_layers(a.checkpoint, a.log, a.train_days.split(","), valid.split(","), a.scenario, a.out, cfg)
-    print(json.dumps(res))

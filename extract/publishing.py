@@ -3,7 +3,8 @@
 :func:`publish` takes either a ``pyarrow.Table`` (small data, tests) or a Spark
 DataFrame (the daily job) and
 
-1. validates it against ``REPRESENTATION_TABLES[name].arrow_schema(dim)`` and the
+1. validates it against ``REPRESENTATION_TABLES[name].arrow_schema(dim)``, the row rules
+   of :mod:`contracts.table_rules` (compiled to Arrow and Spark in :mod:`extract.table_checks`) and the
    table's :class:`TableProperties` (wrong vector length, NaN/inf, null or duplicate
    ids, a ``model_version`` other than the table's, ``updated_at`` after the day's cutoff,
    a ``ds`` other than the one published): a :class:`PublishError` names the row count
@@ -35,28 +36,14 @@ import shutil
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from contracts import TableProperties
 from contracts.tables import PUBLISHED_TABLES  # + user_query (the retrieval step's query tower)
 from engines import delta_io, storage
-from extract.vectors import fixed_size, to_numpy
-
-VECTOR_COLUMNS = ("vector", "decayed_sum")
-
-
-class PublishError(ValueError):
-    """Data broke the table contract; nothing was committed."""
-
-
-def day_cutoff(ds: str) -> datetime:
-    """End of UTC day ``ds`` (exclusive): the instant every ``ds`` snapshot describes."""
-    return datetime.strptime(ds, "%Y-%m-%d").replace(tzinfo=timezone.utc) + timedelta(days=1)
+from extract.table_checks import PublishError, validate_arrow, validate_spark
 
 
 def app_id(name: str, model_version: str, ds: str) -> str:
@@ -222,134 +209,6 @@ def publish(
             vacuum_retention_hours=vacuum_retention_hours,
         )
     )
-
-
-# --- validation ------------------------------------------------------------------------
-def _reject(name: str, ds: str, count: int, problem: str, example) -> None:
-    if count:
-        raise PublishError(
-            f"{name} ds={ds}: {count} row(s) {problem}, e.g. entity_id={None if example is None else str(example)!r}; "
-            "nothing committed"
-        )
-
-
-def validate_arrow(name: str, ds: str, data: pa.Table, schema: pa.Schema, props: TableProperties) -> pa.Table:
-    """Check ``data`` against the contract; return it cast to exactly ``schema``."""
-    missing = [f.name for f in schema if f.name not in data.column_names]
-    extra = [c for c in data.column_names if c not in schema.names]
-    if missing or extra:
-        raise PublishError(f"{name} ds={ds}: columns missing {missing}, unexpected {extra}; nothing committed")
-    ids = data["entity_id"]
-    _reject(name, ds, ids.null_count, "have a null entity_id", None)
-    ids_np = np.asarray(ids.to_pylist(), dtype=object)
-
-    def example(mask: np.ndarray):
-        return ids_np[np.flatnonzero(mask)[0]] if mask.any() else None
-
-    for col in (c for c in VECTOR_COLUMNS if c in schema.names):
-        arr = data[col].combine_chunks()
-        nulls = np.asarray(arr.is_null().to_numpy(zero_copy_only=False))
-        _reject(name, ds, int(nulls.sum()), f"have a null {col}", example(nulls))
-        lengths = pc.list_value_length(arr).to_numpy(zero_copy_only=False)
-        bad = lengths != props.dim
-        _reject(name, ds, int(bad.sum()), f"have a {col} whose length is not {props.dim}", example(bad))
-        finite = np.isfinite(to_numpy(arr, props.dim, np.float64)).all(axis=1)
-        _reject(name, ds, int((~finite).sum()), f"have NaN/inf in {col}", example(~finite))
-    for col in ("model_version", "layer", "ds", "updated_at", "sample_count"):
-        nulls = np.asarray(data[col].is_null().to_numpy(zero_copy_only=False))
-        _reject(name, ds, int(nulls.sum()), f"have a null {col}", example(nulls))
-    wrong_model = np.asarray(
-        pc.not_equal(data["model_version"], props.source_checkpoint).to_numpy(zero_copy_only=False)
-    )
-    _reject(
-        name,
-        ds,
-        int(wrong_model.sum()),
-        f"have a model_version other than the table's {props.source_checkpoint!r}",
-        example(wrong_model),
-    )
-    wrong_ds = np.asarray(pc.not_equal(data["ds"], ds).to_numpy(zero_copy_only=False))
-    _reject(name, ds, int(wrong_ds.sum()), f"have a ds other than {ds!r}", example(wrong_ds))
-    cutoff = pa.scalar(day_cutoff(ds), pa.timestamp("us", tz="UTC"))
-    ts = data["updated_at"].cast(pa.timestamp("us", tz="UTC"))
-    late = np.asarray(pc.greater_equal(ts, cutoff).to_numpy(zero_copy_only=False))
-    _reject(name, ds, int(late.sum()), f"have updated_at at or after the end of {ds} (UTC)", example(late))
-    uniq, counts = np.unique(ids_np.astype(str), return_counts=True) if len(ids_np) else (ids_np, np.zeros(0))
-    dup = counts > 1
-    if dup.any():
-        _reject(name, ds, int(counts[dup].sum()), "share a duplicated entity_id", str(uniq[dup][0]))
-    cols = []
-    for f in schema:
-        col = data[f.name].combine_chunks()
-        if pa.types.is_fixed_size_list(f.type):
-            col = fixed_size(col, props.dim)
-        cols.append(col.cast(f.type))
-    return pa.Table.from_arrays(cols, schema=schema)
-
-
-SPARK_TYPES = {
-    "entity_id": "string",
-    "ds": "string",
-    "model_version": "string",
-    "layer": "string",
-    "vector": "array<float>",
-    "updated_at": "timestamp",
-    "sample_count": "bigint",
-    "decayed_sum": "array<float>",
-}
-
-
-def validate_spark(
-    name: str, ds: str, df, schema: pa.Schema, props: TableProperties, check_unique: bool = True
-) -> None:
-    """The same checks as :func:`validate_arrow`, as ONE Spark aggregation (nothing collected
-    but one row of counts and example ids)."""
-    from pyspark.sql import functions as F
-
-    have = dict(df.dtypes)
-    missing = [c for c in schema.names if c not in have]
-    extra = [c for c in have if c not in schema.names]
-    wrong = [f"{c}: {have[c]} (want {SPARK_TYPES[c]})" for c in schema.names if c in have and have[c] != SPARK_TYPES[c]]
-    if missing or extra or wrong:
-        raise PublishError(
-            f"{name} ds={ds}: columns missing {missing}, unexpected {extra}, mistyped {wrong}; nothing committed"
-        )
-    eid = F.col("entity_id")
-    checks: list[tuple[str, object]] = [("have a null entity_id", eid.isNull())]
-    for col in (c for c in VECTOR_COLUMNS if c in schema.names):
-        v = F.col(col)
-        checks.append((f"have a null {col}", v.isNull()))
-        checks.append((f"have a {col} whose length is not {props.dim}", F.size(v) != props.dim))
-        checks.append(
-            (f"have NaN/inf in {col}", F.exists(v, lambda x: F.isnan(x) | (F.abs(x) == float("inf")) | x.isNull()))
-        )
-    for col in ("model_version", "layer", "ds", "updated_at", "sample_count"):
-        checks.append((f"have a null {col}", F.col(col).isNull()))
-    checks.append(
-        (
-            f"have a model_version other than the table's {props.source_checkpoint!r}",
-            F.col("model_version") != F.lit(props.source_checkpoint),
-        )
-    )
-    checks.append((f"have a ds other than {ds!r}", F.col("ds") != F.lit(ds)))
-    cutoff = day_cutoff(ds).strftime("%Y-%m-%d %H:%M:%S")
-    checks.append(
-        (f"have updated_at at or after the end of {ds} (UTC)", F.col("updated_at") >= F.to_timestamp(F.lit(cutoff)))
-    )
-    aggs = [F.count(F.lit(1)).alias("n")]
-    if check_unique:
-        aggs.append(F.countDistinct(eid).alias("distinct_ids"))
-    for i, (_, cond) in enumerate(checks):
-        hit = F.coalesce(cond, F.lit(False))
-        aggs.append(F.sum(F.when(hit, 1).otherwise(0)).alias(f"c{i}"))
-        aggs.append(F.min(F.when(hit, F.coalesce(eid, F.lit("<null>")))).alias(f"e{i}"))
-    row = df.agg(*aggs).collect()[0]
-    for i, (problem, _) in enumerate(checks):
-        _reject(name, ds, int(row[f"c{i}"] or 0), problem, None if row[f"e{i}"] == "<null>" else row[f"e{i}"])
-    if check_unique and row["distinct_ids"] != row["n"] - int(row["c0"] or 0):
-        dup = df.groupBy("entity_id").count().where("count > 1")
-        first = dup.orderBy("entity_id").first()
-        _reject(name, ds, int(dup.agg(F.sum("count")).first()[0]), "share a duplicated entity_id", first["entity_id"])
 
 
 # --- write paths -----------------------------------------------------------------------

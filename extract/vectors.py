@@ -19,7 +19,7 @@ joins, the retrieval source, the rollover); nothing else restates the formulas.
 **Normalisation** of a state into the published ``vector`` (:func:`normalise`): ``none``,
 ``l2`` (``s / max(|s|, L2_EPS)``) or ``layernorm`` without affine parameters
 (``(s - mean) / sqrt(var + LN_EPS)``). The Spark SQL formulation in
-:mod:`extract.aggregate` uses the same constants.
+:mod:`extract.aggregate_sql` uses the same constants.
 
 **Codec.** A vector column is an Arrow ``list``/``fixed_size_list`` of floats (Delta
 stores plain lists; the contract's Arrow type is ``fixed_size_list<float32, d>``):

@@ -4,6 +4,8 @@ Public surface: :class:`RunConfig`, :func:`run_pipeline`, :data:`STEPS`.
 """
 
 from pipelines.config import RunConfig, SplitConfig
-from pipelines.run import STEPS, RunState, run_pipeline
+from pipelines.run import run_pipeline
+from pipelines.state import RunState
+from pipelines.steps import STEPS
 
 __all__ = ["RunConfig", "RunState", "STEPS", "SplitConfig", "run_pipeline"]

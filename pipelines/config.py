@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, field_validator
 
-from contracts import ConfigError, StrictModel
+from contracts import ConfigError, SplitConfig, StrictModel
 from datasources import GeneratedSource, SourceConfig
 from downstream import DownstreamConfig
 from engines.storage import ObjectStoreConfig
@@ -15,58 +15,6 @@ from pipelines.gates import GateConfig
 from pipelines.rollover import RolloverConfig
 from pretrain import PretrainConfig
 from retrieval.config import RetrievalConfig
-
-
-class SplitError(ConfigError):
-    """The log has too few days (or none in a part) for the configured split."""
-
-
-class SplitConfig(StrictModel):
-    """The time split, shared by the foundation model and the downstream model.
-
-    Explicit boundaries (``YYYY-MM-DD``) win; otherwise the log's last ``test_days``
-    days are test, the ``valid_days`` before them validation, the rest training.
-    The foundation model trains on the train days and early-stops on the validation days.
-    """
-
-    valid_start: str | None = Field(None, description="First validation day (train days are earlier).")
-    test_start: str | None = Field(None, description="First test day.")
-    valid_days: int = Field(1, ge=1)
-    test_days: int = Field(2, ge=1)
-
-    @model_validator(mode="after")
-    def _ordered(self) -> "SplitConfig":
-        if (self.valid_start is None) != (self.test_start is None):
-            raise ValueError("give both valid_start and test_start, or neither")
-        if self.valid_start and self.test_start and not self.valid_start < self.test_start:
-            raise ValueError(f"valid_start {self.valid_start} must be before test_start {self.test_start}")
-        return self
-
-    def resolve(self, days: list[str]) -> dict[str, list[str]]:
-        if self.valid_start:
-            split = {
-                "train": [d for d in days if d < self.valid_start],
-                "valid": [d for d in days if self.valid_start <= d < self.test_start],
-                "test": [d for d in days if d >= self.test_start],
-            }
-        else:
-            n_hold = self.valid_days + self.test_days
-            if len(days) <= n_hold:
-                raise SplitError(
-                    f"split: the log has {len(days)} day(s) up to {days[-1] if days else 'ds'}, "
-                    f"need more than {n_hold} (split.valid_days + split.test_days)"
-                )
-            split = {
-                "train": days[:-n_hold],
-                "valid": days[-n_hold : -self.test_days],
-                "test": days[-self.test_days :],
-            }
-        empty = [k for k, v in split.items() if not v]
-        if empty:
-            raise SplitError(
-                f"split: no days for {empty} among {days[0]}..{days[-1]} (split.valid_start / split.test_start)"
-            )
-        return split
 
 
 class ReportConfig(StrictModel):

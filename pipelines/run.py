@@ -1,6 +1,6 @@
-"""The chain for one ``ds``: ingest -> pretrain -> extract -> aggregate -> downstream ->
-retrieval -> report. Each step is a function of (config, layout, state) that records its
-outputs in ``state`` and is safe to rerun: finished work is recognised and skipped.
+"""The chain for one ``ds``: :func:`run_pipeline` runs the steps (pipelines/steps.py) in order
+under the run root's lock, records each in the ledger and reuses the finished ones
+(pipelines/step_records.py), and starts Spark before Ray where both are needed.
 """
 
 from __future__ import annotations
@@ -9,324 +9,18 @@ import json
 import logging
 import signal
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable
 
-from contracts import CheckpointManifest, RunLayout, config_hash
-from contracts.checkpoint import MANIFEST_FILE
-from contracts.dataset import IngestReport
+from contracts import RunLayout
+from engines.fault_points import fault_point
 from pipelines.config import RunConfig
 from pipelines.gates import GateFailed
 from pipelines.rollover import RolloverError
+from pipelines.state import RunState
+from pipelines.step_records import restore_step, step_hashes, step_outputs
+from pipelines.steps import STEPS, reusable_checkpoint
 
 log = logging.getLogger("lfm4ads")
-
-
-@dataclass
-class RunState:
-    """What the steps of one run hand each other (and the report reads)."""
-
-    ds: str = ""
-    days: list[str] = field(default_factory=list)
-    split: dict[str, list[str]] = field(default_factory=dict)
-    checkpoint: Path | None = None
-    manifest: CheckpointManifest | None = None
-    published: dict[str, dict[str, int]] = field(default_factory=dict)  # ds -> table -> version
-    rollover: dict = field(default_factory=dict)
-    downstream: dict | None = None
-    index: dict | None = None
-    timings: dict[str, float] = field(default_factory=dict)
-    reused: list[str] = field(default_factory=list)  # steps restored from the ledger (timing 0.0)
-    # seconds inside the extract step: extract (Ray Data), gate, aggregate+publish (Spark -> Delta)
-    substeps: dict[str, float] = field(default_factory=dict)
-    report: Path | None = None
-    ingest: IngestReport | None = None  # what the ingest step committed (None: a fixed source, reused)
-
-
-def register_source_store(cfg: RunConfig) -> None:
-    """A source in an object store reads with the run's ``storage.options`` (endpoint,
-    region), as the published tables do; credentials still come from the environment."""
-    path = getattr(cfg.source, "path", None)
-    if isinstance(path, str) and "://" in path and cfg.storage.options:
-        from engines import storage
-
-        storage.register(path, cfg.storage.options)
-
-
-def step_ingest(cfg: RunConfig, layout: RunLayout, st: RunState, force: bool = False) -> None:
-    from datasources import last_ingest, log_days, materialize
-
-    register_source_store(cfg)
-
-    # a file source is ingested incrementally (new/changed days); --force rebuilds it. Generated
-    # and MovieLens logs are fixed: reused as they are.
-    materialize(cfg.source, layout.log, force=force and cfg.source.kind == "file")
-    st.ingest = last_ingest(layout.log)
-    st.days = log_days(layout.log)
-    if not st.days:
-        from contracts import InputError
-
-        raise InputError(f"{layout.log}: the log has no rows")
-    st.ds = cfg.ds or st.days[-1]
-    if st.ds not in st.days:
-        from contracts import ConfigError
-
-        raise ConfigError(f"ds: {st.ds} has no rows in the log ({st.days[0]}..{st.days[-1]})")
-    st.split = cfg.split.resolve([d for d in st.days if d <= st.ds])
-
-
-def _reusable_checkpoint(layout: RunLayout, cfg: RunConfig, train_days: list[str]) -> Path | None:
-    """A finished checkpoint of this pretrain config on these days, if one exists."""
-    want = config_hash(cfg.pretrain)
-    if not layout.checkpoints.is_dir():
-        return None
-    for folder in sorted(layout.checkpoints.iterdir(), reverse=True):
-        if folder.name.startswith((".", "_")):  # a temp folder of a killed save, or training runs
-            continue
-        mf = folder / MANIFEST_FILE
-        if not mf.is_file():
-            continue
-        m = CheckpointManifest.model_validate_json(mf.read_text())
-        if m.config_hash == want and f"train={train_days[0]}..{train_days[-1]}" in m.data_version:
-            return folder
-    return None
-
-
-def step_pretrain(cfg: RunConfig, layout: RunLayout, st: RunState, force: bool = False) -> None:
-    from pretrain import load_checkpoint, train_foundation_model
-
-    ckpt = None if force else _reusable_checkpoint(layout, cfg, st.split["train"])
-    if ckpt is None:
-        _, ckpt = train_foundation_model(
-            cfg.pretrain, layout.log, layout.checkpoints, st.split["train"], st.split["valid"], cfg.ray_address
-        )
-    st.checkpoint = Path(ckpt)
-    st.manifest = load_checkpoint(ckpt).manifest
-
-
-def publish_days(cfg: RunConfig, st: RunState) -> list[str]:
-    """Days that get a published snapshot: every ``publish_every``-th day, the day before
-    each split edge (so each split's first day sees fresh vectors) and ``ds``."""
-    days = [d for d in st.days if d <= st.ds]
-    keep = set(days[cfg.publish_every - 1 :: cfg.publish_every]) | {st.ds}
-    for part in ("valid", "test"):
-        first = st.split[part][0]
-        before = [d for d in days if d < first]
-        if before:
-            keep.add(before[-1])
-    return sorted(keep)
-
-
-def step_extract_aggregate(cfg: RunConfig, layout: RunLayout, st: RunState, force: bool = False) -> None:
-    """Extract every day up to ``ds`` (one Ray Data job), then, day by day, gate and publish
-    the snapshots (the CR aggregation is incremental: each continues the previous state).
-
-    A day failing its quality gates raises :class:`GateFailed` before anything of it is
-    published: earlier days' tables (and the index built from them) stay current.
-    """
-    from engines import get_spark
-    from extract import aggregate_day, already_published, extract_days
-    from pipelines.gates import GateFailed, check_day, read_health
-
-    extract_cfg = cfg.extract.model_copy(
-        update={"force": force or cfg.extract.force, "ray_address": cfg.extract.ray_address or cfg.ray_address}
-    )
-    agg_cfg = cfg.aggregate.model_copy(update={"force": force or cfg.aggregate.force})
-    targets = publish_days(cfg, st)
-    days = [d for d in st.days if d <= st.ds]
-    from extract.aggregate import daily_layer, published_layer
-
-    # the layer the probe chose (manifest) unless the config pins one; days published at
-    # another layer (the probe ran after them) are republished at this one
-    layer = daily_layer(st.manifest, extract_cfg.layers, agg_cfg.layer)
-    stale = (
-        set()
-        if agg_cfg.force
-        else {d for d in targets if published_layer(layout.table("user_cr"), d) not in (None, layer)}
-    )
-    from pipelines.preflight import check_log_files
-
-    clock = {"extract": 0.0, "gate": 0.0, "aggregate_publish": 0.0}
-    st.substeps = clock
-    t0 = time.perf_counter()
-    check_log_files(layout.log, days)  # a truncated/replaced log file: named here, not deep in a Ray task
-    pending = [
-        d
-        for d in targets
-        if agg_cfg.force
-        or d in stale
-        or not all(
-            already_published(layout.table(n), n, st.manifest.model_version, d)
-            for n in ("user_ur", "item_ir", "user_cr", "item_cr")
-        )
-    ]
-    # Spark only when a day is still to be published, and launched before extraction may
-    # start Ray in this process (a JVM launched while a Ray driver is up hung or crashed
-    # Ray's GCS client: docs/pipelines.md); already up when pretraining ran here.
-    from pipelines import signals
-
-    with signals.deferred():  # a JVM launch cut in half outlives this process
-        spark = get_spark(cfg.spark_master or cfg.aggregate.spark_master) if pending else None
-    extract_days(st.checkpoint, layout.log, days, {d: layout.samples(d) for d in days}, extract_cfg)
-    clock["extract"] = round(time.perf_counter() - t0, 2)
-    from engines.progress import report_progress
-
-    previous = None
-    for d in days:
-        t0 = time.perf_counter()
-        health = read_health(layout.samples(d))
-        reasons = check_day(d, health, previous, cfg.gates)
-        clock["gate"] = round(clock["gate"] + time.perf_counter() - t0, 3)
-        if reasons:
-            raise GateFailed(d, reasons)
-        previous = health
-        if d not in targets:
-            continue
-        if d not in pending:  # published by an earlier (maybe killed) run
-            st.published[d] = {n: -1 for n in ("user_ur", "item_ir", "user_cr", "item_cr")}
-            continue
-        t0 = time.perf_counter()
-        day_cfg = agg_cfg.model_copy(update={"force": True}) if d in stale else agg_cfg
-        st.published[d] = aggregate_day(layout.samples(d), layout.root / "tables", d, st.manifest, day_cfg, spark)
-        clock["aggregate_publish"] = round(clock["aggregate_publish"] + time.perf_counter() - t0, 2)
-        report_progress("aggregate.days", sum(x in st.published for x in pending), len(pending), ds=d)
-
-
-def step_rollover(cfg: RunConfig, layout: RunLayout, st: RunState, force: bool = False) -> None:
-    """During a model-version rollover, also publish this version's vectors aligned into the
-    previous version's space (a no-op unless ``rollover.previous_model_version`` is set)."""
-    from pipelines.rollover import rollover_days
-
-    rcfg = cfg.rollover.model_copy(update={"force": force or cfg.rollover.force})
-    # run alone (`lfm4ads stage rollover --ds D`), extract is not in the chain: align ds itself
-    days = sorted(st.published) or [st.ds]
-    st.rollover = rollover_days(layout.root / "tables", days, st.manifest.model_version, rcfg)
-
-
-def step_downstream(cfg: RunConfig, layout: RunLayout, st: RunState, force: bool = False) -> None:
-    from downstream import train_and_evaluate
-
-    dcfg = cfg.downstream
-    if dcfg.expect_model_version is None:
-        dcfg = dcfg.model_copy(update={"expect_model_version": st.manifest.model_version})
-    st.downstream = train_and_evaluate(
-        layout.log, layout.root, dcfg, st.split["train"], st.split["valid"], st.split["test"]
-    )
-
-
-def step_retrieval(cfg: RunConfig, layout: RunLayout, st: RunState, force: bool = False) -> None:
-    """Train the query tower, publish ``user_query``, build the paired index over item_ir and
-    promote it only when the quality gate passes (retrieval/paired.py); a refused version is
-    kept on disk, named in the report, and raises IndexPromotionRefused (exit 7)."""
-    if cfg.retrieval.query_tower is None:  # index only, evaluated with query_table vectors
-        from retrieval import run_retrieval
-
-        manifest = run_retrieval(layout.root, st.ds, cfg.retrieval, expect_model_version=st.manifest.model_version)
-        st.index = manifest.model_dump(mode="json")
-        return
-    from contracts import IndexPromotionRefused
-    from retrieval import run_retrieval
-    from retrieval.paired import TooLittleData, run_query_retrieval
-
-    try:
-        manifest = run_query_retrieval(
-            layout.root, st.ds, st.split, cfg.retrieval, expect_model_version=st.manifest.model_version
-        )
-    except TooLittleData as e:  # a young log: serve the item index as before, and say why
-        log.warning(
-            "query tower skipped for ds=%s: %s; the index is built without it",
-            st.ds,
-            e,
-            extra={"ds": st.ds, "step": "retrieval", "event": "query_tower_skipped"},
-        )
-        manifest = run_retrieval(layout.root, st.ds, cfg.retrieval, expect_model_version=st.manifest.model_version)
-        st.index = {**manifest.model_dump(mode="json"), "query_tower_skipped": str(e)}
-        return
-    st.index = manifest.model_dump(mode="json")
-    if manifest.quality is not None and not manifest.quality.promoted:
-        msg = (
-            f"index {manifest.version} built and kept in {layout.indexes / manifest.version} but not promoted: "
-            f"{manifest.quality.refused}"
-        )
-        from pipelines.report import write_report
-
-        st.report = write_report(cfg, layout, st, failure=msg, failed_step="retrieval")
-        raise IndexPromotionRefused(msg)
-
-
-def step_report(cfg: RunConfig, layout: RunLayout, st: RunState, force: bool = False) -> None:
-    from pipelines.report import write_report
-
-    st.report = write_report(cfg, layout, st)
-
-
-STEPS: dict[str, Callable[..., None]] = {
-    "ingest": step_ingest,
-    "pretrain": step_pretrain,
-    "extract": step_extract_aggregate,
-    "rollover": step_rollover,
-    "downstream": step_downstream,
-    "retrieval": step_retrieval,
-    "report": step_report,
-}
-
-# The config sections each step depends on (cumulative: a change upstream redoes it).
-# A dotted key is one field, hashed only when set: where a step publishes to, so pointing a
-# root at another store redoes the publishing steps, while runs without a store keep their hashes.
-STEP_CONFIG = {
-    "ingest": ["source"],
-    "pretrain": ["split", "pretrain"],
-    "extract": ["extract", "aggregate", "publish_every", "gates", "storage.tables_uri"],
-    "rollover": ["rollover"],
-    "downstream": ["downstream"],
-    "retrieval": ["retrieval", "storage.index_uri"],
-    "report": [],
-}
-
-
-def _step_hashes(cfg: RunConfig) -> dict[str, str]:
-    import hashlib
-
-    out, acc = {}, []
-    dumped = cfg.model_dump(mode="json")
-    for name, keys in STEP_CONFIG.items():
-        for key in keys:
-            section, _, field_ = key.partition(".")
-            if not field_:
-                acc.append(json.dumps(dumped[section], sort_keys=True))
-            elif dumped[section][field_] is not None:
-                acc.append(f"{key}={json.dumps(dumped[section][field_])}")
-        out[name] = hashlib.sha256("|".join(acc).encode()).hexdigest()[:16]
-    return out
-
-
-def _outputs(name: str, st: RunState) -> dict:
-    return {
-        "ingest": lambda: {"ds": st.ds, "days": st.days, "split": st.split},
-        "pretrain": lambda: {"checkpoint": str(st.checkpoint)},
-        "extract": lambda: {"published": st.published},
-        "rollover": lambda: {"rollover": st.rollover},
-        "downstream": lambda: {"downstream": st.downstream},
-        "retrieval": lambda: {"index": st.index},
-        "report": lambda: {"report": str(st.report)},
-    }[name]()
-
-
-def _restore(name: str, st: RunState, out: dict) -> None:
-    if name == "pretrain":
-        from pretrain import load_checkpoint
-
-        st.checkpoint = Path(out["checkpoint"])
-        st.manifest = load_checkpoint(st.checkpoint).manifest
-    elif name == "extract":
-        st.published = out["published"]
-    elif name == "rollover":
-        st.rollover = out["rollover"]
-    elif name == "downstream":
-        st.downstream = out["downstream"]
-    elif name == "retrieval":
-        st.index = out["index"]
 
 
 def _spark_before_training(cfg: RunConfig, layout: RunLayout, st: RunState, force: bool) -> None:
@@ -335,7 +29,7 @@ def _spark_before_training(cfg: RunConfig, layout: RunLayout, st: RunState, forc
     Spark will be needed, and its JVM must not be launched while a Ray driver is up (it
     hung or crashed Ray's GCS client, docs/pipelines.md). A reused checkpoint starts no
     Ray, and the extract step then starts Spark itself, only if a day is left to publish."""
-    if not force and _reusable_checkpoint(layout, cfg, st.split["train"]) is not None:
+    if not force and reusable_checkpoint(layout, cfg, st.split["train"]) is not None:
         return
     from engines import get_spark
     from pipelines import signals
@@ -410,7 +104,7 @@ def _run_chain(cfg, steps, force, on_step, wait, on_start, on_reuse) -> RunState
     order = list(STEPS)
     last = max(order.index(s) for s in wanted)
     needed = {"ingest"} | ({"pretrain"} if last >= order.index("pretrain") else set())
-    hashes = _step_hashes(cfg)
+    hashes = step_hashes(cfg)
     ledger = Ledger(layout.root / "ledger.sqlite")
     st = RunState()
     # One run per root at a time: days of one root share incremental state (CR tables).
@@ -426,7 +120,7 @@ def _run_chain(cfg, steps, force, on_step, wait, on_start, on_reuse) -> RunState
             if name != "ingest" and name != "report" and not redo:
                 prev = ledger.done(st.ds, name, hashes[name])
                 if prev is not None:
-                    _restore(name, st, prev)
+                    restore_step(name, st, prev)
                     st.timings[name] = 0.0
                     st.reused.append(name)
                     log.info(
@@ -456,8 +150,10 @@ def _run_chain(cfg, steps, force, on_step, wait, on_start, on_reuse) -> RunState
                     for earlier in ("extract", "rollover", "downstream", "retrieval"):
                         row = None if earlier in chain else ledger.get(st.ds, earlier)
                         if row and row["status"] == "done" and row["outputs"]:
-                            _restore(earlier, st, row["outputs"])
+                            restore_step(earlier, st, row["outputs"])
+                fault_point(f"before:{name}")
                 STEPS[name](cfg, layout, st, force=redo)
+                fault_point(f"after:{name}")
             except KeyboardInterrupt as e:  # SIGINT / SIGTERM (signals.Interrupted) or Ctrl-C
                 how = signal.Signals(getattr(e, "signum", signals.received() or signal.SIGINT)).name
                 day = st.ds or cfg.ds or "latest"  # ingest stopped before it read the log's last day
@@ -491,7 +187,7 @@ def _run_chain(cfg, steps, force, on_step, wait, on_start, on_reuse) -> RunState
             st.timings[name] = round(time.perf_counter() - t0, 2)
             if name == "ingest":
                 ledger.start(st.ds, name, hashes[name], {"source": cfg.source.model_dump(mode="json")})
-            ledger.finish(st.ds, name, _outputs(name, st))
+            ledger.finish(st.ds, name, step_outputs(name, st))
             log.info(
                 "step %s done in %.1fs",
                 name,

@@ -99,7 +99,9 @@ PAUSE_ENV = "LFM4ADS_PAUSE_IN_STEP"
 def pause_point(step: str) -> None:
     """Fault-injection hook for the interrupt tests: when ``$LFM4ADS_PAUSE_IN_STEP`` names
     ``step``, wait here (up to 10 minutes, a signal ends the wait) once the step is marked
-    running, so a test can deliver SIGINT/SIGTERM inside any step. Unset: returns at once."""
+    running, so a test can deliver SIGINT/SIGTERM inside any step. Unset: returns at once.
+    Its counterpart for SIGKILL, reachable from every stage, is
+    :func:`engines.fault_points.fault_point` (``$LFM4ADS_KILL_AT``)."""
     import logging
     import os
     import time

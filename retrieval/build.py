@@ -13,6 +13,7 @@ import numpy as np
 
 from contracts import IndexManifest
 from engines import storage
+from engines.fault_points import fault_point
 from retrieval import evaluate, faiss_index, store
 from retrieval.config import RetrievalConfig
 from retrieval.source import SourceError, check_vectors, read_snapshot
@@ -171,6 +172,7 @@ def build_index(
     if not live:
         log.warning("index %s kept but not promoted: %s", version, manifest.quality.refused)
         return manifest
+    fault_point("retrieval:before-current")
     store.set_current(root, version)
     gone = store.prune(root, cfg.keep_versions)
     log.info("index %s live (%s, recall %s); pruned %s", version, factory, recall, gone)

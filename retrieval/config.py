@@ -42,7 +42,7 @@ class QueryTowerConfig(StrictModel):
         None,
         gt=0,
         description="None: the popularity column is the all-time log share of positives. A number: a "
-        "time-decayed share with this half-life (retrieval.query_tower.recent_popularity), as of the end of the "
+        "time-decayed share with this half-life (retrieval.query_features.recent_popularity), as of the end of the "
         "indexed day for the index, as of each training pair's time for training.",
     )
     popularity_prior_weight: float | None = Field(

@@ -49,7 +49,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from retrieval import store
 from retrieval.http_config import ServiceConfig
 from retrieval.http_guard import Guard, HttpError, Metrics
-from retrieval.http_state import Served, ServingState
+from retrieval.http_served import Served
+from retrieval.http_state import ServingState
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """``run_query_retrieval``: the daily retrieval step with the query tower.
 
-1. **Train** the query tower (retrieval/query_tower.py) on the split's train days: every
+1. **Train** the query tower (retrieval/query_tower.py, retrieval/query_training.py) on the split's train days: every
    positive (user, item) pair, the user's input vectors (``cfg.query_tower.inputs``, e.g.
    UR and CR(u)) as of the day before the pair (point in time, ``transfer.join``), the
    item's IR from the catalogue as of the day before the held-out day. The epoch is chosen
@@ -24,29 +24,38 @@
 4. **Build** the index over ``item_ir`` at ``ds`` (ANN-recall gate with the published
    ``ds`` query vectors as queries) and **promote** it only when :func:`retrieval.gate.decide`
    passes; a refused version is kept on disk (not CURRENT) with its quality in the manifest.
+
+What it reads: retrieval/query_tables.py; the evaluation of step 3: retrieval/query_quality.py.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-from collections import Counter, defaultdict
+from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from contracts import IndexManifest, RunLayout, TableProperties, config_hash
-from contracts.index import INDEX_MANIFEST_FILE, RetrievalQuality
-from datasources import read_log, read_log_spec
-from engines import delta_io
-from extract import publish, read_asof
-from retrieval import gate, store
+from contracts import IndexManifest, RunLayout
+from datasources import read_log_spec
+from retrieval import gate
 from retrieval.build import build_index
 from retrieval.config import RetrievalConfig
-from retrieval.quality import popularity_ranking, popularity_topk, recall_ndcg, search_topk
-from retrieval.query_tower import history_means, popularity_column, recent_popularity, train_query_tower
+from retrieval.quality import search_topk
+from retrieval.query_features import history_means, popularity_column, recent_popularity
+from retrieval.query_quality import evaluate_on_day, rank_item_ids, score
+from retrieval.query_tables import (
+    QUERY_TABLE,
+    day_end,
+    event_seconds,
+    log_facts,
+    publish_user_query,
+    snapshot_asof,
+    user_inputs,
+)
+from retrieval.query_training import train_query_tower
 from retrieval.source import SourceError
 from transfer import join_representations
 from transfer.join import vectors_of
@@ -59,70 +68,6 @@ class TooLittleData(SourceError):
 
 
 log = logging.getLogger(__name__)
-QUERY_TABLE = "user_query"
-
-
-def _snapshot(path, day: str, mv: str | None, inclusive: bool) -> tuple[str | None, pa.Table]:
-    t = read_asof(path, day, expect_model_version=mv, inclusive=inclusive)
-    return (t["ds"][0].as_py() if t.num_rows else None), t
-
-
-def user_inputs(layout: RunLayout, names: list[str], day: str, mv: str | None, inclusive: bool):
-    """(ids (n,), X (n, sum dims), source table of the first input) for the users present in
-    every input table's snapshot as of ``day``."""
-    snaps = [_snapshot(layout.table(n), day, mv, inclusive)[1] for n in names]
-    if any(s.num_rows == 0 for s in snaps):
-        return np.zeros(0, object), np.zeros((0, 0), np.float32), snaps[0]
-    common = set(snaps[0]["entity_id"].to_pylist())
-    for s in snaps[1:]:
-        common &= set(s["entity_id"].to_pylist())
-    ids = np.asarray(sorted(common), dtype=object)
-    parts = []
-    for s in snaps:
-        pos = {e: i for i, e in enumerate(s["entity_id"].to_pylist())}
-        parts.append(vectors_of(s, len(s["vector"][0]))[[pos[e] for e in ids]])
-    first = snaps[0].take(
-        pa.array([{e: i for i, e in enumerate(snaps[0]["entity_id"].to_pylist())}[e] for e in ids], pa.int64())
-    )
-    return ids, np.concatenate(parts, axis=1).astype(np.float32), first
-
-
-def rank_item_ids(search, q: np.ndarray, users: list, seen: dict, k: int) -> list[list]:
-    """Top-k item ids per user from ``search(q, fetch) -> ids (U, fetch)``, minus seen items."""
-    extra = max((len(seen.get(u, ())) for u in users), default=0)
-    ids = search(q, k + extra)
-    out = []
-    for u, row in zip(users, ids):
-        ban = seen.get(u, set())
-        out.append([i for i in row if i is not None and i not in ban][:k])
-    return out
-
-
-def score(ranked_ids: list[list], users: list, targets: dict, k_values) -> dict:
-    """recall/NDCG of id lists (strings) against each user's target id set."""
-    vocab: dict = {}
-    rows = np.full((len(users), max(k_values)), -1, dtype=np.int64)
-    for j, r in enumerate(ranked_ids):
-        for c, i in enumerate(r[: rows.shape[1]]):
-            rows[j, c] = vocab.setdefault(i, len(vocab))
-    pos = [{vocab.setdefault(i, len(vocab)) for i in targets[u]} for u in users]
-    return recall_ndcg(rows, pos, list(k_values))
-
-
-def _log_facts(layout: RunLayout, days: list[str], task: str):
-    t = read_log(layout.log, days, columns=["user_id", "item_id", "ds", "event_time", task])
-    return t
-
-
-def _seconds(col) -> np.ndarray:
-    return pc.cast(pc.cast(col, pa.timestamp("us", tz="UTC")), pa.int64()).to_numpy(zero_copy_only=False) / 1e6
-
-
-def _day_end(day: str) -> float:
-    from datetime import datetime, timedelta, timezone
-
-    d = datetime.strptime(day, "%Y-%m-%d").replace(tzinfo=timezone.utc) + timedelta(days=1)
-    return d.timestamp()
 
 
 def run_query_retrieval(
@@ -149,7 +94,7 @@ def run_query_retrieval(
     test = [d for d in split.get("test", []) if d <= ds]
     train_days, valid_days = split["train"], split["valid"]
     h = test[0] if test else ds
-    q_day, items = _snapshot(item_path, h, expect_model_version, inclusive=False)
+    q_day, items = snapshot_asof(item_path, h, expect_model_version, inclusive=False)
     if q_day is None:
         raise TooLittleData(f"{item_path}: no partition before the held-out day {h}")
     mv = expect_model_version or items["model_version"][0].as_py()
@@ -159,13 +104,13 @@ def run_query_retrieval(
 
     from datasources import log_days
 
-    logt = _log_facts(layout, [d for d in log_days(layout.log) if d <= ds], task)
+    logt = log_facts(layout, [d for d in log_days(layout.log) if d <= ds], task)
     positive = pc.fill_null(pc.equal(logt[task], 1.0), False)
     hl = None if qcfg.popularity_half_life_days is None else qcfg.popularity_half_life_days * 86400.0
     # every positive of the log up to ds, in time order (popularity, behaviour sequence)
     pos_all = logt.filter(positive)
     pos_all = pos_all.take(pc.sort_indices(pos_all, sort_keys=[("event_time", "ascending")]))
-    pos_t = _seconds(pos_all["event_time"])
+    pos_t = event_seconds(pos_all["event_time"])
     pos_ds = np.asarray(pos_all["ds"].to_pylist(), dtype=object)
     pos_u = np.asarray(pos_all["user_id"].to_pylist(), dtype=object)
     pos_i = np.asarray(pos_all["item_id"].to_pylist(), dtype=object)
@@ -181,7 +126,7 @@ def run_query_retrieval(
         if hl is None:
             col = popularity_column(np.bincount(rows, minlength=len(ids)))
         else:
-            col = recent_popularity(rows, pos_t[m], len(ids), hl, _day_end(upto))
+            col = recent_popularity(rows, pos_t[m], len(ids), hl, day_end(upto))
         return np.hstack([vecs, col])
 
     item_vecs = with_popularity(item_ids, ir_vecs, q_day)
@@ -293,30 +238,8 @@ def run_query_retrieval(
     exact = exact_over(tower.encode_items(item_vecs))
 
     # 2. publish user_query for q_day and ds
-    props = TableProperties(
-        dim=tower.out_dim, normalisation="none", source_checkpoint=mv, config_hash=config_hash(qcfg)
-    )
-    layer = "query_tower[" + "+".join(qcfg.inputs + ([f"history{qcfg.history}"] if qcfg.history else [])) + "]"
     qpath = layout.table(QUERY_TABLE)
-    versions = {}
-    for day in sorted({q_day, ds}):
-        ids, xd, first = inputs_as_of(day, inclusive=True)
-        if len(ids) == 0:
-            raise SourceError(f"{[str(layout.table(n)) for n in qcfg.inputs]}: no user vectors as of {day}")
-        qv = fit.tower.encode(xd)
-        tbl = pa.table(
-            {
-                "entity_id": pa.array(ids.tolist(), pa.string()),
-                "ds": pa.array([day] * len(ids), pa.string()),
-                "model_version": pa.array([mv] * len(ids), pa.string()),
-                "layer": pa.array([layer] * len(ids), pa.string()),
-                "vector": pa.FixedSizeListArray.from_arrays(pa.array(qv.reshape(-1), pa.float32()), qv.shape[1]),
-                "updated_at": first["updated_at"].cast(pa.timestamp("us", tz="UTC")),
-                "sample_count": first["sample_count"],
-            }
-        )
-        versions[day] = publish(qpath, QUERY_TABLE, day, tbl, props, write_path="arrow")
-    table_version = delta_io.open_table(qpath).version()
+    table_version = publish_user_query(layout, tower, qcfg, mv, sorted({q_day, ds}), inputs_as_of)
 
     # 3. quality on h, from the table as published
     seen_h = seen_before(h)
@@ -347,7 +270,7 @@ def run_query_retrieval(
     )
 
     # 4. the paired index, gated promotion
-    _, q_ds_tbl = _snapshot(qpath, ds, mv, inclusive=True)
+    _, q_ds_tbl = snapshot_asof(qpath, ds, mv, inclusive=True)
     queries = vectors_of(q_ds_tbl, tower.out_dim)
     facts = {
         "popularity_column": int(qcfg.popularity_column),
@@ -386,101 +309,3 @@ def run_query_retrieval(
             with_popularity(ids, v, ds), np.array([irow.get(i, -1) for i in ids.tolist()], np.int64)
         ),
     )
-
-
-def evaluate_on_day(
-    layout: RunLayout,
-    h: str,
-    q_day: str,
-    mv: str,
-    exact,
-    catalogue: set,
-    seen: dict,
-    tgt: dict,
-    logt,
-    positive,
-    k: int,
-    cfg: RetrievalConfig,
-    table_version: int,
-) -> RetrievalQuality:
-    """The new version (``user_query`` at ``q_day``), popularity and the live version on day ``h``."""
-    ks = sorted({10, 50, 100, k})
-    qpath = layout.table(QUERY_TABLE)
-    snap = read_asof(qpath, q_day, expect_model_version=mv, inclusive=True, version=table_version)
-    ids = snap["entity_id"].to_pylist()
-    keep = [j for j, u in enumerate(ids) if tgt.get(u)]
-    users = [ids[j] for j in keep]
-    qv = vectors_of(snap, len(snap["vector"][0]))[keep] if keep else np.zeros((0, 1), np.float32)
-    out = RetrievalQuality(
-        held_out_day=h, query_ds=q_day, query_table_version=table_version, users=len(users), gate_k=k
-    )
-    if not users:
-        return out
-    new_ranked = rank_item_ids(exact, qv, users, seen, max(ks))
-    new = score(new_ranked, users, tgt, ks)
-    # popularity: positive counts up to q_day over the catalogue
-    before = logt.filter(pc.and_(positive, pc.less_equal(logt["ds"], q_day)))
-    counts = Counter(i for i in before["item_id"].to_pylist() if i in catalogue)
-    item_ids = sorted(counts)
-    order = popularity_ranking({j: counts[i] for j, i in enumerate(item_ids)}, len(item_ids))
-    row_of = {i: j for j, i in enumerate(item_ids)}
-    excl = [[row_of[i] for i in seen.get(u, ()) if i in row_of] for u in users]
-    pop_rows = popularity_topk(order, max(ks), excl)
-    pop_ranked = [[item_ids[r] for r in row if r >= 0] for row in pop_rows]
-    pop = score(pop_ranked, users, tgt, ks)
-    diff = [_user_recall(a, tgt[u], k) - _user_recall(b, tgt[u], k) for a, b, u in zip(new_ranked, pop_ranked, users)]
-    se = float(np.std(diff, ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else None
-    live = _live_recall(layout, h, seen, tgt, ks, cfg)
-    return out.model_copy(
-        update={
-            "recall_at_k": _r(new["recall"]),
-            "ndcg_at_k": _r(new["ndcg"]),
-            "popularity_recall_at_k": _r(pop["recall"]),
-            "popularity_ndcg_at_k": _r(pop["ndcg"]),
-            "popularity_diff_se": None if se is None else round(se, 6),
-            "live_version": live[0],
-            "live_recall_at_k": live[1],
-        }
-    )
-
-
-def _user_recall(ranked: list, targets: set, k: int) -> float:
-    return len(set(ranked[:k]) & targets) / len(targets)
-
-
-def _r(d: dict) -> dict:
-    return {k: round(float(v), 6) for k, v in d.items()}
-
-
-def _live_recall(layout: RunLayout, h: str, seen: dict, tgt: dict, ks, cfg) -> tuple[str | None, dict]:
-    """(live version, its recall@K on ``h``) or (version/None, {}) when it cannot be compared."""
-    live = store.read_current(layout.indexes)
-    if live is None:
-        return None, {}
-    try:
-        m = IndexManifest.model_validate(json.loads((layout.indexes / live / INDEX_MANIFEST_FILE).read_text()))
-    except Exception as e:  # noqa: BLE001 - an unreadable live manifest: nothing to compare with
-        log.warning("live index %s: manifest unreadable (%s): no comparison", live, e)
-        return live, {}
-    if m.quality is not None and m.quality.held_out_day == h and m.quality.recall_at_k:
-        return live, dict(m.quality.recall_at_k)
-    if not m.query_table or not m.query_ds or m.query_ds >= h:
-        log.info("live index %s has no query table before %s: no comparison", live, h)
-        return live, {}
-    try:
-        snap = read_asof(layout.table(m.query_table), m.query_ds, inclusive=True, version=m.query_table_version)
-        loaded = store.load_version(layout.indexes / live)
-    except Exception as e:  # noqa: BLE001 - vacuumed history or a broken old version
-        log.warning("live index %s: cannot re-evaluate (%s): no comparison", live, e)
-        return live, {}
-    ids = snap["entity_id"].to_pylist()
-    keep = [j for j, u in enumerate(ids) if tgt.get(u)]
-    if not keep:
-        return live, {}
-    users = [ids[j] for j in keep]
-    qv = vectors_of(snap, len(snap["vector"][0]))[keep]
-
-    def search(q, fetch):
-        return store.search(loaded, q, min(fetch, loaded.manifest.num_items))[0]
-
-    return live, _r(score(rank_item_ids(search, qv, users, seen, max(ks)), users, tgt, ks)["recall"])

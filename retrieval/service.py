@@ -6,7 +6,7 @@ in the server's thread pool, so both cores stay busy; scale out by running one p
 per host (or core group) behind any HTTP load balancer: every process watches the same
 ``CURRENT``. The routes and statuses are in :mod:`retrieval.http_app`, the limits and
 timeouts in :mod:`retrieval.http_guard` (:class:`~retrieval.http_config.ServiceConfig`),
-the served bundle and its watcher in :mod:`retrieval.http_state`.
+the served bundle in :mod:`retrieval.http_served` and its watcher in :mod:`retrieval.http_state`.
 
 Swap without dropped requests: a background watcher loads a new index version (and a
 new user table version, and the log history for the new ``ds``) completely, checks that
@@ -25,7 +25,8 @@ import time
 from pathlib import Path
 
 from retrieval.http_config import ServiceConfig
-from retrieval.http_state import ServiceStartError, ServingState
+from retrieval.http_served import ServiceStartError
+from retrieval.http_state import ServingState
 
 log = logging.getLogger(__name__)
 

@@ -32,7 +32,7 @@ import pyarrow.parquet as pq
 from contracts import REPRESENTATION_TABLES, RunLayout, TableProperties
 
 # The daily job's own cutoff, decayed sum, normalisation and codec: one formula, not two.
-from extract.aggregate import cutoff_seconds
+from extract.aggregate_inputs import cutoff_seconds
 from extract.vectors import TAU_SECONDS, decayed_snapshot, normalise, to_arrow, to_numpy
 
 LAYERS_DIR = "layers"

@@ -1,7 +1,7 @@
 """Example Airflow DAG for the lfm4ads daily job (not imported by the project; its tests
 read it as text: tests/pipelines/test_airflow_dag.py).
 
-One task per step of the chain (``pipelines.run.STEPS``, rollover included), so a failed
+One task per step of the chain (``pipelines.steps.STEPS``, rollover included), so a failed
 step is retried alone and the Airflow grid shows where a day stopped. Each task is
 ``lfm4ads stage <step> --ds {{ ds }} --wait``: the run ledger makes a finished step a
 no-op, so retries and re-runs are safe, and the root lock keeps two runs of one root from

@@ -150,7 +150,7 @@ def test_killed_ingest_is_not_reused(tmp_path):
         from contracts import DatasetSpec
         from datasources import FileSource, materialize, incremental
         spec = DatasetSpec.model_validate_json({SPEC.model_dump_json()!r})
-        incremental._commit = lambda *a, **k: os._exit(137)
+        incremental.commit_days = lambda *a, **k: os._exit(137)
         materialize(FileSource(kind="file", path={str(src)!r}, spec=spec), {str(log)!r})
     """)
     proc = subprocess.run([sys.executable, "-c", script], check=False, capture_output=True, text=True)

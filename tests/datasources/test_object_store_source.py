@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from contracts import ConfigError, InputError
 from datasources import FileSource, last_ingest, materialize, validate_source
-from datasources.incremental import read_manifest
+from datasources.ingest_manifest import read_manifest
 from engines import storage
 from tests.datasources.test_incremental import SPEC, day_rows, sorted_log, write_csv
 from tests.moto_s3 import s3  # noqa: F401 - the fixture

@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from contracts import ConfigError, load_config
+from contracts import ConfigError, SplitConfig, load_config, validate_config
 from downstream import DownstreamConfig, train_and_evaluate
 from tests.downstream.synth import DAYS, make_run
 
@@ -30,7 +30,7 @@ def test_transfer_beats_vanilla_when_vectors_carry_the_signal(run_root, adapter,
         batch_size=128,
         seeds=[0],
     )
-    out = train_and_evaluate(run_root / "log", run_root, cfg)
+    out = train_and_evaluate(run_root / "log", run_root, cfg, split=SplitConfig(test_days=1))
     json.dumps(out)  # JSON-able
     assert out["days"] == {"train": DAYS[:2], "valid": [DAYS[2]], "test": [DAYS[3]]}
     assert out["tasks"] == ["click", "conversion"]
@@ -52,7 +52,7 @@ def test_cold_start_users_are_served_by_their_published_vectors(tmp_path):
         batch_size=128,
         seeds=[0],
     )
-    out = train_and_evaluate(tmp_path / "log", tmp_path, cfg)
+    out = train_and_evaluate(tmp_path / "log", tmp_path, cfg, split=SplitConfig(test_days=1))
     van, tra = out["vanilla"]["test_auc"]["click"], out["transfer"]["test_auc"]["click"]
     assert tra > van + 0.05, (van, tra)
 
@@ -106,3 +106,9 @@ def test_summarise_reports_the_validation_auc_methods_are_chosen_on():
     assert s["valid_auc_std"] == pytest.approx(np.std([0.61, 0.67, 0.64], ddof=1))
     assert s["test_auc"]["click"] == pytest.approx(0.71)  # NaN seeds left out of the test mean
     assert [r["valid_auc"] for r in s["per_seed"]] == [0.61, 0.67, 0.64]
+
+
+def test_the_split_is_not_a_downstream_key():
+    # one split config (contracts.SplitConfig): the old day counts are refused by name
+    with pytest.raises(ConfigError, match="test_days: the time split is declared once, in `split`"):
+        validate_config({"test_days": 1}, DownstreamConfig)

@@ -4,14 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from downstream.rankup import (
-    MixerBlock,
-    PerTokenFFN,
-    RankUpConfig,
-    Tokenizer,
-    TokenMixerRanker,
-    token_mix,
-)
+from downstream.rankup import RankUpConfig, TokenMixerRanker
+from downstream.rankup_blocks import MixerBlock, PerTokenFFN, Tokenizer, token_mix
 
 
 def test_token_mix_matches_loop_reference():
@@ -145,7 +139,7 @@ def _np(t):
 def test_global_token_matches_loop_reference(kind, sfg):
     """g = P(f(E)) from papers.md section 2 (MLP, FM, FwFM, DCNv2), with SFG's generated side
     (papers.md section 5) where it applies; written as plain loops over field pairs."""
-    from downstream.rankup import GlobalToken
+    from downstream.rankup_blocks import GlobalToken
 
     if sfg and kind == "mlp":
         return
@@ -236,30 +230,21 @@ def test_ranker_runs_with_new_global_tokens(kind):
 
 
 def test_defaults_study_runs_on_a_run_root(tmp_path, capsys):
-    """``python -m downstream.rankup``: the validation-picked defaults study, on a tiny run root."""
+    """``python -m studies rankup-defaults``: the validation-picked defaults study, on a tiny run root."""
     import json
 
-    from downstream.rankup import study
+    from studies.rankup_defaults import study
     from tests.downstream.synth import make_run
 
     make_run(tmp_path, rows_per_day=300)
     res = study(
-        [
-            "--root",
-            str(tmp_path),
-            "--valid-start",
-            "2026-01-04",
-            "--test-start",
-            "2026-01-05",
-            "--seeds",
-            "1",
-            "--epochs",
-            "1",
-            "--erank-rows",
-            "64",
-            "--variant",
-            'crossed={"crossed_token": true, "lr": 0.001}',
-        ]
+        tmp_path,
+        "2026-01-04",
+        "2026-01-05",
+        seeds=1,
+        epochs=1,
+        erank_rows=64,
+        variants=['crossed={"crossed_token": true, "lr": 0.001}'],
     )
     last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert set(last) == {"rankmixer", "rankup", "crossed"} == set(res)

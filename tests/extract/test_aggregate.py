@@ -12,8 +12,10 @@ from deltalake import DeltaTable
 from contracts import REPRESENTATION_TABLES, TableProperties
 from engines import delta_io
 from extract import AggregateConfig, aggregate_day, read_asof
-from extract.aggregate import cr_table, cutoff_seconds, decayed_state
-from extract.publishing import PublishError, already_published
+from extract.aggregate_inputs import cutoff_seconds
+from extract.aggregate_sql import cr_table, decayed_state
+from extract.publishing import already_published
+from extract.table_checks import PublishError
 from tests.extract.helpers import LAYER, fake_manifest, make_samples, numpy_decayed
 
 TAU = 86400.0
@@ -180,7 +182,7 @@ def test_nan_in_one_table_publishes_no_table(tmp_path, spark):
 def test_columns_formulation_incremental_matches_the_arrow_table(published, spark):
     """The Spark SQL formulation, continued from the published previous partition, gives
     the rows the arrow formulation published (to 1e-5)."""
-    from extract.aggregate import days_to_fold, previous_partition, read_samples
+    from extract.aggregate_inputs import days_to_fold, previous_partition, read_samples
 
     root, cfg, _, raw, _ = published
     path = root / "tables" / "user_cr"

@@ -93,7 +93,7 @@ def test_probe_scores_every_layer_and_records_the_best(tiny_run, ray_cluster, tm
     assert daily_layer(after, None, pinned="ad.cross_1") == "ad.cross_1"  # ...unless the config pins one
     assert daily_layer(after, ["ad.mlp_2"]) == "ad.mlp_2"
     # the command line with a config file: extraction is recognised as done, same scores
-    from extract.probe import main
+    from extract.probe_cli import main
 
     cfg = tmp_path / "extract.yaml"
     cfg.write_text("probe:\n  tau_seconds: 86400.0\n  extract:\n    rows_per_unit: 1000\n    batch_size: 300\n")

@@ -100,6 +100,40 @@ def test_spark_rejections_commit_nothing(table, spark, case):
     assert sorted(p.name for p in (table / f"ds={DS}").iterdir()) == files  # no staged leftovers
 
 
+def _spark_frame(spark, data: pa.Table):
+    from pyspark.sql import functions as F
+
+    df = spark.createDataFrame(data.to_pandas())
+    for col in ("vector", "decayed_sum"):
+        df = df.withColumn(col, F.col(col).cast("array<float>"))
+    return df
+
+
+def test_arrow_and_spark_checks_compile_one_rule_list(spark):
+    """Both checks walk contracts.table_rules.row_rules: the same bad rows get the same
+    message, example id included (the smallest offending one, not the first row)."""
+    from extract.table_checks import validate_arrow, validate_spark
+
+    schema = REPRESENTATION_TABLES["user_cr"].arrow_schema(3)
+    reversed_ids = dict(entity_id=["u3", "u2", "u1", "u0"])
+    cases = {
+        **{k: over for k, (over, _) in BAD.items()},
+        "unordered ids": dict(reversed_ids, model_version=["m2", "m1", "m2", "m1"]),
+        "unordered duplicates": dict(entity_id=["u3", "u3", "u1", "u1"]),
+    }
+    said = {}
+    for case, over in cases.items():
+        data = rows(**over)
+        with pytest.raises(PublishError) as arrow_err:
+            validate_arrow("user_cr", DS, data, schema, PROPS)
+        with pytest.raises(PublishError) as spark_err:
+            validate_spark("user_cr", DS, _spark_frame(spark, data), schema, PROPS)
+        assert str(arrow_err.value) == str(spark_err.value), case
+        said[case] = str(arrow_err.value)
+    assert "2 row(s) have a model_version other than the table's 'm1', e.g. entity_id='u1'" in said["unordered ids"]
+    assert "4 row(s) share a duplicated entity_id, e.g. entity_id='u1'" in said["unordered duplicates"]
+
+
 def test_table_of_another_model_or_dim_is_refused(table):
     with pytest.raises(PublishError, match="source_checkpoint"):
         publish(

@@ -18,7 +18,7 @@ from deltalake import DeltaTable
 from contracts import TableProperties
 from engines import delta_io
 from extract import AggregateConfig, publish, read_asof, read_table_spark
-from extract.publishing import SPARK_TYPES
+from extract.table_checks import SPARK_TYPES
 
 PROPS = TableProperties(dim=3, normalisation="none", source_checkpoint="m1", config_hash="h", tau_seconds=60.0)
 D1, D2 = "2024-03-01", "2024-03-02"

@@ -6,7 +6,7 @@ import ast
 from pathlib import Path
 
 from contracts.errors import EXIT_GATE, EXIT_PROMOTION_REFUSED, EXIT_ROLLOVER_REFUSED
-from pipelines.run import STEPS
+from pipelines.steps import STEPS
 
 DAG = Path(__file__).resolve().parents[2] / "docs" / "scheduling" / "airflow_dag.py"
 

@@ -8,7 +8,7 @@ from pydantic import ValidationError
 
 from contracts import RunLayout
 from pipelines import RunConfig
-from pipelines.run import _reusable_checkpoint
+from pipelines.steps import reusable_checkpoint
 
 
 def test_file_uri_root_is_the_local_path(tmp_path):
@@ -38,5 +38,5 @@ def test_reusable_checkpoint_skips_temp_folders(tmp_path):
     tmp = layout.checkpoints / ".tmp-v1-abcd"
     tmp.mkdir(parents=True)
     (tmp / "manifest.json").write_text('{"not": "read"}')
-    assert _reusable_checkpoint(layout, cfg, ["2026-01-01"]) is None
+    assert reusable_checkpoint(layout, cfg, ["2026-01-01"]) is None
     assert config_hash(cfg.pretrain)  # the lookup key exists for a default config

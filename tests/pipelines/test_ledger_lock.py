@@ -49,7 +49,7 @@ def test_step_hashes_follow_where_a_step_publishes(tmp_path):
     import json
 
     from pipelines import RunConfig
-    from pipelines.run import _step_hashes
+    from pipelines.step_records import step_hashes
     from tests.pipelines.test_run import TINY
 
     base = RunConfig.model_validate({**TINY, "root": str(tmp_path)})
@@ -66,21 +66,21 @@ def test_step_hashes_follow_where_a_step_publishes(tmp_path):
     for step, keys in sections:
         acc += [json.dumps(dumped[k], sort_keys=True) for k in keys]
         ref[step] = hashlib.sha256("|".join(acc).encode()).hexdigest()[:16]
-    h = _step_hashes(base)
+    h = step_hashes(base)
     assert h == ref
 
     def changed(storage: dict) -> set[str]:
-        other = _step_hashes(RunConfig.model_validate({**TINY, "root": str(tmp_path), "storage": storage}))
+        other = step_hashes(RunConfig.model_validate({**TINY, "root": str(tmp_path), "storage": storage}))
         return {k for k in h if other[k] != h[k]}
 
     later = {"extract", "rollover", "downstream", "retrieval", "report"}
     assert changed({"tables_uri": "s3://lfm-b/t"}) == later
     assert changed({"index_uri": "s3://lfm-b/i"}) == {"retrieval", "report"}
     assert changed({"options": {"AWS_REGION": "eu-west-1"}}) == set()  # where to, not how
-    a = _step_hashes(
+    a = step_hashes(
         RunConfig.model_validate({**TINY, "root": str(tmp_path), "storage": {"tables_uri": "s3://lfm-b/t"}})
     )
-    b = _step_hashes(
+    b = step_hashes(
         RunConfig.model_validate({**TINY, "root": str(tmp_path), "storage": {"tables_uri": "s3://lfm-b/u"}})
     )
     assert a["extract"] != b["extract"] and a["pretrain"] == b["pretrain"]

@@ -26,8 +26,9 @@ README = Path(__file__).resolve().parents[2] / "README.md"
 SKIPPED = {
     "make demo": "the full demo (~100k rows, minutes); the same chain runs below as `lfm4ads run` on a small config",
     "make test": "runs this test suite itself",
-    "lfm4ads experiment transfer": "trains every adapter variant x 5 seeds (minutes); tests/downstream covers it",
-    "lfm4ads experiment rankup": "trains RankMixer/RankUp x 5 seeds (minutes); tests/downstream covers it",
+    "make lint": "ruff and mypy: .ci/run runs it before this suite",
+    "lfm4ads experiment transfer": "trains every adapter variant x 5 seeds (minutes); tests/studies covers it",
+    "lfm4ads experiment rankup": "trains RankMixer/RankUp x 5 seeds (minutes); tests/studies covers it",
     "lfm4ads serve retrieval": "a server that runs until stopped; tests/retrieval covers the service",
 }
 

@@ -1,6 +1,9 @@
 """Model-version rollover: the Procrustes map against numpy/scipy references, and the
-aligned publish on real Delta tables (delta-rs; no Ray/Spark)."""
+aligned publish on real Delta tables (delta-rs; no Ray/Spark). The study's fitting
+options (``benchmarks/rollover_fits.py``) are tested here too: the maths keeps them."""
 
+import hashlib
+import json
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -10,6 +13,7 @@ import pytest
 from pydantic import ValidationError
 from scipy.linalg import orthogonal_procrustes
 
+from benchmarks.rollover_fits import StudyFit, publish_study
 from contracts import TableProperties
 from engines import delta_io
 from extract import publish, read_asof
@@ -109,6 +113,26 @@ def test_config_is_strict():
         RolloverConfig.model_validate({"max_residul": 0.1})
     with pytest.raises(ValidationError, match="unknown table"):
         RolloverConfig(tables=["user_ur", "bogus"])
+    for lost in ({"method": "least_squares"}, {"weight": "sample_count"}, {"fit_days": 3}, {"fit_space": "l2"}):
+        with pytest.raises(ValidationError, match=next(iter(lost))):  # study options: benchmarks/rollover_fits.py
+            RolloverConfig.model_validate(lost)
+
+
+def test_scaled_fit_matches_the_svd_formula():
+    """The product's fit (centred, scaled) against the formula written out with numpy:
+    A^T B = U S V^T, W = U V^T, s = trace(S) / ||A||_F^2, means of each side."""
+    rng = np.random.default_rng(17)
+    new = rng.normal(size=(250, 7)) * 2.0 + 0.5
+    old = new[:, :5] @ rng.normal(size=(5, 5)) + rng.normal(size=(250, 5)) - 1.0  # related, not a rotation
+    m = fit_procrustes(old, new, centre=True, scale=True)
+    a, b = new - new.mean(0), old - old.mean(0)
+    u, sv, vt = np.linalg.svd(a.T @ b, full_matrices=False)
+    np.testing.assert_allclose(m.w, u @ vt, atol=1e-10)
+    assert m.scale == pytest.approx(sv.sum() / np.sum(a * a), rel=1e-10)
+    np.testing.assert_allclose(m.apply(new), m.scale * a @ (u @ vt) + old.mean(0), atol=1e-10)
+    assert m.applied_residual == pytest.approx(
+        np.linalg.norm(m.scale * a @ (u @ vt) - b) / np.linalg.norm(b), rel=1e-10
+    )
 
 
 def test_overlap_window():
@@ -356,9 +380,18 @@ def test_pooled_fit_days_equals_the_fit_on_concatenated_rows(tmp_path):
         pos = {e: i for i, e in enumerate(new_ids)}
         shared = [(i, pos[e]) for i, e in enumerate(old_ids) if e in pos]
         pairs[d] = (o32[[i for i, _ in shared]], n32[[j for _, j in shared]])
+    cfg = RolloverConfig(min_shared_entities=100, force=True)
     for k, fit_days in [(2, 2), (3, 9)]:  # 9 > days published: every day both hold
-        cfg = RolloverConfig(min_shared_entities=100, fit_days=fit_days, force=True)
-        res = publish_aligned(tmp_path / "new", "user_ur", days[-1], "v2", "v1", cfg, old_tables_root=tmp_path / "old")
+        res = publish_study(
+            tmp_path / "new",
+            "user_ur",
+            days[-1],
+            "v2",
+            "v1",
+            cfg,
+            StudyFit(fit_days=fit_days),
+            old_tables_root=tmp_path / "old",
+        )
         use = days[-k:]
         ref = fit_procrustes(
             np.concatenate([pairs[d][0] for d in use]),
@@ -371,8 +404,6 @@ def test_pooled_fit_days_equals_the_fit_on_concatenated_rows(tmp_path):
         np.testing.assert_allclose(got.scale, ref.scale, atol=1e-9)
         np.testing.assert_allclose(got.mean_new, ref.mean_new, atol=1e-9)
         assert res.n_shared == got.n_fit == sum(len(pairs[d][0]) for d in use)
-        import json
-
         meta = json.loads((res.table / ALIGN_DIR / f"ds={days[-1]}.json").read_text())
         assert sorted(d for d, _ in meta["fit_pairs"]) == use and all(a == b for a, b in meta["fit_pairs"])
     one = publish_aligned(
@@ -383,8 +414,42 @@ def test_pooled_fit_days_equals_the_fit_on_concatenated_rows(tmp_path):
         "v1",
         RolloverConfig(min_shared_entities=100, force=True),
         old_tables_root=tmp_path / "old",
+        out=tmp_path / "product",  # a fresh table: a table keeps the properties of its first publish
     )
-    assert one.n_shared == len(pairs[days[-1]][0])  # the default: the latest same-day pair only
+    assert one.n_shared == len(pairs[days[-1]][0])  # the product: the latest same-day pair only
+    # the study at its defaults is the product's publish: the same map, rows and properties
+    study = publish_study(
+        tmp_path / "new",
+        "user_ur",
+        days[-1],
+        "v2",
+        "v1",
+        RolloverConfig(min_shared_entities=100, force=True),
+        StudyFit(),
+        old_tables_root=tmp_path / "old",
+        out=tmp_path / "study",
+    )
+    np.testing.assert_array_equal(read_map(study.table, days[-1]).w, read_map(one.table, days[-1]).w)
+    assert delta_io.read_days(study.table, [days[-1]]).equals(delta_io.read_days(one.table, [days[-1]]))
+    assert delta_io.table_configuration(study.table) == delta_io.table_configuration(one.table)
+
+
+def test_aligned_config_hash_is_the_one_published_before_the_study_options_left(two_versions):
+    """The aligned table's config_hash still hashes the config's JSON as it was when
+    RolloverConfig held the study options (pinned here), so republishing keeps it."""
+    root, *_ = two_versions
+    res = publish_aligned(
+        root / "new", "user_ur", DS, "v2", "v1", RolloverConfig(min_shared_entities=100), old_tables_root=root / "old"
+    )
+    before = (
+        '{"overlap_days":14,"min_shared_entities":100,"max_residual":0.75,"centre":true,"scale":true,'
+        '"method":"procrustes","weight":"none","scale_fit":"least_squares","fit_days":1,"fit_space":"raw",'
+        '"tables":["user_ur","item_ir","user_cr","item_cr"],"force":false,"previous_model_version":null,'
+        '"previous_tables_root":null}'
+    )
+    new_hash = TableProperties.from_delta(delta_io.table_configuration(root / "new" / "user_ur")).config_hash
+    want = hashlib.sha256(f"{new_hash}|v2|{before}".encode()).hexdigest()[:16]
+    assert TableProperties.from_delta(delta_io.table_configuration(res.table)).config_hash == want
 
 
 def test_norm_scale_keeps_the_old_spread():
@@ -405,7 +470,7 @@ def test_norm_scale_keeps_the_old_spread():
     assert lsq.residual == pytest.approx(m.residual, rel=1e-12)  # the gate's residual ignores the scale
     with pytest.raises(ValueError, match="scale_fit"):
         fit_procrustes(old, new, scale=True, scale_fit="max")
-    assert RolloverConfig(scale_fit="norm").scale_fit == "norm"
+    assert StudyFit(scale_fit="norm").scale_fit == "norm"
 
 
 @pytest.mark.parametrize("d_old,d_new", [(6, 6), (6, 9), (9, 6)])

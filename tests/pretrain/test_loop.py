@@ -1,4 +1,4 @@
-"""The one training core: pretraining (``pretrain.train.fit_plain``) and downstream training
+"""The one training core: pretraining (``pretrain.replica.fit_plain``) and downstream training
 (``downstream.train.fit``) stop by the same early-stopping rule, run the same loop, and are
 bit-reproducible on CPU; the GPU flag fails clearly on a machine without a GPU."""
 
@@ -14,7 +14,7 @@ from pretrain import FeatureEncoder, PretrainConfig
 from pretrain.data import to_arrays
 from pretrain.device import DeviceUnavailable, check_device_config
 from pretrain.loop import should_stop
-from pretrain.train import fit_plain
+from pretrain.replica import fit_plain
 from tests.pretrain.toy import SPEC, toy_table
 
 NO_GPU = not torch.cuda.is_available()

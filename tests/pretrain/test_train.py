@@ -18,8 +18,9 @@ from contracts.checkpoint import MANIFEST_FILE, WEIGHTS_FILE
 from datasources import GeneratorConfig, generate_log, log_days, read_log, read_log_spec
 from pretrain import FeatureEncoder, PretrainConfig, latest_checkpoint, load_checkpoint, train_foundation_model
 from pretrain.data import to_arrays
+from pretrain.replica import fit_plain
 from pretrain.stream import log_files_for_days, read_in_stream_order
-from pretrain.train import RUNS_DIR, fit_plain
+from pretrain.train import RUNS_DIR
 
 pytestmark = pytest.mark.slow
 

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from retrieval.quality import popularity_ranking, popularity_topk, rank_scores, recall_ndcg, search_topk
-from retrieval.query_tower import sampled_softmax_loss, train_query_tower
+from retrieval.query_training import train_query_tower
+from retrieval.sampled_softmax import sampled_softmax_loss
 
 
 def _ref_recall_ndcg(ranked, positives, k):

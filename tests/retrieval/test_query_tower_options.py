@@ -12,13 +12,10 @@ import numpy as np
 import pytest
 import torch
 
-from retrieval.query_tower import (
-    QueryTower,
-    history_means,
-    recent_popularity,
-    sampled_softmax_loss,
-    train_query_tower,
-)
+from retrieval.query_features import history_means, recent_popularity
+from retrieval.query_tower import QueryTower
+from retrieval.query_training import train_query_tower
+from retrieval.sampled_softmax import sampled_softmax_loss
 
 
 def _faiss_topk(q: np.ndarray, items: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from retrieval.fallback import empty_history, load_history
-from retrieval.http_state import ServiceStartError
+from retrieval.http_served import ServiceStartError
 from retrieval.service import make_server
 from tests.retrieval.test_service import DS, FAST, LOG_DAYS, N_ITEMS, log_rows, make_run, write_log
 

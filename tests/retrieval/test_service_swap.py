@@ -11,7 +11,7 @@ import pytest
 from contracts import IndexManifest
 from pipelines.cli import cli
 from retrieval import build_index, store
-from retrieval.http_state import ServiceStartError
+from retrieval.http_served import ServiceStartError
 from retrieval.service import make_server
 from tests.retrieval.helpers import clustered, make_table, numpy_topk
 from tests.retrieval.test_service import CFG, DIM, DS, FAST, N_USERS, call, make_run, start

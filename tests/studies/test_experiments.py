@@ -11,13 +11,10 @@ import torch
 from contracts import CheckpointManifest, ConfigError
 from datasources import read_log
 from downstream import DownstreamConfig
-from downstream.experiments import (
-    TransferExperimentConfig,
-    main,
-    run_transfer_experiment,
-)
 from pretrain import FeatureEncoder, FoundationModel, ModelConfig
 from pretrain.checkpoint import save_checkpoint
+from studies import Study, TransferExperimentConfig, run_study, run_transfer_experiment
+from studies.cli import main
 from tests.downstream.synth import DAYS, make_run
 
 
@@ -136,7 +133,7 @@ def test_selection_uses_validation_not_test():
     """A planted case: in scenario 0 the test-best row (gate) is not the validation-best
     row (linear); the headline must report linear's test AUC, and count the scenario as
     improved only if linear beats vanilla. Best-on-test appears only as the upper bound."""
-    from downstream.selection import headline
+    from studies.selection import headline
 
     rows = {
         "0": {
@@ -181,7 +178,7 @@ def test_killed_transfer_experiment_resumes_from_finished_cells(tmp_path):
     argv = ["transfer", "--root", str(tmp_path), "--config", str(conf), "--out", str(tmp_path / "r")]
     env = {**os.environ, "PYTHONHASHSEED": "0"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "downstream", *argv],
+        [sys.executable, "-m", "studies", *argv],
         env=env,
         cwd=os.getcwd(),
         stdout=subprocess.DEVNULL,
@@ -259,7 +256,7 @@ def test_experiments_use_the_given_split_not_downstream_day_counts(tmp_path, cap
     log, spec = make_run(tmp_path, rows_per_day=300)
     conf = _small_transfer_conf(tmp_path)
     split = {"train": DAYS[:1], "valid": DAYS[1:2], "test": DAYS[2:]}
-    out = main(["transfer", "--root", str(tmp_path), "--config", str(conf), "--seeds", "1"], split=split)
+    out = run_study(Study.transfer, tmp_path, config=conf, seeds=1, split=split)
     assert out["days"] == split
     test_rows = read_log(log, DAYS[2:])
     small = out["small_scenario"]
@@ -287,7 +284,7 @@ def test_experiments_use_the_given_split_not_downstream_day_counts(tmp_path, cap
         "downstream: {epochs: 1, batch_size: 256, representations: []}\n"
         "model: {d_model: 16, num_tokens: 8, emb_dim: 4, crossed_token: false}\nerank_rows: 16\n"
     )
-    r = main(["rankup", "--root", str(tmp_path), "--config", str(ru), "--seeds", "1"], split=split)
+    r = run_study(Study.rankup, tmp_path, config=ru, seeds=1, split=split)
     assert r["rows"]["test"] == test_rows.num_rows
     with pytest.raises(ValueError, match="give both"):
         main(["transfer", "--root", str(tmp_path), "--config", str(conf), "--valid-start", DAYS[1]])

@@ -9,13 +9,14 @@ from pathlib import Path
 import torch
 
 from downstream import DownstreamConfig
-from downstream.cells import CellStore
 from downstream.data import load_scenario
 from downstream.evaluate import ranking_builder, torch_threads
-from downstream.experiments import TransferExperimentConfig, run_transfer_experiment
 from downstream.train import fit_scenario, selection_auc, task_aucs
 from pretrain.device import seed_everything
 from pretrain.losses import multitask_loss
+from studies.cells import CellStore
+from studies.transfer_config import TransferExperimentConfig
+from studies.transfer_table import run_transfer_experiment
 from tests.downstream.synth import DAYS, SPEC, make_run
 
 
