@@ -13,6 +13,9 @@ Each is a pydantic v2 model declared once here; stages import, never re-declare,
 - :mod:`contracts.example_config`: writes ``configs/{pretrain,extract,downstream,retrieval}.yaml``
   from their models.
 - :func:`load_config`: YAML -> pydantic with errors that name the bad key.
+- :mod:`contracts.errors`: the errors every stage may raise, their exit codes, and
+  :func:`~contracts.errors.run_entry` (a stage's ``python -m`` command ends an error in one line).
+- :func:`contracts.lazy.lazy_exports`: a stage package's surface loaded on first use.
 """
 
 from contracts.base import ConfigError, StrictModel, config_hash, load_config, validate_config

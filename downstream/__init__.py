@@ -10,8 +10,9 @@ Public surface:
 The studies built on these (the transfer table, RankMixer vs RankUp) live in ``studies/``.
 """
 
-from importlib import import_module
 from typing import TYPE_CHECKING
+
+from contracts.lazy import lazy_exports
 
 # Lazy: the run config (and every `lfm4ads` start-up) needs DownstreamConfig only; the
 # models pull in torch, which costs seconds per process.
@@ -30,12 +31,7 @@ if TYPE_CHECKING:
     from downstream.rankup import RankUpConfig, TokenMixerRanker
 
 
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        value = getattr(import_module(_EXPORTS[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'downstream' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _EXPORTS)
 
 
 __all__ = [

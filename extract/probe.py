@@ -40,8 +40,9 @@ from contracts.checkpoint import (
 )
 from engines import delta_io
 from extract.config import ProbeConfig
-from extract.job import _read_manifest, extract_days, plan_units
+from extract.job import _read_manifest, extract_days
 from extract.samples import read_marker
+from extract.units import plan_units
 from extract.vectors import normalise, point_in_time_states, to_numpy
 from extract.worker import open_parquet
 

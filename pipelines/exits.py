@@ -16,13 +16,8 @@ from contracts.errors import (
     EXIT_PROMOTION_REFUSED,
     EXIT_ROLLOVER_REFUSED,
     EXIT_SIGINT,
+    one_line,
 )
-
-
-def one_line(e: BaseException) -> str:
-    """The message on one line (a config error lists one bad key per line: joined by '; ')."""
-    lines = [" ".join(line.split()) for line in str(e).splitlines()]
-    return "; ".join(line for line in lines if line) or type(e).__name__
 
 
 def classify(e: BaseException) -> tuple[int, str, str]:

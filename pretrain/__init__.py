@@ -6,8 +6,9 @@ Public surface: configs, :class:`FeatureEncoder`, :class:`FoundationModel`,
 and the metrics later stages import.
 """
 
-from importlib import import_module
 from typing import TYPE_CHECKING
+
+from contracts.lazy import lazy_exports
 
 # Lazy: a Ray Data read task imports pretrain.log_reader (pyarrow only); importing this
 # package must not pull in torch for it (a fresh Ray worker per read task pays each import).
@@ -36,12 +37,7 @@ if TYPE_CHECKING:
     from pretrain.train import train_foundation_model
 
 
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        value = getattr(import_module(_EXPORTS[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'pretrain' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _EXPORTS)
 
 
 __all__ = [

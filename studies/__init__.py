@@ -1,7 +1,7 @@
 """studies/: the studies, apart from the daily path (nothing the daily run imports lives here).
 
 Each study has a frozen config in ``configs/studies/`` and the command that reproduces its
-numbers (docs/studies.md); ``python -m studies transfer|rankup|ablation`` runs them
+numbers (docs/studies.md); ``python -m studies transfer|rankup|rankup-defaults|ablation`` runs them
 (:mod:`studies.cli`), ``lfm4ads experiment transfer|rankup`` runs the first two on a run
 root it prepares first.
 
@@ -19,8 +19,7 @@ Layering: a study may import every stage but ``pipelines``; ``pipelines`` may im
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from contracts.lazy import lazy_exports
 
 # name -> module; loaded on first use, so that `lfm4ads --help` (which needs only the names
 # of the studies, studies.names) does not import torch
@@ -37,7 +36,4 @@ _WHERE = {
 __all__ = sorted(_WHERE)
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _WHERE:
-        raise AttributeError(f"module 'studies' has no attribute {name!r}")
-    return getattr(importlib.import_module(_WHERE[name]), name)
+__getattr__ = lazy_exports(__name__, _WHERE)

@@ -1,5 +1,6 @@
-"""``python -m studies transfer|rankup|ablation ...`` (see :mod:`studies.cli`)."""
+"""``python -m studies transfer|rankup|rankup-defaults|ablation ...`` (see :mod:`studies.cli`)."""
 
+from contracts.errors import run_entry
 from studies.cli import app
 
-app(prog_name="python -m studies")
+run_entry(app, "python -m studies")

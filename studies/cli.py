@@ -1,8 +1,9 @@
-"""``python -m studies transfer|rankup|ablation``: the studies' command line.
+"""``python -m studies transfer|rankup|rankup-defaults|ablation``: the studies' command line.
 
-Every command takes a frozen config (``--config configs/studies/<study>.yaml``, the file
-that reproduces the numbers in the docs; docs/studies.md) and a few typed overrides, and
-calls the study's function directly. The last stdout line is the result JSON.
+Every command but ``rankup-defaults`` (whose variants are its flags) takes a frozen config
+(``--config configs/studies/<study>.yaml``, the file that reproduces the numbers in the
+docs; docs/studies.md) and a few typed overrides, and calls the study's function directly.
+The last stdout line is the result JSON.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from studies.pretrain_ablation import VARIANTS, AblationConfig, DataName
 app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
-    help="The studies: the transfer table, the RankUp study, the pretraining ablation.",
+    help="The studies: the transfer table, the RankUp study, the RankUp defaults study, the pretraining ablation.",
 )
 
 

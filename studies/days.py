@@ -5,12 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from contracts import split_days
-from downstream.config import DownstreamConfig
 
 
 def study_days(
     log_path: str | Path,
-    cfg: DownstreamConfig,
     train_days: list[str] | None,
     valid_days: list[str] | None,
     test_days: list[str] | None,

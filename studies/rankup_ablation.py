@@ -117,7 +117,7 @@ def run_rankup_experiment(
     cfg = cfg or RankUpExperimentConfig()
     dcfg = cfg.downstream
     spec = spec or read_log_spec(log_path)
-    tr, va, te = study_days(log_path, dcfg, train_days, valid_days, test_days)
+    tr, va, te = study_days(log_path, train_days, valid_days, test_days)
     raw = read_splits(log_path, tr, va, te)
     scenario = None if dcfg.scenario is None else resolve_scenario(raw["train"], spec, dcfg.scenario)
     tables = {k: select_rows(v, scenario, dcfg.sample_type) for k, v in raw.items()}

@@ -41,8 +41,7 @@ def run_study(
     ``seeds``: use seeds 0..N-1; ``epochs``, ``workers`` (transfer only) override the config.
     Days: ``split`` ({"train", "valid", "test"} -> days, what ``lfm4ads experiment`` passes:
     the run config's resolved split), else ``valid_start``/``test_start`` (train < valid
-    start <= valid < test start <= test), else the config's ``downstream.valid_days`` /
-    ``test_days``. ``checkpoint`` (default: the newest under ROOT/checkpoints) drives module
+    start <= valid < test start <= test), else :class:`contracts.SplitConfig`'s defaults. ``checkpoint`` (default: the newest under ROOT/checkpoints) drives module
     level and the per-layer tables (published for the days the daily ``user_cr`` table has,
     up to the last test day)."""
     cfg = study_config(which, config)
@@ -68,9 +67,9 @@ def run_study(
         res = run_rankup_experiment(layout.log, layout.root, out, cfg, **days)
         return {**res, "report_dir": str(out)}
     if checkpoint is None:
-        ckpts = sorted(layout.checkpoints.iterdir()) if layout.checkpoints.is_dir() else []
-        ckpts = [c for c in ckpts if not c.name.startswith(".") and c.is_dir()]
-        checkpoint = ckpts[-1] if ckpts else None
+        from pretrain import latest_checkpoint
+
+        checkpoint = latest_checkpoint(layout.checkpoints)
     layer_roots = None
     if cfg.cr_layers:
         if checkpoint is None:

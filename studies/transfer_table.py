@@ -114,7 +114,7 @@ def run_transfer_experiment(
     cfg = cfg or TransferExperimentConfig()
     dcfg = cfg.downstream
     spec = spec or read_log_spec(log_path)
-    tr, va, te = study_days(log_path, dcfg, train_days, valid_days, test_days)
+    tr, va, te = study_days(log_path, train_days, valid_days, test_days)
     out_dir = Path(out_dir)
     store = CellStore(
         out_dir / "cells" / _inputs_fingerprint(cfg, log_path, tables_root, (tr, va, te), checkpoint, layer_roots or {})

@@ -20,8 +20,8 @@ from benchmarks.extract_timing import timed_extract_days
 from engines import delta_io
 from extract import AggregateConfig, ExtractConfig, aggregate_day, extract_day, extract_days, read_asof
 from extract.aggregate_inputs import cutoff_seconds
-from extract.job import pack_units, plan_units
 from extract.samples import read_marker
+from extract.units import pack_units, plan_units
 from tests.extract.helpers import numpy_decayed
 
 CFG = ExtractConfig(rows_per_unit=128, batch_size=50)

@@ -180,6 +180,21 @@ class FaultSuite:
         problems += ledger_not_done(root, TODAY)
         self.record("kill:pretrain:before-save", not problems, clean_result(problems))
 
+    def _rerun_after_fix(
+        self, name: str, root: Path, during: dict, problems: list[str], rc1: int, rerun: bool = True
+    ) -> None:
+        """After the input is fixed: rerun, compare with the clean run, record the case
+        (``during``: the comparison while the input was bad; ``rc1``: that run's exit code)."""
+        final = clean_result()
+        if rerun:
+            rc2 = self.h.run(root)
+            final = compare(snapshot(root), self.want)
+            if rc2 != 0:
+                problems.append(f"rerun after the fix: exit {rc2}")
+        cmp = dict(final, problems=problems + final["problems"])
+        cmp["bad_publishes"] = during["bad_publishes"] + final["bad_publishes"]
+        self.record(name, not problems, cmp, exit_code=rc1)
+
     def corrupt_log_file(self, rerun: bool = True) -> None:
         """``rerun=False``: stop after the failed run (no restored file, no rerun)."""
         from engines import delta_io
@@ -197,16 +212,9 @@ class FaultSuite:
             problems.append(f"the run with a corrupt log file exited {rc1}, want 5 (bad input file)")
         if target.name not in msg:
             problems.append(f"the error does not name the corrupt file {target.name}")
-        final = clean_result()
         if rerun:
             target.write_bytes(good)  # the operator restores the file
-            rc2 = self.h.run(root)
-            final = compare(snapshot(root), self.want)
-            if rc2 != 0:
-                problems.append(f"rerun after the fix: exit {rc2}")
-        cmp = dict(final, problems=problems + final["problems"])
-        cmp["bad_publishes"] = during["bad_publishes"] + final["bad_publishes"]
-        self.record("corrupt_log_file", not problems, cmp, exit_code=rc1)
+        self._rerun_after_fix("corrupt_log_file", root, during, problems, rc1, rerun)
 
     def bad_day(self) -> None:
         import pyarrow as pa
@@ -228,14 +236,8 @@ class FaultSuite:
         if not report.is_file() or "RUN STOPPED BEFORE PUBLISHING" not in report.read_text():
             problems.append("the report does not say the run stopped")
         write_log_day(root / "log", today, TODAY, spec)  # upstream re-delivers the day
-        rc2 = self.h.run(root)
         # the log's history differs (two extra commits) but its rows must equal the clean log's
-        final = compare(snapshot(root), self.want)
-        if rc2 != 0:
-            problems.append(f"rerun after the fix: exit {rc2}")
-        cmp = dict(final, problems=problems + final["problems"])
-        cmp["bad_publishes"] = during["bad_publishes"] + final["bad_publishes"]
-        self.record("bad_day", not problems, cmp, exit_code=rc1)
+        self._rerun_after_fix("bad_day", root, during, problems, rc1)
 
     def concurrent(self) -> None:
         root = self.copy_after_yesterday("concurrent")
