@@ -13,10 +13,10 @@ extracted and aggregated into its own run root by the project's chain
 ``pipelines.rollover.publish_aligned`` publishes ``<table>__aligned_v1`` for every day,
 plus side-by-side variants of the fit (``benchmarks/rollover_fits.py``, the options the
 product does not use: pooled days, l2 fit space, no scale, norm scale, least squares, a
-frozen map). A downstream model (``downstream``'s RankingModel, ``gate_linear``
-adapter, all four tables; by default every scenario pooled: the most test rows) is trained
-on v1's vectors per seed and evaluated, with the SAME weights and test rows, fed each
-table set. Reported per feed: the mean click test AUC over seeds, the paired loss
+frozen map). A downstream model (``benchmarks/rollover_eval.py``: ``downstream``'s
+RankingModel, ``gate_linear`` adapter, all four tables; by default every scenario pooled:
+the most test rows) is trained on v1's vectors per seed and evaluated, with the SAME
+weights and test rows, fed each table set. Reported per feed: the mean click test AUC over seeds, the paired loss
 ``AUC(old) - AUC(feed)`` with its standard error across seeds (``se_seed``), a paired
 bootstrap over test rows (``se_rows``) and both combined (``se``).
 
@@ -32,16 +32,14 @@ their losses and se_*, the warm pair's auc_warm_*, every feed's figures, residua
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-from benchmarks.rollover_fits import TABLES, VARIANTS, StudyFit, publish_study, publish_variant, publish_variants
+from benchmarks.rollover_fits import StudyFit, publish_pairs
 from benchmarks.rollover_stats import paired_stats, summarise
 
 
@@ -78,7 +76,7 @@ def run_version(cfg: dict) -> object:
     return run_pipeline(RunConfig.model_validate(cfg), steps=["extract"])
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--users", type=int, default=4000)
     ap.add_argument("--items", type=int, default=2000)
@@ -133,21 +131,20 @@ def main() -> None:
         metavar="OUT",
         help="no run: summarise earlier runs' stdout files (their last lines) across replicates",
     )
-    args = ap.parse_args()
+    return ap.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
     if args.summarise:
         print(json.dumps(summarise(args.summarise)))
         return
 
     import torch
 
+    from benchmarks.rollover_eval import evaluate
     from contracts import RunLayout
-    from datasources import read_log_spec
-    from downstream import DownstreamConfig
-    from downstream.data import build_scenario_data, read_splits, resolve_scenario, select_rows
-    from downstream.evaluate import ranking_builder
-    from downstream.train import fit, predict
-    from pipelines.rollover import RolloverConfig, RolloverError, publish_aligned, read_map
-    from pretrain.metrics import auc
+    from pipelines.rollover import RolloverConfig
 
     torch.set_num_threads(2)
     work = args.workdir or Path(tempfile.mkdtemp(prefix="bench_rollover_"))
@@ -197,141 +194,13 @@ def main() -> None:
     scale = {"scale": args.scale != "none"} if args.scale is not None else {}
     rcfg = RolloverConfig(centre=not args.no_centre, force=True, **scale)  # defaults otherwise
     hfit = StudyFit(**over)  # the headline's fit: the product's unless --scale/--weight say otherwise
-    published = sorted(st_new.published)
     sp = st_old.split
-    later = [d for d in published if d >= sp["train"][-1]]  # the days test/valid rows join to (and the fit day)
-    fits: dict[str, dict] = {}
-    for pname, root in pairs.items():
-        new_tables = RunLayout(root).root / "tables"
-        refused: dict[str, list[str]] = {}
-
-        def headline(name: str, d: str, cfg: RolloverConfig, new_tables=new_tables):
-            """The product's publish_aligned; the study's publish when --scale/--weight ask
-            for a fit the product does not make."""
-            if hfit == StudyFit():
-                return publish_aligned(new_tables, name, d, "v2", "v1", cfg, old_tables_root=old_tables)
-            return publish_study(new_tables, name, d, "v2", "v1", cfg, hfit, old_tables_root=old_tables)
-
-        def gated(name: str, d: str, pname=pname, refused=refused, headline=headline):
-            """The default publish; a map the gate refuses is recorded and published ungated,
-            so the figures say what the gate kept from the consumer."""
-            try:
-                return headline(name, d, rcfg)
-            except RolloverError as e:
-                print(f"rollover: {pname} refused by the gate: {e}", file=sys.stderr, flush=True)
-                refused.setdefault(name, []).append(d)
-                return headline(name, d, rcfg.model_copy(update={"max_residual": 1e9}))
-
-        aligned = {name: {d: gated(name, d) for d in published} for name in TABLES}
-        f = {
-            "refused_by_gate": refused,
-            "residual_by_day": {n: {d: round(r.residual, 4) for d, r in v.items()} for n, v in aligned.items()},
-            "applied_residual_by_day": {
-                n: {d: round(r.applied_residual, 4) for d, r in v.items()} for n, v in aligned.items()
-            },
-            "scale_by_day": {
-                n: {d: round(read_map(r.table, d).scale, 4) for d, r in v.items()} for n, v in aligned.items()
-            },
-        }
-        f["frozen_residual"] = {
-            n: v[min(v)]
-            for n, v in publish_variant(
-                new_tables,
-                old_tables,
-                sp["train"][-1],
-                [d for d in published if d > sp["train"][-1]],
-                rcfg,
-                hfit,
-                "frozen_v1",
-            ).items()
-        }
-        if not args.no_variants:
-            f["variant_residual"] = publish_variants(new_tables, old_tables, later, rcfg, hfit, VARIANTS)
-        fits[pname] = f
+    fits = publish_pairs(pairs, old_tables, sorted(st_new.published), sp, rcfg, hfit, not args.no_variants)
     secs["align"] = time.perf_counter() - t1
 
-    log = RunLayout(work / "v1").log
-    spec = read_log_spec(log)
-    raw = read_splits(log, sp["train"], sp["valid"], sp["test"])
-    if args.scenario is not None:
-        scenario = resolve_scenario(raw["train"], spec, args.scenario)
-    else:
-        scenario = resolve_scenario(raw["train"], spec, None) if args.eval == "smallest" else None
-    tables = {k: select_rows(v, scenario, "all") for k, v in raw.items()}
-    dcfg = DownstreamConfig(epochs=args.downstream_epochs, threads=2, adapter=args.adapter, scenario=scenario)
-    feeds: dict[str, tuple[dict, str | None]] = {}
-    for pname, root in pairs.items():
-        nt = RunLayout(root).root / "tables"
-        tag = "" if pname == "scratch" else "warm_"
-        feeds[f"{tag}raw_new"] = ({n: nt / n for n in TABLES}, None)  # a silent break: same dims, no check
-        feeds[f"{tag}aligned_new"] = ({n: nt / f"{n}__aligned_v1" for n in TABLES}, "v1")
-        feeds[f"{tag}frozen_aligned_new"] = ({n: nt / f"{n}__frozen_v1" for n in TABLES}, "v1")
-        if not args.no_variants:
-            for v in VARIANTS:
-                feeds[f"{tag}{v}_aligned_new"] = ({n: nt / f"{n}__{v}_v1" for n in TABLES}, "v1")
-    t2 = time.perf_counter()
-    data_old = build_scenario_data(tables, spec, {n: old_tables / n for n in TABLES}, expect_model_version="v1")
-    one = tables["test"].slice(0, 1)  # fed tables only matter on the test rows: skip joining train/valid again
-    built = {
-        k: build_scenario_data(
-            {"train": one, "valid": one, "test": tables["test"]},
-            spec,
-            paths,
-            encoder=data_old.encoder,
-            expect_model_version=mv,
-        )
-        for k, (paths, mv) in feeds.items()
-    }
-    evals = {"old": data_old.test, **{k: b.test for k, b in built.items()}}
-    secs["join"] = time.perf_counter() - t2
-    print(
-        f"rollover: {len(evals)} feeds joined in {secs['join']:.0f} s; {data_old.train.num_rows} train rows",
-        file=sys.stderr,
-        flush=True,
-    )
-    k_click = data_old.tasks.index("click")
-    mask = data_old.test.batch["label_mask"].numpy()[:, k_click]
-    y = data_old.test.batch["labels"].numpy()[mask, k_click]
-    preds: dict[str, list[np.ndarray]] = {k: [] for k in evals}
-    t3 = time.perf_counter()
-    cache = work / "_downstream_models"  # the models depend on v1 and the seed only: reused by --new-seed reruns
-    cache.mkdir(exist_ok=True)
-    v1m = st_old.manifest
-    van_aucs = []
-    for i, seed in enumerate(args.seeds):
-        kw = dict(seed=seed, epochs=dcfg.epochs, lr=dcfg.lr, batch_size=dcfg.batch_size, patience=dcfg.patience)
-        kinds = [("transfer", TABLES, dcfg.adapter)] + ([("vanilla", [], "none")] if i < args.vanilla_seeds else [])
-        for kind, reps, adapter in kinds:
-            key = hashlib.sha256(
-                json.dumps(
-                    [
-                        kind,
-                        seed,
-                        v1m.config_hash,
-                        v1m.data_version,
-                        str(v1m.created_at),
-                        dcfg.model_dump(mode="json"),
-                        data_old.train.num_rows,
-                    ]
-                ).encode()
-            )
-            path = cache / f"{kind}_{key.hexdigest()[:16]}.pt"
-            build = ranking_builder(data_old, dcfg, reps, adapter)
-            if path.is_file():
-                model = build()
-                model.load_state_dict(torch.load(path))
-            else:
-                model, _ = fit(build, data_old.train, data_old.valid, data_old.test, data_old.tasks, **kw)
-                torch.save(model.state_dict(), path)
-            if kind == "transfer":
-                for k, split_ in evals.items():
-                    preds[k].append(predict(model, split_)[mask, k_click])
-            else:
-                van_aucs.append(auc(y, predict(model, data_old.test)[mask, k_click]))
-        print(f"rollover: seed {seed} done at {time.perf_counter() - t3:.0f} s", file=sys.stderr, flush=True)
-    secs["downstream"] = time.perf_counter() - t3
+    ev = evaluate(args, work, pairs, old_tables, st_old, secs)
     t4 = time.perf_counter()
-    stats = paired_stats(y, preds, "old", args.bootstrap)
+    stats = paired_stats(ev.y, ev.preds, "old", args.bootstrap)
     secs["bootstrap"] = time.perf_counter() - t4
 
     def top(prefix: str) -> dict:
@@ -345,8 +214,8 @@ def main() -> None:
         "auc_old": stats["old"]["auc"],
         **top(""),
         **(top("warm_") if "warm" in pairs else {}),
-        "auc_vanilla": round(float(np.mean(van_aucs)), 4) if van_aucs else None,
-        "vanilla_per_seed": [round(x, 4) for x in van_aucs],
+        "auc_vanilla": round(float(np.mean(ev.vanilla_aucs)), 4) if ev.vanilla_aucs else None,
+        "vanilla_per_seed": [round(x, 4) for x in ev.vanilla_aucs],
         "goal": "loss_aligned_new <= 0.005 (headline: the from-scratch pair)",
         # True: the default gate refused some of the from-scratch pair's maps (max_residual); the
         # aligned figures are then what the gate kept from the consumer, published ungated
@@ -355,12 +224,12 @@ def main() -> None:
         "goal_met_2se": bool(stats["aligned_new"]["loss"] + 2 * stats["aligned_new"]["se"] <= 0.005),
         "feeds": stats,
         "task": "click",
-        "scenario": "all" if scenario is None else scenario,
+        "scenario": "all" if ev.scenario is None else ev.scenario,
         "adapter": args.adapter,
         "seeds": args.seeds,
-        "train_rows": data_old.train.num_rows,
-        "test_rows": int(mask.sum()),
-        "test_coverage": {"old": data_old.coverage, "aligned_new": built["aligned_new"].coverage},
+        "train_rows": ev.train_rows,
+        "test_rows": ev.test_rows,
+        "test_coverage": ev.coverage,
         "fits": fits,
         "frozen_fit_ds": sp["train"][-1],
         "centre": rcfg.centre,

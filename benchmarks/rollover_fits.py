@@ -4,18 +4,20 @@ published side by side through the product's reads, gate and writer
 
 The product (``pipelines.rollover.publish_aligned``) fits the latest same-day pair with
 Procrustes and the least-squares scale; :func:`publish_study` is the same publish with
-the options below passed to ``fit_procrustes`` explicitly.
+the options below passed to ``fit_procrustes`` explicitly. :func:`publish_pairs` publishes
+every fit (headline, frozen, variants) for each new version the study rolls over to.
 """
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 import pyarrow as pa
 from pydantic import Field
 
-from contracts import StrictModel
+from contracts import RunLayout, StrictModel
 
 if TYPE_CHECKING:  # imported where used: --summarise needs neither
     from pipelines.rollover import AlignResult, RolloverConfig
@@ -187,3 +189,70 @@ VARIANTS = {
     "normscale": {"scale_fit": "norm"},
     "lstsq": {"method": "least_squares", "scale": False},
 }
+
+
+def publish_pairs(
+    pairs: dict[str, Path],
+    old_tables: Path,
+    published: list[str],
+    split: dict,
+    rcfg: RolloverConfig,
+    hfit: StudyFit,
+    variants: bool,
+) -> dict:
+    """Per new version (``pairs``: name -> run root): the headline map published for every
+    day in ``published`` as ``<table>__aligned_v1``, the frozen map fitted on the last
+    train day, and with ``variants`` every :data:`VARIANTS` fit; returns the figures of
+    the fits (residuals, scales, the days the gate refused) per pair."""
+    from pipelines.rollover import RolloverError, publish_aligned, read_map
+
+    later = [d for d in published if d >= split["train"][-1]]  # the days test/valid rows join to (and the fit day)
+    fits: dict[str, dict] = {}
+    for pname, root in pairs.items():
+        new_tables = RunLayout(root).root / "tables"
+        refused: dict[str, list[str]] = {}
+
+        def headline(name: str, d: str, cfg: RolloverConfig, new_tables=new_tables):
+            """The product's publish_aligned; the study's publish when --scale/--weight ask
+            for a fit the product does not make."""
+            if hfit == StudyFit():
+                return publish_aligned(new_tables, name, d, "v2", "v1", cfg, old_tables_root=old_tables)
+            return publish_study(new_tables, name, d, "v2", "v1", cfg, hfit, old_tables_root=old_tables)
+
+        def gated(name: str, d: str, pname=pname, refused=refused, headline=headline):
+            """The default publish; a map the gate refuses is recorded and published ungated,
+            so the figures say what the gate kept from the consumer."""
+            try:
+                return headline(name, d, rcfg)
+            except RolloverError as e:
+                print(f"rollover: {pname} refused by the gate: {e}", file=sys.stderr, flush=True)
+                refused.setdefault(name, []).append(d)
+                return headline(name, d, rcfg.model_copy(update={"max_residual": 1e9}))
+
+        aligned = {name: {d: gated(name, d) for d in published} for name in TABLES}
+        f = {
+            "refused_by_gate": refused,
+            "residual_by_day": {n: {d: round(r.residual, 4) for d, r in v.items()} for n, v in aligned.items()},
+            "applied_residual_by_day": {
+                n: {d: round(r.applied_residual, 4) for d, r in v.items()} for n, v in aligned.items()
+            },
+            "scale_by_day": {
+                n: {d: round(read_map(r.table, d).scale, 4) for d, r in v.items()} for n, v in aligned.items()
+            },
+        }
+        f["frozen_residual"] = {
+            n: v[min(v)]
+            for n, v in publish_variant(
+                new_tables,
+                old_tables,
+                split["train"][-1],
+                [d for d in published if d > split["train"][-1]],
+                rcfg,
+                hfit,
+                "frozen_v1",
+            ).items()
+        }
+        if variants:
+            f["variant_residual"] = publish_variants(new_tables, old_tables, later, rcfg, hfit, VARIANTS)
+        fits[pname] = f
+    return fits

@@ -63,6 +63,12 @@ class CheckpointManifest(StrictModel):
     model_config_data: dict[str, Any] = Field(..., description="The model config it was built from.")
     config_hash: str
     data_version: str = Field(..., description="Log table version and the day range trained on.")
+    train_days: list[str] = Field(
+        default_factory=list,
+        description="The days trained on; with config_hash, what a run matches to reuse this checkpoint "
+        "(empty in manifests written before the field existed).",
+    )
+    valid_days: list[str] = Field(default_factory=list, description="The days early stopping was scored on.")
     vocab_sizes: dict[str, int]
     layers: list[LayerInfo]
     default_cr_layer: str = Field(..., description="CR layer the daily job extracts.")

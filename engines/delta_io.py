@@ -137,8 +137,9 @@ def _delta_types(t: pa.Table) -> pa.Table:
 def _retrying(commit: Callable[[], None], retries: int) -> None:
     """Run ``commit``; on a lost commit race (another writer committed first) retry.
 
-    delta-rs's own retries (``CommitProperties(max_commit_retries=...)``) do not cover this:
-    they only rebase a commit its conflict checker passes, and a partition replace through
+    The commit passes ``CommitProperties(max_commit_retries=...)``, and delta-rs's own
+    retries do the rebasing they can; they do not cover this case: they only rebase a
+    commit its conflict checker passes, and a partition replace through
     ``create_write_transaction`` records no read predicate, so *any* concurrent commit that
     removed files (a replace of another day included) fails it with "a concurrent
     transaction deleted data this operation read". Measured with deltalake 1.6.6, three
@@ -276,9 +277,10 @@ def commit_files(
                     stats=json.dumps({"numRecords": meta.num_rows}),
                 )
             )
-        props = None
-        if app_id is not None:
-            props = CommitProperties(app_transactions=[Transaction(app_id=app_id, version=int(app_version or 0))])
+        # delta-rs's own retries rebase a commit its conflict checker passes; _retrying
+        # covers the conflict it refuses (below)
+        txns = [Transaction(app_id=app_id, version=int(app_version or 0))] if app_id is not None else None
+        props = CommitProperties(max_commit_retries=retries, app_transactions=txns)
 
         def commit() -> None:
             dt = _dt(root)  # the newest version: a retry rebases onto the winner's commit

@@ -63,7 +63,12 @@ def reusable_checkpoint(layout: RunLayout, cfg: RunConfig, train_days: list[str]
         if not mf.is_file():
             continue
         m = CheckpointManifest.model_validate_json(mf.read_text())
-        if m.config_hash == want and f"train={train_days[0]}..{train_days[-1]}" in m.data_version:
+        if m.config_hash != want:
+            continue
+        if m.train_days == train_days:
+            return folder
+        # a manifest written before train_days existed: its day range is in data_version's text
+        if not m.train_days and f"train={train_days[0]}..{train_days[-1]}" in m.data_version:
             return folder
     return None
 

@@ -39,10 +39,11 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from contracts import CheckpointManifest, DatasetSpec, config_hash
-from contracts.dataset import CANONICAL_USER_ID
+from contracts.dataset import CANONICAL_USER_ID, DS
 from engines import ensure_ray
 from engines.fault_points import fault_point
 from pretrain.checkpoint import LoadedModel, save_checkpoint
@@ -110,6 +111,7 @@ def train_foundation_model(
         data_version,
         ray_address,
         _fail_after_epoch,
+        (list(train_days), list(valid_days)),
     )
 
 
@@ -184,6 +186,7 @@ def train_on_tables(
             data_version,
             ray_address,
             _fail_after_epoch,
+            (_days_of(train_tbl), _days_of(valid_tbl)),
         )
     finally:
         if tmp_rows is not None:
@@ -208,7 +211,9 @@ def _train(
     data_version: str,
     ray_address: str | None,
     fail_after_epoch: int | None,
+    days: tuple[list[str], list[str]],
 ) -> tuple[CheckpointManifest, Path]:
+    """``days``: (train days, valid days), recorded in the manifest for reuse."""
     if plan.total_rows == 0:
         raise ValueError(f"no training rows ({data_version})")
     if valid_tbl.num_rows == 0:
@@ -250,6 +255,8 @@ def _train(
         model_config_data=cfg.model.model_dump(mode="json"),
         config_hash=chash,
         data_version=data_version,
+        train_days=days[0],
+        valid_days=days[1],
         vocab_sizes=encoder.vocab_sizes,
         layers=model.layer_infos(),
         default_cr_layer=model.default_cr_layer,
@@ -287,6 +294,13 @@ def _diagnostics(
         "erank.png": erank_plot(er, "effective rank on validation rows"),
     }
     return metrics, extra
+
+
+def _days_of(tbl: pa.Table) -> list[str]:
+    """The sorted distinct ``ds`` of an in-memory table (empty if it has no ``ds``)."""
+    if DS not in tbl.column_names:
+        return []
+    return sorted(str(d) for d in pc.unique(tbl[DS]).to_pylist())
 
 
 def _log_version(log_path: Path) -> str:

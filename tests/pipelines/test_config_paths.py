@@ -40,3 +40,37 @@ def test_reusable_checkpoint_skips_temp_folders(tmp_path):
     (tmp / "manifest.json").write_text('{"not": "read"}')
     assert reusable_checkpoint(layout, cfg, ["2026-01-01"]) is None
     assert config_hash(cfg.pretrain)  # the lookup key exists for a default config
+
+
+def test_reusable_checkpoint_matches_the_trained_days_exactly(tmp_path):
+    from contracts import CheckpointManifest, DatasetSpec, config_hash
+
+    cfg = RunConfig.model_validate({"root": str(tmp_path)})
+    layout = RunLayout(tmp_path)
+    spec = DatasetSpec(name="x", scenarios={0: "a"}, tasks=["click"]).canonical()
+
+    def save(name: str, **fields) -> None:
+        m = CheckpointManifest(
+            model_version=name,
+            created_at="2026-01-01T00:00:00Z",
+            dataset=spec,
+            model_config_data={},
+            config_hash=config_hash(cfg.pretrain),
+            vocab_sizes={},
+            layers=[{"name": "ad.mlp_1", "dim": 8, "kind": "CR"}],
+            default_cr_layer="ad.mlp_1",
+            **fields,
+        )
+        (layout.checkpoints / name).mkdir(parents=True)
+        (layout.checkpoints / name / "manifest.json").write_text(m.model_dump_json())
+
+    days = ["2026-01-01", "2026-01-02", "2026-01-03"]
+    save("a-gap", data_version="log@1", train_days=["2026-01-01", "2026-01-03"])
+    # same first and last day, one day missing: the recorded list is what decides
+    assert reusable_checkpoint(layout, cfg, days) is None
+    save("b-exact", data_version="log@2", train_days=days)
+    assert reusable_checkpoint(layout, cfg, days) == layout.checkpoints / "b-exact"
+    assert reusable_checkpoint(layout, cfg, days[:2]) is None
+    # a manifest from before train_days was recorded: matched by its data_version text
+    save("c-legacy", data_version="log@3 train=2026-01-01..2026-01-02 valid=2026-01-03..2026-01-03")
+    assert reusable_checkpoint(layout, cfg, days[:2]) == layout.checkpoints / "c-legacy"

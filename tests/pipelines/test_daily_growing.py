@@ -1,8 +1,11 @@
 """A user's own log, day after day: a growing CSV file and a day-partitioned folder, three
-daily runs each (the model trained once on fixed training days, as a scheduled daily job
-does), every new day ingested once, and the published tables equal to one clean run over
-the same days with the same checkpoint. (That a fresh root trains the same checkpoint is
-tests/pretrain/test_train.py::test_same_config_and_log_give_the_same_checkpoint.)"""
+daily runs each (one checkpoint on fixed training days, as a scheduled daily job keeps),
+every new day ingested once, and the published tables equal to one clean run over the
+same days with the same checkpoint. The checkpoint has random weights, made once and
+found by each root's pretrain step as its reusable checkpoint: what is under test is
+ingest, extraction and publishing on a growing source. (Training is tested in
+tests/pretrain/test_train.py, which also shows that a fresh root trains the same
+checkpoint, and in test_run.py.)"""
 
 from __future__ import annotations
 
@@ -87,10 +90,26 @@ def _assert_equal_tables(got: dict[str, pa.Table], want: dict[str, pa.Table]) ->
                 assert g[col].equals(w[col]), f"{name}.{col}"
 
 
+def _checkpoint_on_the_training_days(tmp_path, days) -> RunLayout:
+    """A random-weight checkpoint for BASE's split, made in a scratch root from the first
+    FIRST days (the training days' vocabulary is all it reads)."""
+    from tests.pipelines.helpers import untrained_checkpoint
+
+    src = tmp_path / "scratch.csv"
+    for _, t in days[:FIRST]:
+        _append_csv(src, t)
+    cfg = _cfg(tmp_path / "scratch", src)
+    untrained_checkpoint(cfg, "v-daily")
+    return RunLayout(cfg.root)
+
+
 def test_daily_runs_on_a_growing_file_and_a_day_folder_equal_a_clean_run(tmp_path, days, ray_cluster, spark):
     src = tmp_path / "source.csv"
     folder = tmp_path / "by_day"
     file_root, folder_root, clean_root = tmp_path / "daily_file", tmp_path / "daily_folder", tmp_path / "clean"
+    scratch = _checkpoint_on_the_training_days(tmp_path, days)
+    for root in (file_root, folder_root, clean_root):  # a user pinning one model
+        shutil.copytree(scratch.checkpoints, RunLayout(root).checkpoints)
     for run, n in enumerate(range(FIRST, len(days) + 1)):
         new = days[:FIRST] if run == 0 else [days[n - 1]]
         for ds, t in new:  # the day's rows land in both sources
@@ -100,15 +119,13 @@ def test_daily_runs_on_a_growing_file_and_a_day_folder_equal_a_clean_run(tmp_pat
         st = run_pipeline(_cfg(file_root, src), steps=["extract"])
         assert st.ingest.ingested_days == [ds for ds, _ in new], run  # each new day once, old days not again
         assert st.ds == days[n - 1][0]
-        if run == 0:  # the other roots use the same checkpoint (a user pinning one model)
-            for other in (folder_root, clean_root):
-                shutil.copytree(RunLayout(file_root).checkpoints, RunLayout(other).checkpoints)
+        assert st.checkpoint.name == "v-daily"  # found, not trained: the training days are fixed
         st2 = run_pipeline(_cfg(folder_root, folder), steps=["extract"])
         assert st2.ingest.ingested_days == [ds for ds, _ in new], run
-        assert st2.checkpoint.name == st.checkpoint.name  # trained once, on the fixed training days
+        assert st2.checkpoint.name == "v-daily"
 
     clean = run_pipeline(_cfg(clean_root, src), steps=["extract"])  # every day at once
-    assert clean.ingest.ingested_days == [ds for ds, _ in days] and clean.checkpoint.name == st.checkpoint.name
+    assert clean.ingest.ingested_days == [ds for ds, _ in days] and clean.checkpoint.name == "v-daily"
     want = _snapshot(clean_root)
     _assert_equal_tables(_snapshot(file_root), want)
     _assert_equal_tables(_snapshot(folder_root), want)
