@@ -9,8 +9,13 @@ from typing import Any
 _SESSION = None
 
 
-def get_spark(master: str | None = None, driver_memory: str = "2g", shuffle_partitions: int = 4) -> Any:
-    """Get or create the Spark session.
+def get_spark(
+    master: str | None = None,
+    driver_memory: str = "2g",
+    shuffle_partitions: int = 4,
+    conf: dict[str, str] | None = None,
+) -> Any:
+    """Get or create the Spark session; ``conf``: further Spark settings (applied last).
 
     ``outputTimestampType=TIMESTAMP_MICROS`` matters: Spark's default INT96 timestamps
     make Parquet files that delta-rs cannot read.
@@ -39,6 +44,8 @@ def get_spark(master: str | None = None, driver_memory: str = "2g", shuffle_part
         .config("spark.sql.sources.partitionOverwriteMode", "dynamic")
         .config("spark.driver.extraJavaOptions", "-Dderby.system.home=/tmp/derby")
     )
+    for key, value in (conf or {}).items():
+        builder = builder.config(key, value)
     _SESSION = builder.getOrCreate()
     _SESSION.sparkContext.setLogLevel("ERROR")
     return _SESSION

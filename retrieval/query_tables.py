@@ -12,6 +12,7 @@ from contracts import RunLayout, TableProperties, config_hash
 from datasources import read_log
 from engines import delta_io
 from extract import publish, read_asof
+from extract.vectors import to_arrow
 from retrieval.config import QueryTowerConfig
 from retrieval.source import SourceError
 from transfer.join import vectors_of
@@ -84,7 +85,7 @@ def publish_user_query(layout: RunLayout, tower, qcfg: QueryTowerConfig, mv: str
                 "ds": pa.array([day] * len(ids), pa.string()),
                 "model_version": pa.array([mv] * len(ids), pa.string()),
                 "layer": pa.array([layer] * len(ids), pa.string()),
-                "vector": pa.FixedSizeListArray.from_arrays(pa.array(qv.reshape(-1), pa.float32()), qv.shape[1]),
+                "vector": to_arrow(qv),
                 "updated_at": first["updated_at"].cast(pa.timestamp("us", tz="UTC")),
                 "sample_count": first["sample_count"],
             }

@@ -32,9 +32,13 @@ def ray_cluster(spark):
 
 @pytest.fixture(scope="session")
 def spark():
+    """The session every in-process test shares, tuned for tiny data: a job's planning and
+    its shuffle stages, not its rows, are the cost here (two shuffle partitions for two
+    local cores, no adaptive re-planning: about a quarter off each day's publish). Tests
+    that run the CLI in a child process use the product's defaults."""
     from engines import get_spark
 
-    session = get_spark()
+    session = get_spark(shuffle_partitions=2, conf={"spark.sql.adaptive.enabled": "false"})
     yield session
     session.stop()
 
