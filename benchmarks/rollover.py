@@ -22,7 +22,7 @@ bootstrap over test rows (``se_rows``) and both combined (``se``).
 
     python -m benchmarks.rollover [--users 4000] [--items 2000] [--days 8] [--rows-per-day 12000]
         [--eval pooled|smallest] [--scenario S] [--seeds 0 1 2] [--new-seed 1]
-        [--warm-epochs 1] [--log-seed 0] [--workdir DIR]
+        [--warm-epochs 1] [--log-seed 0] [--min-shared-entities N] [--workdir DIR]
     python -m benchmarks.rollover --summarise run1.out run2.out ...   # mean loss +- SE across replicates
 
 Last stdout line: JSON with auc_old, auc_raw_new, auc_aligned_new (the from-scratch pair),
@@ -122,6 +122,13 @@ def parse_args() -> argparse.Namespace:
         help="Procrustes fit weights (default: the product's, none).",
     )
     ap.add_argument("--no-variants", action="store_true", help="only the default alignment (and the frozen map)")
+    ap.add_argument(
+        "--min-shared-entities",
+        type=int,
+        default=None,
+        help="the gate's floor of entities shared by both versions (default: the product's); "
+        "lower it for a smoke run on a tiny log",
+    )
     ap.add_argument("--workdir", type=Path, default=None)
     ap.add_argument(
         "--summarise",
@@ -191,8 +198,10 @@ def main() -> None:
     over = {"weight": args.weight} if args.weight else {}
     if args.scale is not None and args.scale != "none":
         over["scale_fit"] = args.scale
-    scale = {"scale": args.scale != "none"} if args.scale is not None else {}
-    rcfg = RolloverConfig(centre=not args.no_centre, force=True, **scale)  # defaults otherwise
+    rkw: dict[str, bool | int] = {"scale": args.scale != "none"} if args.scale is not None else {}
+    if args.min_shared_entities is not None:
+        rkw["min_shared_entities"] = args.min_shared_entities
+    rcfg = RolloverConfig(centre=not args.no_centre, force=True, **rkw)  # defaults otherwise
     hfit = StudyFit(**over)  # the headline's fit: the product's unless --scale/--weight say otherwise
     sp = st_old.split
     fits = publish_pairs(pairs, old_tables, sorted(st_new.published), sp, rcfg, hfit, not args.no_variants)
