@@ -17,6 +17,9 @@ def get_spark(
 ) -> Any:
     """Get or create the Spark session; ``conf``: further Spark settings (applied last).
 
+    The settings apply only when this call creates the session: a later call returns the
+    session as it was made (one per process), whatever it passes.
+
     ``outputTimestampType=TIMESTAMP_MICROS`` matters: Spark's default INT96 timestamps
     make Parquet files that delta-rs cannot read.
     """
