@@ -26,8 +26,12 @@ $(STAMP): pyproject.toml constraints.txt
 demo: $(STAMP)
 	$(BIN)/lfm4ads run --config $(CONFIG)
 
+# Two workers (pytest-xdist), each with its own Spark session and Ray cluster: a test file
+# stays on one worker (its module fixtures are built once), and files go out longest first
+# (tests/conftest.py). TEST_WORKERS=0 runs it in this one process.
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 # ruff (lint + format check) over the tree; mypy, strict on contracts/ and engines/
 lint: $(STAMP)

@@ -239,10 +239,12 @@ def cluster(tmp_path_factory):
         )
 
         def spark_workers() -> int:
+            # ValueError: while the master's UI is still attaching its handlers, /json/ falls
+            # through to the HTML page (seen on a loaded machine): not up yet, ask again
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{spark_ui}/json/", timeout=5) as r:
                     return int(json.load(r).get("aliveworkers", 0))
-            except OSError:
+            except (OSError, ValueError):
                 return 0
 
         _wait_for("spark worker", lambda: spark_workers() >= 1, 90, c, "spark-worker")
