@@ -86,7 +86,8 @@ class ExtractJob:
     reports: list[dict] = field(default_factory=list)
 
 
-def _read_manifest(checkpoint_dir: Path) -> CheckpointManifest:
+def read_manifest(checkpoint_dir: Path) -> CheckpointManifest:
+    """The checkpoint folder's manifest; FileNotFoundError naming the folder when it has none."""
     path = checkpoint_dir / MANIFEST_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{path}: missing; {checkpoint_dir} is not a checkpoint folder")
@@ -173,7 +174,7 @@ def plan_job(
     outs = {d: Path(out_dirs[d]).resolve() for d in days}
     if len(set(outs.values())) != len(outs):
         raise ValueError("out_dirs: two days share one output folder")
-    manifest = _read_manifest(checkpoint_dir)
+    manifest = read_manifest(checkpoint_dir)
     manifest.check_compatible(read_log_spec(log_path), source=f"log {log_path}")
     layers = resolve_layers(manifest, cfg.layers)
     log_days = set(delta_io.list_days(log_path))

@@ -40,7 +40,7 @@ from contracts.checkpoint import (
 )
 from engines import delta_io
 from extract.config import ProbeConfig
-from extract.job import _read_manifest, extract_days
+from extract.job import extract_days, read_manifest
 from extract.samples import read_marker
 from extract.units import plan_units
 from extract.vectors import normalise, point_in_time_states, to_numpy
@@ -112,7 +112,7 @@ def probe_layers(
     daily tables publish) and the probe scores the ad samples of the scenario."""
     cfg = cfg or ProbeConfig()
     checkpoint_dir, out_dir = Path(checkpoint_dir).resolve(), Path(out_dir)
-    manifest = _read_manifest(checkpoint_dir)
+    manifest = read_manifest(checkpoint_dir)
     if not train_days or not valid_days:
         raise ValueError("probe: give at least one train day and one validation day")
     if set(train_days) & set(valid_days):
@@ -246,7 +246,7 @@ def record_default_layer(
     file + rename: readers see the old or the new manifest, never half of one). Only an
     ad-branch CR layer can become the ads default."""
     path = Path(checkpoint_dir) / MANIFEST_FILE
-    manifest = _read_manifest(Path(checkpoint_dir))
+    manifest = read_manifest(Path(checkpoint_dir))
     valid = [l.name for l in manifest.layers if l.kind == "CR" and l.name.startswith(ADS_BRANCH_PREFIX)]
     if manifest.layer(layer).kind != "CR" or layer not in valid:  # KeyError listing the valid names when unknown
         raise ValueError(
