@@ -69,8 +69,8 @@ def _wait_until(proc: subprocess.Popen, cond, timeout: float = 240.0) -> None:
 def _finish(proc: subprocess.Popen, sig: int) -> tuple[int, str, str]:
     proc.send_signal(sig)  # the CLI process only, as `kill` or a scheduler would
     # A bound for a hang, not a timing check: "within seconds" on a quiet machine, but at load
-    # 12 on two cores (two test workers plus six busy loops) a stop during Spark's or Ray's
-    # start-up took over 90 s to return
+    # 12 on two cores (two test workers plus six busy loops) one stop, 4 s into the extract
+    # step, took over 90 s to return (not reproduced: 18 more at load 11 took 2-20 s)
     out, err = proc.communicate(timeout=300)
     leftover = ""
     for _ in range(120):  # the JVM and Ray's processes exit once their parent is gone
